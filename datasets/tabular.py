@@ -1,0 +1,384 @@
+"""Load a user's own data from a CSV, ``.npy`` or ``.npz`` file, with strict validation."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["TABLE_SUFFIXES", "check_finite", "check_finite_2d", "check_labels", "load_table"]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings :func:`load_table` reads.
+TABLE_SUFFIXES = (".csv", ".npy", ".npz")
+
+
+def _check_numeric(X: np.ndarray, source: str) -> None:
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
+        raise DataError(f"{source} holds {X.dtype} values, not real numbers")
+
+
+def _to_float32(X: np.ndarray) -> np.ndarray:
+    # Values beyond float32's range become inf here, so check finiteness after the cast.
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_finite_2d(
+    X: np.ndarray,
+    *,
+    source: str = "array",
+    column_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Check that ``X`` is a non-empty 2-D table of finite numbers and return it as ``float32``.
+
+    Parameters
+    ----------
+    X : array_like
+        The data, shape (n, d).
+    source : str, optional
+        What ``X`` is (a file name, say), used in error messages.
+    column_names : sequence of str, optional
+        Names of the ``d`` columns, used in error messages instead of column indices.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous ``float32`` copy (or view) of ``X``.
+
+    Raises
+    ------
+    DataError
+        When ``X`` is not 2-D, has no rows or no columns, is not numeric, or holds NaN or
+        infinite values (or values too large for ``float32``); the message gives the row and
+        column of the first one.
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(
+            f"{source} has shape {X.shape}; expected a 2-D table (n_samples, n_features)"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{source} is empty: shape {X.shape}")
+    _check_numeric(X, source)
+    out = _to_float32(X)
+    finite = np.isfinite(out)
+    if not finite.all():
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        name = repr(column_names[col]) if column_names is not None else str(col)
+        raise DataError(
+            f"{source} has a non-finite value {X[row, col].item()!r} at row {row}, column {name}"
+        )
+    return out
+
+
+def check_finite(X: np.ndarray, *, source: str = "array", min_ndim: int = 1) -> np.ndarray:
+    """Check that ``X`` is a non-empty numeric array of finite values; return it as ``float32``.
+
+    The N-dimensional counterpart of :func:`check_finite_2d`, for image arrays.
+
+    Parameters
+    ----------
+    X : array_like
+        The data.
+    source : str, optional
+        What ``X`` is, used in error messages.
+    min_ndim : int, optional
+        Fewest dimensions allowed.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous ``float32`` array of the same shape.
+
+    Raises
+    ------
+    DataError
+        When ``X`` has too few dimensions, is empty, is not numeric, or holds a non-finite value
+        (the message gives its index).
+    """
+    X = np.asarray(X)
+    if X.ndim < min_ndim:
+        raise DataError(f"{source} has shape {X.shape}; expected at least {min_ndim} dimensions")
+    if X.size == 0:
+        raise DataError(f"{source} is empty: shape {X.shape}")
+    _check_numeric(X, source)
+    out = _to_float32(X)
+    finite = np.isfinite(out)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(f"{source} has a non-finite value {X[index].item()!r} at index {index}")
+    return out
+
+
+def check_labels(y: np.ndarray, n: int, *, source: str = "labels") -> np.ndarray:
+    """Check that ``y`` holds ``n`` integer-valued labels and return them as ``int64``.
+
+    Parameters
+    ----------
+    y : array_like
+        The labels, shape (n,).
+    n : int
+        Number of samples they must match.
+    source : str, optional
+        What ``y`` is, used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` labels.
+
+    Raises
+    ------
+    DataError
+        When the shape is wrong or a label is not a finite integer.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{source} has shape {y.shape}; expected ({n},) to match the data")
+    if y.dtype == np.bool_ or np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    _check_numeric(y, source)
+    y_float = y.astype(np.float64)
+    bad = ~np.isfinite(y_float) | (y_float != np.round(y_float))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source} has a non-integer label {y[i].item()!r} at row {i}")
+    return y_float.astype(np.int64)
+
+
+def _csv_line(path: Path, data_row: int) -> int:
+    """File line number (from 1) of the 0-based data row, skipping the header and blank lines."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        k = -1
+        for row in reader:
+            if row:
+                k += 1
+                if k == data_row:
+                    return reader.line_num
+    return data_row + 2
+
+
+def _check_csv_rows(path: Path, n_fields: int) -> None:
+    """Raise on the first non-blank row whose field count differs from the header's."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for row in reader:
+            if row and len(row) != n_fields:
+                raise DataError(
+                    f"{path} has ragged rows: line {reader.line_num} has {len(row)} fields "
+                    f"but the header has {n_fields}"
+                )
+
+
+def _select_label(columns: list[str], label_column: str | int | None, path: Path) -> int | None:
+    if label_column is None:
+        return None
+    if isinstance(label_column, str):
+        if label_column not in columns:
+            raise DataError(f"{path} has no column {label_column!r}; columns are {columns}")
+        return columns.index(label_column)
+    if not -len(columns) <= label_column < len(columns):
+        raise DataError(
+            f"label_column {label_column} is out of range for the {len(columns)} columns of {path}"
+        )
+    return label_column % len(columns)
+
+
+def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        df = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path} is empty") from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path} has ragged rows: {str(exc).strip()}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a UTF-8 text file: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    columns = [str(c) for c in df.columns]
+    if len(df) == 0:
+        raise DataError(f"{path} has a header ({', '.join(columns)}) but no data rows")
+    try:
+        [float(c) for c in columns]
+    except ValueError:
+        pass
+    else:
+        logger.warning("the first row of %s looks numeric but is read as the header row", path)
+
+    for j, col in enumerate(df.columns):
+        series = df[col]
+        if pd.api.types.is_bool_dtype(series):
+            df[col] = series.astype(np.float64)
+        elif not pd.api.types.is_numeric_dtype(series):
+            coerced = pd.to_numeric(series, errors="coerce")
+            bad = np.flatnonzero(coerced.isna().to_numpy() & series.notna().to_numpy())
+            if len(bad) == 0:  # every value parses as a number after all
+                df[col] = coerced
+                continue
+            i = int(bad[0])
+            raise DataError(
+                f"{path} column {columns[j]!r} is not numeric "
+                f"(line {_csv_line(path, i)}: {series.iloc[i]!r})"
+            )
+
+    values = df.to_numpy(dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        if np.isnan(values).any():
+            _check_csv_rows(path, len(columns))  # a short row shows up as NaN
+        i, j = (int(k) for k in np.argwhere(~finite)[0])
+        kind = (
+            "missing or NaN value" if np.isnan(values[i, j]) else f"infinite value {values[i, j]}"
+        )
+        raise DataError(f"{path} has a {kind} at line {_csv_line(path, i)}, column {columns[j]!r}")
+
+    label = _select_label(columns, label_column, path)
+    y = None
+    if label is not None:
+        y = check_labels(values[:, label], len(values), source=f"{path} column {columns[label]!r}")
+        values = np.delete(values, label, axis=1)
+        del columns[label]
+    X = check_finite_2d(values, source=str(path), column_names=columns)
+    return X, y
+
+
+def _split_label_column(
+    X: np.ndarray, label_column: str | int | None, path: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if label_column is None:
+        return X, None
+    if isinstance(label_column, str) or X.ndim != 2:
+        raise DataError(
+            f"label_column={label_column!r} for {path}: give an integer column index of a 2-D "
+            "array (or store labels under the key 'y' of a .npz file)"
+        )
+    columns = [str(j) for j in range(X.shape[1])]
+    j = _select_label(columns, label_column, path)
+    y = check_labels(X[:, j], len(X), source=f"{path} column {j}")
+    return np.delete(X, j, axis=1), y
+
+
+def _finish_array(X: np.ndarray, path: Path, source: str) -> np.ndarray:
+    if X.ndim < 2:
+        raise DataError(
+            f"{source} has shape {X.shape}; expected a 2-D table (n_samples, n_features) or "
+            "an image array (N, ...)"
+        )
+    if X.ndim == 2:
+        return check_finite_2d(X, source=source)
+    return check_finite(X, source=source, min_ndim=3)
+
+
+def _load_npy(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        X = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{path} is not a plain numeric .npy array: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    X, y = _split_label_column(X, label_column, path)
+    return _finish_array(X, path, str(path)), y
+
+
+def _load_npz(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    label_key = label_column if isinstance(label_column, str) else "y"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if label_column is not None and isinstance(label_column, str) and label_key not in keys:
+                raise DataError(f"{path} has no array {label_key!r}; arrays are {keys}")
+            if "X" in keys:
+                x_key = "X"
+            else:
+                others = [k for k in keys if k != label_key]
+                if len(others) != 1:
+                    raise DataError(
+                        f"{path} holds arrays {keys}; name the data 'X' (and labels 'y')"
+                    )
+                x_key = others[0]
+            X = archive[x_key]
+            y = archive[label_key] if label_key in keys else None
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"{path} is not a plain numeric .npz archive: {exc}") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    source = f"{path}[{x_key!r}]"
+    if isinstance(label_column, int):
+        if y is not None:
+            raise DataError(f"{path} has a 'y' array and label_column={label_column}; give one")
+        X, y = _split_label_column(X, label_column, path)
+    X = _finish_array(X, path, source)
+    if y is not None:
+        y = check_labels(y, len(X), source=f"{path}[{label_key!r}]")
+    return X, y
+
+
+def load_table(
+    path: str | os.PathLike[str],
+    *,
+    label_column: str | int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a data set from a ``.csv``, ``.npy`` or ``.npz`` file.
+
+    * ``.csv``: a header row, then one sample per row; every column must be numeric. The
+      ``label_column`` (a column name, or an index) is split off as the labels.
+    * ``.npy``: a 2-D array (n_samples, n_features), or an N-D image array (N, ...) returned with
+      its shape unchanged. An integer ``label_column`` splits a column off a 2-D array.
+    * ``.npz``: the array named ``"X"`` (or the only array other than the labels) is the data;
+      the array ``"y"`` (or the key named by a string ``label_column``), when present, holds
+      the labels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    label_column : str or int, optional
+        Where the labels are, as described above. Labels must be integer-valued.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        ``float32`` data, shape (n, d) (or the N-D shape of an image array).
+    y : numpy.ndarray or None
+        ``int64`` labels of shape (n,), or ``None`` when the file has none.
+
+    Raises
+    ------
+    DataError
+        For a missing file, an unknown extension, an empty file, ragged CSV rows, a non-numeric
+        column (named), NaN or infinite values (row and column given) or inconsistent labels.
+    """
+    if isinstance(label_column, np.integer):
+        label_column = int(label_column)
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"unsupported data file {path}: extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(TABLE_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
+    if suffix == ".csv":
+        X, y = _load_csv(path, label_column)
+    elif suffix == ".npy":
+        X, y = _load_npy(path, label_column)
+    else:
+        X, y = _load_npz(path, label_column)
+    logger.info("read %s: X %s%s", path, X.shape, "" if y is None else f", y {y.shape}")
+    return X, y

@@ -1,0 +1,35 @@
+"""Shared test fixtures: where the shared copies of real data sets live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder holding the shared data copies (``mnist/``, ``cifar10-jpeg/``); skip if absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(shared_data: Path) -> Path:
+    """Folder with the four original MNIST ``.gz`` files; skip if absent."""
+    folder = shared_data / "mnist"
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST copy not found in {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_dir(shared_data: Path) -> Path:
+    """Folder with the image-folder copy of CIFAR-10; skip if absent."""
+    folder = shared_data / "cifar10-jpeg"
+    if not (folder / "train").is_dir():
+        pytest.skip(f"CIFAR-10 JPEG copy not found in {folder}")
+    return folder

@@ -1,0 +1,36 @@
+"""Benchmarks of the MEG detector: one entry point per benchmark, each writing to a folder.
+
+Every entry point takes ``classes``, ``seeds``, ``device``, ``quick``, ``data_root``, ``out_dir``
+and ``verbose`` (plus ``dataset`` or ``sides`` where they apply), writes a CSV of raw results,
+``table.md``, PNG plots and ``meta.json`` into ``out_dir``, and returns the Markdown table.
+
+* :func:`run_heldout`: held-out digit protocol (MNIST), AUPRC beside the published figures.
+* :func:`run_one_class`: one-class protocol (MNIST, CIFAR-10), AUROC.
+* :func:`run_mixture`: mode coverage of the generator on 2-D Gaussian grids.
+* :func:`run_cost`: time per training step with and without core-set selection.
+"""
+
+from collections.abc import Callable
+
+from ._config import detector_params
+from .cost import run_cost
+from .heldout import run_heldout
+from .mixture import run_mixture
+from .one_class import run_one_class
+
+__all__ = [
+    "BENCHMARKS",
+    "detector_params",
+    "run_cost",
+    "run_heldout",
+    "run_mixture",
+    "run_one_class",
+]
+
+#: Benchmark name -> entry point.
+BENCHMARKS: dict[str, Callable[..., str]] = {
+    "heldout": run_heldout,
+    "one-class": run_one_class,
+    "mixture": run_mixture,
+    "cost": run_cost,
+}

@@ -1,0 +1,17 @@
+"""MEG energy GAN: networks, losses and the trainer."""
+
+from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
+from .networks import build_networks, image_geometry
+from .trainer import MEGConfig, MEGTrainer, resolve_device
+
+__all__ = [
+    "MEGConfig",
+    "MEGTrainer",
+    "build_networks",
+    "energy_loss",
+    "generator_loss",
+    "image_geometry",
+    "input_gradient_sq_norm",
+    "jsd_mutual_information",
+    "resolve_device",
+]

@@ -1,0 +1,211 @@
+"""Networks of the MEG energy GAN: energy ``E(x)``, generator ``G(z)``, statistics ``T(x, z)``.
+
+Two families: MLPs for tabular vectors and convolutional networks for square images with 1 or 3
+channels. The energy network has no batch normalisation, so the energy of a sample never depends
+on the other samples in its batch (scores are the same in any batch size or order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ConvEnergy",
+    "ConvGenerator",
+    "ConvStatistics",
+    "MLPEnergy",
+    "MLPGenerator",
+    "MLPStatistics",
+    "build_networks",
+    "image_geometry",
+]
+
+
+def _mlp(sizes: Sequence[int], slope: float = 0.2) -> nn.Sequential:
+    """Linear layers with LeakyReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(slope))
+    return nn.Sequential(*layers)
+
+
+def image_geometry(shape: Sequence[int]) -> tuple[int, int]:
+    """Number of stride-2 stages and base resolution for a ``(C, H, W)`` image shape.
+
+    The side is halved while it stays even and at least 4 after halving, so 28 -> 14 -> 7
+    (2 stages, base 7), 32 -> 16 -> 8 -> 4 (3 stages, base 4), 8 -> 4 (1 stage).
+
+    Raises
+    ------
+    ValueError
+        For non-square images, channel counts other than 1 or 3, or sides the nets cannot halve.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"image shape must be (channels, height, width), got {tuple(shape)}")
+    c, h, w = (int(s) for s in shape)
+    if c not in (1, 3):
+        raise ValueError(f"convolutional nets take 1 or 3 channels, got {c}")
+    if h != w:
+        raise ValueError(f"convolutional nets take square images, got {h}x{w}")
+    stages, side = 0, h
+    while side % 2 == 0 and side // 2 >= 4 and stages < 5:
+        side //= 2
+        stages += 1
+    if stages == 0:
+        raise ValueError(
+            f"image size {h}x{w} is not supported by the convolutional nets: "
+            "use an even side of at least 8 (e.g. 28, 32, 64) or the MLP"
+        )
+    return stages, side
+
+
+class MLPEnergy(nn.Module):
+    """Energy of a vector: ``(B, d) -> (B,)``; low energy = normal."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, depth: int = 3):
+        super().__init__()
+        self.net = _mlp([in_dim] + [hidden] * depth + [1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+class MLPGenerator(nn.Module):
+    """Generator of vectors: ``(B, latent) -> (B, d)``, with batch norm and ReLU."""
+
+    def __init__(self, latent_dim: int, out_dim: int, hidden: int = 256, depth: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        size = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(size, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
+            size = hidden
+        layers.append(nn.Linear(size, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPStatistics(nn.Module):
+    """Statistics network ``T(x, z)`` of the mutual-information estimator: ``-> (B,)``."""
+
+    def __init__(self, in_dim: int, latent_dim: int, hidden: int = 256, depth: int = 2):
+        super().__init__()
+        self.net = _mlp([in_dim + latent_dim] + [hidden] * depth + [1])
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x.flatten(1), z], dim=1)).squeeze(1)
+
+
+def _conv_features(channels: int, width: int, stages: int) -> tuple[nn.Sequential, int]:
+    """Stride-2 4x4 convolutions (no normalisation); returns the stack and its output channels."""
+    layers: list[nn.Module] = []
+    c_in, c_out = channels, width
+    for _ in range(stages):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        c_in, c_out = c_out, c_out * 2
+    return nn.Sequential(*layers), c_in
+
+
+class ConvEnergy(nn.Module):
+    """Energy of an image: ``(B, C, H, W) -> (B,)``, strided convolutions then a linear head."""
+
+    def __init__(self, shape: Sequence[int], width: int = 32):
+        super().__init__()
+        stages, base = image_geometry(shape)
+        self.features, c = _conv_features(int(shape[0]), width, stages)
+        self.head = nn.Linear(c * base * base, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN-like generator: ``(B, latent) -> (B, C, H, W)`` in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, shape: Sequence[int], width: int = 32):
+        super().__init__()
+        stages, base = image_geometry(shape)
+        c = width * 2 ** (stages - 1)
+        self.base, self.c0 = base, c
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, c * base * base), nn.BatchNorm1d(c * base * base), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            last = i == stages - 1
+            c_out = int(shape[0]) if last else c // 2
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(c_out), nn.ReLU()]
+            c = c_out
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(-1, self.c0, self.base, self.base)  # (B, c0, base, base)
+        return self.blocks(h)  # (B, C, H, W)
+
+
+class ConvStatistics(nn.Module):
+    """``T(x, z)`` for images: the energy network's conv shape, then an MLP on ``[features, z]``."""
+
+    def __init__(self, shape: Sequence[int], latent_dim: int, width: int = 32, hidden: int = 256):
+        super().__init__()
+        stages, base = image_geometry(shape)
+        self.features, c = _conv_features(int(shape[0]), width, stages)
+        self.head = _mlp([c * base * base + latent_dim, hidden, 1])
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).flatten(1)
+        return self.head(torch.cat([h, z], dim=1)).squeeze(1)
+
+
+def build_networks(
+    input_shape: Sequence[int],
+    latent_dim: int,
+    *,
+    kind: str = "auto",
+    width: int | None = None,
+    bounded: bool = False,
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Build ``(E, G, T)`` for inputs of shape ``input_shape`` (without the batch axis).
+
+    Parameters
+    ----------
+    input_shape : tuple
+        ``(d,)`` for vectors or ``(C, H, W)`` for images.
+    latent_dim : int
+        Size of the generator's input ``z``.
+    kind : {"auto", "mlp", "conv"}
+        "auto" picks convolutions for 3-D shapes and MLPs otherwise.
+    width : int, optional
+        Hidden units of the MLPs (default 256) or base channels of the conv nets (default 32).
+    bounded : bool
+        For MLPs: end the generator with ``tanh`` (data scaled to [-1, 1]).
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if kind == "auto":
+        kind = "conv" if len(shape) == 3 else "mlp"
+    if kind == "conv":
+        image_geometry(shape)  # clear error for unsupported shapes
+        w = width or 32
+        return (
+            ConvEnergy(shape, w),
+            ConvGenerator(latent_dim, shape, w),
+            ConvStatistics(shape, latent_dim, w),
+        )
+    if kind != "mlp":
+        raise ValueError(f"network kind must be 'auto', 'mlp' or 'conv', got {kind!r}")
+    d = 1
+    for s in shape:
+        d *= s
+    w = width or 256
+    gen = MLPGenerator(latent_dim, d, w)
+    if bounded:
+        gen.net.append(nn.Tanh())
+    return MLPEnergy(d, w), gen, MLPStatistics(d, latent_dim, w)

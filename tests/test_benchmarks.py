@@ -1,0 +1,266 @@
+"""Smoke tests of the benchmark suite (quick mode) and checks of its tables and verdicts."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anomaly import MEGDetector
+from anomaly.benchmarks import (
+    BENCHMARKS,
+    detector_params,
+    run_cost,
+    run_heldout,
+    run_mixture,
+    run_one_class,
+)
+from anomaly.benchmarks import heldout as heldout_module
+from anomaly.benchmarks._config import MIXTURE_SETTINGS, family
+from anomaly.benchmarks._detection import COLUMNS, METHODS, subsample
+from anomaly.benchmarks._io import fmt_mean_std
+from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE
+from datasets import load_benchmark
+
+METRICS = ["auroc", "auprc", "average_precision"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny networks run far faster so on a busy two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def heldout_run(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("heldout")
+    text = run_heldout(dataset="digits", classes=[1], seeds=[0], quick=True, out_dir=out)
+    return out, text
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def test_entry_points_share_the_options():
+    assert set(BENCHMARKS) == {"heldout", "one-class", "mixture", "cost"}
+    common = {"classes", "seeds", "device", "quick", "data_root", "out_dir", "verbose"}
+    for name, fn in BENCHMARKS.items():
+        params = set(inspect.signature(fn).parameters)
+        assert common <= params, name
+    assert "dataset" in inspect.signature(run_heldout).parameters
+    assert "dataset" in inspect.signature(run_one_class).parameters
+    assert "sides" in inspect.signature(run_mixture).parameters
+
+
+def test_detector_params_one_set_per_family():
+    assert family("mnist") == family("cifar10") == "images"
+    assert family("digits") == "vectors"
+    full, quick = detector_params("mnist"), detector_params("mnist", quick=True)
+    assert quick["n_iter"] == 5 and quick["width"] == 8
+    assert {k: v for k, v in full.items() if k not in ("n_iter", "width")} == {
+        k: v for k, v in quick.items() if k not in ("n_iter", "width")
+    }
+    core = MEGDetector(**full)  # the core-set variant uses the detector's default factors
+    assert core.prior_factor > 1 and core.data_factor > 1
+    detector_params("mnist")["n_iter"] = 1  # callers get a fresh dict
+    assert detector_params("mnist") == full
+
+
+def test_fmt_mean_std():
+    assert fmt_mean_std([0.5, 0.7]) == "0.600 ± 0.141"
+    assert fmt_mean_std([0.25]) == "0.250"
+    assert fmt_mean_std([np.nan, 0.25]) == "0.250"
+    assert fmt_mean_std([]) == "–"
+
+
+def test_quick_subsample_keeps_both_labels():
+    split = load_benchmark("digits", "heldout", 3, random_state=0)
+    small = subsample(split, seed=0, n_train=100, n_test=50)
+    assert len(small.X_train) == 100 and len(small.X_test) == 50
+    assert set(np.unique(small.y_test)) == {0, 1}
+    assert np.isin(small.train_index, split.train_index).all()
+    assert not np.isin(small.test_index, small.train_index).any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": []}, "seeds must not be empty"),
+        ({"seeds": [0, 0]}, "must not repeat"),
+        ({"classes": ["x"]}, "classes must be integers"),
+    ],
+)
+def test_bad_list_options_fail_before_any_work(tmp_path, kwargs, message):
+    options = {"dataset": "digits", "classes": [1], "seeds": [0], "quick": True, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        run_heldout(out_dir=tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="sides must be >= 1"):
+        run_mixture(sides=[0], seeds=[0], quick=True, out_dir=tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------- held-out
+
+
+def test_heldout_quick_writes_everything(heldout_run):
+    out, text = heldout_run
+    for name in [
+        "results.csv",
+        "table.md",
+        "meta.json",
+        "pr_curves.png",
+        "auprc_bars.png",
+        "scores.npz",
+        "training_history.csv",
+    ]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "table.md").read_text(encoding="utf-8") == text
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_heldout_quick_csv(heldout_run):
+    out, _ = heldout_run
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == list(COLUMNS)
+    assert len(results) == len(METHODS)  # one row per method x class x seed
+    assert set(results["method"]) == set(METHODS)
+    assert (results["cls"] == 1).all() and (results["seed"] == 0).all()
+    values = results[METRICS].to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    gan = results[results["method"].str.startswith("MEG")]
+    assert (gan["iters_per_second"] > 0).all()
+    assert (gan["selection_share"].between(0, 1)).all()
+    coreset = gan[gan["method"] == "MEG + core-set"]
+    random = gan[gan["method"] == "MEG + random batches"]
+    assert coreset["selection_seconds"].iloc[0] > 0
+    assert random["selection_seconds"].iloc[0] == 0
+    assert results["n_train"].max() <= 600 and results["n_test"].max() <= 400
+
+
+def test_heldout_quick_table(heldout_run):
+    out, text = heldout_run
+    for method in METHODS:
+        assert method in text
+    assert "Quick mode" in text
+    assert "## Targets" in text
+    # Digits are not MNIST: the published comparisons are not measured.
+    assert "not measured (published figures are for MNIST" in text
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["options"]["classes"] == [1]
+    assert meta["machine"]["cpu_count"] >= 1
+    assert meta["detector"]["n_iter"] == 5
+    # The report is a function of the CSV alone.
+    again = heldout_module.report(
+        pd.read_csv(out / "results.csv"), dataset="digits", params=meta["detector"], quick=True
+    )
+    assert again == text
+
+
+def _fake_results(values: dict[str, float], classes=range(10), seeds=(0, 1)) -> pd.DataFrame:
+    rows = []
+    for cls in classes:
+        for seed in seeds:
+            for method in METHODS:
+                v = values[method] + 0.01 * seed
+                rows.append({"method": method, "cls": cls, "seed": seed, "auprc": v})
+    frame = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = 0.5 if column in METRICS else 1.0
+    frame["anomaly_fraction"] = 0.35
+    return frame[list(COLUMNS)]
+
+
+def test_heldout_targets_from_measured_numbers():
+    # Above published MEG on every digit, below kNN on the 10-class mean, below random batches.
+    values = {
+        "MEG + core-set": 0.52,
+        "MEG + random batches": 0.60,
+        "kNN distance": 0.70,
+        "Isolation Forest": 0.3,
+        "PCA reconstruction": 0.4,
+    }
+    text = heldout_module.report(_fake_results(values), dataset="mnist")
+    for digit in (1, 4, 5, 7, 9):
+        assert f"digit {digit}: MEG + core-set AUPRC > published MEG" in text
+    assert text.count("published MEG") == 5
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+
+    def verdict(start: str) -> str:
+        (line,) = [line for line in lines if line.startswith(start)]
+        return line.split(": ")[-1]
+
+    assert verdict("- digit 1:") == "MET (0.525 ± 0.007 vs 0.281)"
+    assert verdict("- 10-class mean").startswith("NOT MET (0.525 ± 0.007 vs 0.705 ± 0.007")
+    assert verdict("- MEG + core-set >= MEG + random").startswith("NOT MET (0.525 vs 0.605")
+    # Published columns are there and marked; the subset mean row appears.
+    for name in PUBLISHED_HELDOUT_AUPRC:
+        assert f"{name} ({PUBLISHED_NOTE})" in text
+    assert "mean over digits 1, 4, 5, 7, 9" in text
+
+
+def test_heldout_targets_not_measured_for_missing_digits():
+    values = dict.fromkeys(METHODS, 0.5)
+    text = heldout_module.report(_fake_results(values, classes=[4]), dataset="mnist")
+    assert "digit 1 not run" in text
+    assert "MET (0.505 ± 0.007 vs 0.401)" in text
+    assert "not measured (1 of 10 classes run" in text
+
+
+# --------------------------------------------------------------------------- one-class
+
+
+def test_one_class_quick(tmp_path):
+    text = run_one_class(dataset="digits", classes=[0], seeds=[0], quick=True, out_dir=tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == len(METHODS) and set(results["method"]) == set(METHODS)
+    values = results[METRICS].to_numpy()
+    assert (values >= 0).all() and (values <= 1).all()
+    for name in ["table.md", "meta.json", "roc_curves.png", "auroc_bars.png"]:
+        assert (tmp_path / name).is_file(), name
+    assert "## AUROC" in text and all(m in text for m in METHODS)
+
+
+# ----------------------------------------------------------------------------- mixture
+
+
+def test_mixture_quick(tmp_path):
+    text = run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == len(MIXTURE_SETTINGS)
+    assert set(results["setting"]) == {s.name for s in MIXTURE_SETTINGS}
+    assert (results["n_modes"] == 9).all()
+    assert results["modes_recovered"].between(0, 9).all()
+    for column in ["recovered_fraction", "high_quality_fraction", "selection_share"]:
+        assert results[column].between(0, 1).all(), column
+    assert (results["seconds_per_step"] > 0).all()
+    for name in ["table.md", "meta.json", "samples.png", "samples.npz"]:
+        assert (tmp_path / name).is_file(), name
+    for setting in MIXTURE_SETTINGS:
+        assert setting.name in text
+
+
+# -------------------------------------------------------------------------------- cost
+
+
+def test_cost_quick(tmp_path):
+    text = run_cost(seeds=[0], quick=True, out_dir=tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 4  # 2 kinds of data x 2 settings x 1 seed
+    assert (results["ms_per_step"] > 0).all()
+    assert results["selection_share"].between(0, 1).all()
+    random = results[results["setting"] == "random batches"]
+    coreset = results[results["setting"] == "core-set"]
+    assert (random["selection_ms_per_step"] == 0).all()
+    assert (coreset["selection_ms_per_step"] > 0).all()
+    for name in ["table.md", "meta.json", "step_time.png"]:
+        assert (tmp_path / name).is_file(), name
+    assert "overhead vs random %" in text and "(baseline)" in text

@@ -1,0 +1,177 @@
+"""The command line: `anomaly fit` and `anomaly score` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from anomaly.cli import app, main
+
+FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
+
+
+@pytest.fixture
+def table(tmp_path):
+    """A CSV of 2-D normal points, a CSV of test points with labels, and their label file."""
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(rng.normal(size=(120, 2)), columns=["a", "b"])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test = pd.DataFrame(np.vstack([rng.normal(size=(20, 2)), rng.normal(8, 1, size=(5, 2))]))
+    test.columns = ["a", "b"]
+    test["label"] = [0] * 20 + [1] * 5
+    test.to_csv(tmp_path / "test.csv", index=False)
+    np.save(tmp_path / "labels.npy", test["label"].to_numpy())
+    return tmp_path
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_and_score_on_csv(table, capsys):
+    model = table / "model"
+    code, out, _ = run(["fit", str(table / "train.csv"), "--out", str(model), *FAST], capsys)
+    assert code == 0, out
+    assert (model / "weights.pt").exists() and (model / "model.json").exists()
+    scores = table / "scores.csv"
+    code, out, err = run(
+        ["score", str(model), str(table / "test.csv"), "--label-column", "label"]
+        + ["--out", str(scores), "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"auroc", "auprc", "average_precision"} <= set(result)
+    frame = pd.read_csv(scores)
+    assert list(frame.columns) == ["index", "anomaly_score", "score_samples", "is_anomaly"]
+    assert len(frame) == 25
+    np.testing.assert_allclose(frame.anomaly_score, -frame.score_samples)
+    assert set(frame.is_anomaly) <= {0, 1}
+
+
+def test_score_with_label_file_prints_metrics(table, capsys):
+    model = table / "model"
+    assert main(["fit", str(table / "train.csv"), "--out", str(model), *FAST]) == 0
+    test = pd.read_csv(table / "test.csv").drop(columns="label")
+    test.to_csv(table / "unlabelled.csv", index=False)
+    capsys.readouterr()
+    code, out, _ = run(
+        ["score", str(model), str(table / "unlabelled.csv"), "--labels", str(table / "labels.npy")]
+        + ["--out", str(table / "s.csv")],
+        capsys,
+    )
+    assert code == 0
+    assert "AUROC" in out and "AUPRC" in out
+
+
+def test_fit_builtin_digits_prints_metrics(tmp_path, capsys):
+    code, out, _ = run(["fit", "--out", str(tmp_path / "m"), "--json", *FAST], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["dataset"] == "digits"
+    assert 0.0 <= result["auroc"] <= 1.0 and result["n_test"] > 0
+
+
+def test_fit_and_score_image_folder(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for folder in ("train/a", "test/a"):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 255, size=(28, 28), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(tmp_path / folder / f"{i}.png")
+    model = tmp_path / "model"
+    assert main(["fit", str(tmp_path / "train"), "--out", str(model), *FAST]) == 0
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["input_shape"] == [1, 28, 28]
+    code, _, err = run(
+        ["score", str(model), str(tmp_path / "test"), "--out", str(tmp_path / "s.csv")], capsys
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 12
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "missing.csv"], "not found"),
+        (["fit", "--protocol", "sideways"], "sideways"),
+        (["fit", "--bogus"], "No such option"),
+        (["fit", "--contamination", "lots"], "contamination"),
+        (["score", "no-model", "x.csv"], "model folder not found"),
+    ],
+)
+def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_bad_data_files_and_wrong_feature_count(table, capsys):
+    (table / "nan.csv").write_text("a,b\n1,2\n3,nan\n")
+    (table / "empty.csv").write_text("")
+    for bad in ("nan.csv", "empty.csv"):
+        code, _, err = run(["fit", str(table / bad), *FAST], capsys)
+        assert code == 1 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    model = table / "model"
+    assert main(["fit", str(table / "train.csv"), "--out", str(model), *FAST]) == 0
+    pd.DataFrame(np.zeros((3, 5))).to_csv(table / "wide.csv", index=False)
+    scores = table / "keep.csv"
+    scores.write_text("old content")
+    code, _, err = run(["score", str(model), str(table / "wide.csv"), "--out", str(scores)], capsys)
+    assert code == 1 and "features" in err
+    assert scores.read_text() == "old content"  # nothing on disk lost or half-written
+
+
+def test_help_and_dry_run_with_cli_runner():
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", "--help"])
+    assert result.exit_code == 0
+    for option in ("--dataset", "--protocol", "--class", "--seed", "--no-coreset", "--json"):
+        assert option in result.output
+    result = runner.invoke(app, ["fit", "--dry-run", "--json", "--no-coreset", "--seed", "3"])
+    assert result.exit_code == 0
+    resolved = json.loads(result.output)
+    assert resolved["params"]["data_factor"] == 1 and resolved["params"]["prior_factor"] == 1
+    assert resolved["params"]["random_state"] == 3
+
+
+def test_console_script_exit_codes(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "anomaly.cli", "fit", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0 and "params" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "anomaly.cli", "score", "nowhere", "x.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_benchmark_command_writes_its_outputs(tmp_path, capsys):
+    argv = ["benchmark", "heldout", "--dataset", "digits", "--classes", "1", "--seeds", "0"]
+    code, out, _ = run([*argv, "--quick", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "kNN" in out
+    folder = tmp_path / "heldout-digits"
+    assert (folder / "results.csv").exists() and (folder / "table.md").exists()
+    code, _, err = run(["benchmark", "heldout", "--seeds", "a,b", "--quick"], capsys)
+    assert code == 1 and "--seeds" in err

@@ -1,0 +1,171 @@
+"""MEGDetector: scikit-learn contract, behaviour on toy data, persistence."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from anomaly import MEGDetector, ModelFileError, auroc, load_model, save_model
+from datasets import grid_mixture, load_benchmark
+
+TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8)
+
+
+@parametrize_with_checks([MEGDetector(**TINY, random_state=0)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def mixture_detector():
+    mixture = grid_mixture(side=3, spacing=2.0, std=0.05)
+    X, _ = mixture.sample(1500, random_state=0)
+    det = MEGDetector(n_iter=400, width=64, latent_dim=8, random_state=0).fit(X)
+    return det, mixture, X
+
+
+def test_points_far_from_every_mode_score_as_more_anomalous(mixture_detector):
+    det, mixture, _ = mixture_detector
+    at_modes = mixture.centers
+    far = np.array([[6.0, 6.0], [-6.0, 5.0], [0.0, -7.0], [7.0, 0.0]], dtype=np.float32)
+    s_modes, s_far = det.score_samples(at_modes), det.score_samples(far)
+    assert s_far.max() < s_modes.min()
+    assert (det.predict(far) == -1).all()
+
+
+def test_scores_vary_and_weights_move(mixture_detector):
+    det, _, X = mixture_detector
+    scores = det.score_samples(X[:200])
+    assert np.std(scores) > 1e-3
+    fresh = MEGDetector(**TINY, random_state=0)
+    fresh.fit(X[:50])
+    untrained = clone(fresh)
+    untrained.set_params(n_iter=1, learning_rate=1e-12).fit(X[:50])
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(fresh.energy_net_.parameters(), untrained.energy_net_.parameters())
+    )
+
+
+def test_digits_heldout_auroc_well_above_chance():
+    split = load_benchmark("digits", "heldout", 0, random_state=0)
+    det = MEGDetector(n_iter=150, random_state=0).fit(split.X_train)
+    score = auroc(split.y_test, -det.score_samples(split.X_test))
+    assert score > 0.8
+
+
+def test_predict_matches_decision_function_and_contamination(mixture_detector):
+    det, _, X = mixture_detector
+    det2 = clone(det).set_params(contamination=0.1, n_iter=5)
+    det2.fit(X)
+    pred = det2.predict(X)
+    assert abs((pred == -1).mean() - 0.1) < 0.01
+    np.testing.assert_array_equal(pred == -1, det2.decision_function(X) < 0)
+
+
+def test_scores_do_not_depend_on_batch_or_order(mixture_detector):
+    det, _, X = mixture_detector
+    full = det.score_samples(X[:300])
+    order = np.random.default_rng(0).permutation(300)
+    np.testing.assert_allclose(det.score_samples(X[:300][order]), full[order], rtol=1e-5)
+    pieces = np.concatenate([det.score_samples(X[i : min(i + 7, 300)]) for i in range(0, 300, 7)])
+    np.testing.assert_allclose(pieces, full, rtol=1e-5, atol=1e-6)
+
+
+def test_clone_pickle_and_pipeline(mixture_detector):
+    det, _, X = mixture_detector
+    params = clone(det).get_params()
+    assert params == det.get_params()
+    assert not hasattr(clone(det), "offset_")
+    restored = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(restored.score_samples(X[:50]), det.score_samples(X[:50]))
+    pipe = make_pipeline(MinMaxScaler(), MEGDetector(**TINY, random_state=0)).fit(X)
+    assert set(np.unique(pipe.predict(X))) <= {-1, 1}
+
+
+def test_fit_twice_with_same_seed_is_identical():
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    a = MEGDetector(**TINY, random_state=5).fit(X).score_samples(X)
+    b = MEGDetector(**TINY, random_state=5).fit(X).score_samples(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_gradnorm_score_and_image_input():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, size=(30, 1, 28, 28)).astype(np.float32)
+    det = MEGDetector(**TINY, score_type="gradnorm", random_state=0).fit(images)
+    assert det.input_shape_ == (1, 28, 28)
+    flat = det.score_samples(images.reshape(30, -1))
+    np.testing.assert_allclose(flat, det.score_samples(images), rtol=1e-6)
+    assert (flat <= 0).all()  # minus a squared norm
+    with pytest.raises(ValueError, match="1024 features.*expecting 784"):
+        det.score_samples(rng.normal(size=(3, 1, 32, 32)))
+
+
+def test_wrong_feature_count_and_nan_are_rejected():
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    det = MEGDetector(**TINY, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        det.score_samples(X[:, :2])
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MEGDetector(**TINY).fit(bad)
+
+
+# ---------------------------------------------------------------------------- persistence
+def test_save_load_round_trip_gives_identical_scores(tmp_path, mixture_detector):
+    det, _, X = mixture_detector
+    save_model(det, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.score_samples(X[:100]), det.score_samples(X[:100]))
+    np.testing.assert_array_equal(loaded.predict(X[:100]), det.predict(X[:100]))
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["offset"] == det.offset_
+    assert "torch" in meta["versions"]
+    assert loaded.get_params() == det.get_params()
+
+
+def test_crash_mid_save_leaves_old_model_intact(tmp_path, mixture_detector, monkeypatch):
+    det, _, X = mixture_detector
+    path = tmp_path / "model"
+    save_model(det, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    other = clone(det).set_params(n_iter=2).fit(X[:100])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(other, path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary leftovers
+
+
+def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path, mixture_detector):
+    det, _, _ = mixture_detector
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="model.json is missing"):
+        load_model(tmp_path / "empty")
+    save_model(det, tmp_path / "m")
+    (tmp_path / "m" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_model(tmp_path / "m")
+    save_model(det, tmp_path / "f")
+    (tmp_path / "f" / "model.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelFileError, match="not a coreset-meg-model"):
+        load_model(tmp_path / "f")
+    (tmp_path / "f" / "model.json").write_text("{truncated")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_model(tmp_path / "f")

@@ -1,0 +1,155 @@
+"""Networks, losses and the MEG trainer on tiny CPU configurations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gan import (
+    MEGConfig,
+    MEGTrainer,
+    build_networks,
+    energy_loss,
+    generator_loss,
+    image_geometry,
+    input_gradient_sq_norm,
+    jsd_mutual_information,
+)
+
+
+def tiny_config(**kw) -> MEGConfig:
+    base = dict(n_iter=2, n_energy_steps=2, batch_size=8, latent_dim=4, width=8, log_every=1)
+    base.update(kw)
+    return MEGConfig(**base)
+
+
+# ----------------------------------------------------------------------------- networks
+@pytest.mark.parametrize(
+    ("shape", "expected"), [((1, 28, 28), (2, 7)), ((3, 32, 32), (3, 4)), ((1, 8, 8), (1, 4))]
+)
+def test_image_geometry(shape, expected):
+    assert image_geometry(shape) == expected
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((1, 27, 27), "not supported"), ((1, 28, 32), "square"), ((2, 28, 28), "1 or 3 channels")],
+)
+def test_image_geometry_rejects_unsupported_shapes(shape, match):
+    with pytest.raises(ValueError, match=match):
+        image_geometry(shape)
+
+
+@pytest.mark.parametrize("shape", [(5,), (1, 28, 28), (3, 32, 32)])
+def test_networks_map_shapes(shape):
+    energy, gen, stats = build_networks(shape, latent_dim=4, width=8)
+    z = torch.randn(3, 4)
+    x = gen(z)
+    assert x.shape == (3, *shape)
+    assert energy(x).shape == (3,)
+    assert stats(x, z).shape == (3,)
+
+
+def test_energy_of_a_sample_does_not_depend_on_its_batch():
+    energy, _, _ = build_networks((1, 28, 28), latent_dim=4, width=8)
+    x = torch.randn(6, 1, 28, 28)
+    together = energy(x)
+    alone = torch.cat([energy(x[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- losses
+def test_gradient_norm_is_the_true_per_sample_squared_norm():
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]])  # E(x) = sum(w * x) over a (2, 2) "image"
+    net = _Linear(w)
+    x = torch.randn(5, 1, 2, 2)
+    energy, sq = input_gradient_sq_norm(net, x)
+    torch.testing.assert_close(energy, (x[:, 0] * w).sum(dim=(1, 2)))
+    torch.testing.assert_close(sq, torch.full((5,), float((w**2).sum())))
+
+
+class _Linear(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x):
+        return (x[:, 0] * self.w).sum(dim=(1, 2))
+
+
+def test_energy_and_generator_losses():
+    e_real, e_fake = torch.tensor([1.0, 3.0]), torch.tensor([5.0, 7.0])
+    gp = torch.tensor([2.0, 4.0])
+    assert float(energy_loss(e_real, e_fake, gp, 0.5)) == pytest.approx(2.0 - 6.0 + 1.5)
+    assert float(generator_loss(e_fake, torch.tensor(0.25))) == pytest.approx(6.0 - 0.25)
+
+
+def test_jsd_mutual_information_bounds():
+    zeros = torch.zeros(8)
+    assert float(jsd_mutual_information(zeros, zeros)) == pytest.approx(-2 * math.log(2))
+    separated = jsd_mutual_information(torch.full((8,), 20.0), torch.full((8,), -20.0))
+    assert float(separated) == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ trainer
+@pytest.mark.parametrize("shape", [(3,), (1, 28, 28), (3, 32, 32)])
+def test_two_step_smoke_for_each_network_kind(shape):
+    X = np.random.default_rng(0).uniform(-1, 1, size=(40, *shape)).astype(np.float32)
+    trainer = MEGTrainer(tiny_config(), shape, random_state=0)
+    before = [p.detach().clone() for p in trainer.energy_net.parameters()]
+    trainer.fit(X)
+    assert trainer.step == 2
+    assert len(trainer.history) == 2
+    assert all(math.isfinite(v) for rec in trainer.history for v in rec.values())
+    # Every weight matrix moves (an output bias gets no gradient: the loss ignores energy shifts).
+    after = list(trainer.energy_net.parameters())
+    moved = [not torch.equal(a, b) for a, b in zip(before, after) if a.dim() > 1]
+    assert moved and all(moved)
+
+
+def test_fit_is_reproducible_and_leaves_global_rng_alone():
+    X = np.random.default_rng(1).normal(size=(50, 2)).astype(np.float32)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = MEGTrainer(tiny_config(n_iter=3), (2,), random_state=7).fit(X)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = MEGTrainer(tiny_config(n_iter=3), (2,), random_state=7).fit(X)
+    c = MEGTrainer(tiny_config(n_iter=3), (2,), random_state=8).fit(X)
+    for p, q in zip(a.energy_avg.parameters(), b.energy_avg.parameters()):
+        assert torch.equal(p, q)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(a.energy_avg.parameters(), c.energy_avg.parameters())
+    )
+
+
+def test_checkpoint_resume_continues_from_saved_state(tmp_path):
+    X = np.random.default_rng(2).normal(size=(50, 2)).astype(np.float32)
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    log = tmp_path / "run" / "metrics.jsonl"
+    first = MEGTrainer(tiny_config(n_iter=2), (2,), random_state=3, checkpoint_path=ckpt)
+    first.fit(X)
+    assert ckpt.exists()
+
+    resumed = [MEGTrainer.from_checkpoint(ckpt, log_path=log) for _ in range(2)]
+    for p, q in zip(first.energy_net.parameters(), resumed[0].energy_net.parameters()):
+        assert torch.equal(p, q)
+    assert resumed[0].step == 2
+    for r in resumed:
+        r.config.n_iter = 4
+        r.fit(X)
+    assert resumed[0].step == 4
+    assert [rec["step"] for rec in resumed[0].history] == [1, 2, 3, 4]
+    for p, q in zip(resumed[0].energy_net.parameters(), resumed[1].energy_net.parameters()):
+        assert torch.equal(p, q)
+    assert log.read_text().count("\n") == 4  # steps 3 and 4, from each of the two resumes
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="n_iter"):
+        MEGConfig(n_iter=0)
+    with pytest.raises(ValueError, match="network"):
+        MEGConfig(network="transformer")

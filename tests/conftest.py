@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,3 +34,12 @@ def cifar_jpeg_dir(shared_data: Path) -> Path:
     if not (folder / "train").is_dir():
         pytest.skip(f"CIFAR-10 JPEG copy not found in {folder}")
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread: the tests' tiny networks run faster so on a two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

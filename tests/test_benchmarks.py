@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from anomaly import MEGDetector
 from anomaly.benchmarks import (
@@ -28,15 +27,6 @@ from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOT
 from datasets import load_benchmark
 
 METRICS = ["auroc", "auprc", "average_precision"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny networks run far faster so on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

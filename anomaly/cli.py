@@ -166,10 +166,12 @@ def fit(
     ),
     batch_size: int = typer.Option(64, help="Core-set batch size."),
     n_energy_steps: int = typer.Option(5, help="Energy updates per generator update."),
-    latent_dim: int = typer.Option(32, help="Latent size of the generator."),
+    latent_dim: int | None = typer.Option(
+        None, help="Latent size of the generator [default: 64 for images, 32 for vectors]."
+    ),
     network: Network = typer.Option(Network.auto, help="Network family."),
     width: int | None = typer.Option(
-        None, help="MLP hidden units / base conv channels [default: 256 / 32]."
+        None, help="MLP hidden units / base conv channels [default: 256 / 16]."
     ),
     learning_rate: float = typer.Option(2e-4, help="Adam learning rate."),
     gp_weight: float = typer.Option(1.0, help="Weight of the zero-centred gradient penalty."),
@@ -194,6 +196,7 @@ def fit(
 ):
     """Train a detector on DATA (or a built-in split), save it, and report test metrics."""
     from anomaly import MEGDetector, evaluate, save_model
+    from anomaly.benchmarks._config import IMAGE_DATASETS, detector_params
 
     _configure_logging(quiet)
     if contamination != "auto":
@@ -208,15 +211,18 @@ def fit(
     source = "file" if data is not None else (dataset or Dataset.digits).value
     if data is not None and dataset is not None:
         raise CliError("give either DATA or --dataset, not both")
+    # One set of defaults per data family, shared with the benchmarks; options override it.
+    is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
+    preset = detector_params(IMAGE_DATASETS[0] if is_images else "vectors")
     if n_iter is None:
-        n_iter = 600 if source == "digits" else 1000
+        n_iter = 600 if source == "digits" else preset["n_iter"]
     params = dict(
         n_iter=n_iter,
         batch_size=batch_size,
         n_energy_steps=n_energy_steps,
-        latent_dim=latent_dim,
+        latent_dim=latent_dim or preset.get("latent_dim", 32),
         network=network.value,
-        width=width,
+        width=width or preset.get("width"),
         learning_rate=learning_rate,
         gp_weight=gp_weight,
         prior_factor=prior_factor if coreset else 1,

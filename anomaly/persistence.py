@@ -4,6 +4,8 @@
     The energy and generator state dicts, loaded with ``torch.load(weights_only=True)``.
 ``model.json``
     Parameters, preprocessing, ``offset_``, input shape, training summary and library versions.
+``metrics.jsonl``
+    The training metrics, one JSON object per line.
 
 The folder is written beside the destination and swapped in by renames, so a crash mid-save leaves
 any previous model at the destination intact.
@@ -26,7 +28,7 @@ __all__ = ["FORMAT", "ModelFileError", "load_model", "save_model"]
 
 FORMAT = "coreset-meg-model"
 FORMAT_VERSION = 1
-WEIGHTS, CONFIG = "weights.pt", "model.json"
+WEIGHTS, CONFIG, METRICS = "weights.pt", "model.json", "metrics.jsonl"
 
 
 class ModelFileError(ValueError):
@@ -85,6 +87,9 @@ def save_model(detector, path) -> Path:
     try:
         torch.save(weights, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
+        # The training metrics once more as JSON lines, for tools that read logs.
+        lines = [json.dumps(record) for record in detector.history_]
+        (tmp / METRICS).write_text("".join(line + "\n" for line in lines))
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
             os.replace(path, old / "model")

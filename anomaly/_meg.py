@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -16,6 +18,8 @@ from .scoring import SCORES, energy_scores
 
 __all__ = ["MEGDetector"]
 
+# Training samples scored to standardise the snapshots and set offset_.
+_MAX_CALIBRATION = 10_000
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
 
@@ -62,6 +66,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Data embedding for the selection: raw values, or a path to a TorchScript extractor.
     ema_decay : float, default=0.99
         Decay of the moving average of the energy weights used to score (0 = last iterate).
+    n_snapshots : int, default=10
+        Snapshots of the averaged energy network, taken evenly over the second half of
+        training, whose standardised scores are averaged (1 = the final network only).
     score_type : {"energy", "gradnorm"}, default="energy"
         ``E(x)``, or the squared norm of ``grad_x E(x)``.
     contamination : "auto" or float in (0, 0.5], default="auto"
@@ -82,12 +89,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
+    energy_nets_ : list of torch.nn.Module
+        Snapshots of the weight-averaged energy network taken evenly over the second half of
+        training; the score averages their standardised energies.
     energy_net_ : torch.nn.Module
-        Weight-averaged energy network used for scoring.
+        The last of ``energy_nets_``.
+    energy_mean_, energy_std_ : ndarray of shape (n_snapshots,)
+        Mean and spread of each snapshot's score on the training data (for standardising).
     generator_ : torch.nn.Module
         The generator (draw samples with ``generator_(z)``).
     offset_ : float
-        Threshold subtracted from ``score_samples`` in ``decision_function``.
+        Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
+        scores (a seeded subsample of 10,000 when there are more training samples).
     input_shape_ : tuple of int
         Shape of one sample as the networks see it.
     n_features_in_ : int
@@ -131,6 +144,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         "projection_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "embedding": [str],
         "ema_decay": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_snapshots": [Interval(numbers.Integral, 1, None, closed="left")],
         "score_type": [StrOptions(set(SCORES))],
         "contamination": [StrOptions({"auto"}), Interval(numbers.Real, 0, 0.5, closed="right")],
         "scaling": [StrOptions({"auto", "minmax", "standard", "none"})],
@@ -157,6 +171,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         projection_dim=32,
         embedding="pixels",
         ema_decay=0.99,
+        n_snapshots=10,
         score_type="energy",
         contamination="auto",
         scaling="auto",
@@ -179,6 +194,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.projection_dim = projection_dim
         self.embedding = embedding
         self.ema_decay = ema_decay
+        self.n_snapshots = n_snapshots
         self.score_type = score_type
         self.contamination = contamination
         self.scaling = scaling
@@ -204,6 +220,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             projection_dim=self.projection_dim,
             embedding=self.embedding,
             ema_decay=self.ema_decay,
+            n_snapshots=self.n_snapshots,
             bounded_output=len(self.input_shape_) == 3,
         )
 
@@ -294,12 +311,22 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             verbose=self.verbose,
             cache_dir=self.cache_dir,
         ).fit(X)
-        self.energy_net_ = trainer.energy_avg if self.ema_decay > 0 else trainer.energy_net
+        self._rebuild_networks(len(trainer.snapshots))
+        for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
+            net.load_state_dict(state)
+        self.generator_.load_state_dict(trainer.generator.state_dict())
+        # Standardisation and threshold from the training scores (a seeded subsample of
+        # _MAX_CALIBRATION samples on large data sets, to keep scoring time in check).
+        if len(X) > _MAX_CALIBRATION:
+            X = X[np.sort(rng.choice(len(X), _MAX_CALIBRATION, replace=False))]
+        per_net = self._snapshot_scores(X)  # (n, n_snapshots)
+        self.energy_mean_ = per_net.mean(axis=0)
+        self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
         self.generator_ = trainer.generator
         self.history_ = trainer.history
         self.train_seconds_ = trainer.seconds
         self.selection_seconds_ = trainer.selection_seconds
-        self._set_offset(self._raw_scores(X))
+        self._set_offset(self._combine(per_net))
         return self
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
@@ -310,9 +337,21 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         else:
             self.offset_ = float(np.percentile(train_scores, 100.0 * self.contamination))
 
+    def _snapshot_scores(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly scores of validated input under each snapshot, shape (n, n_snapshots)."""
+        columns = [
+            energy_scores(net, X, score=self.score_type, device=self.device_)
+            for net in self.energy_nets_
+        ]
+        return np.stack(columns, axis=1)
+
+    def _combine(self, per_net: np.ndarray) -> np.ndarray:
+        """``score_samples`` from per-snapshot anomaly scores: minus their standardised mean."""
+        return -((per_net - self.energy_mean_) / self.energy_std_).mean(axis=1)
+
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
         """``score_samples`` of already-validated input (higher = more normal)."""
-        return -energy_scores(self.energy_net_, X, score=self.score_type, device=self.device_)
+        return self._combine(self._snapshot_scores(X))
 
     def score_samples(self, X):
         """Minus the anomaly score: **higher for normal** samples.
@@ -350,15 +389,17 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
         return load_model(path, device=device)
 
-    def _rebuild_networks(self) -> None:
-        """Fresh networks of the fitted shapes (weights are loaded afterwards)."""
+    def _rebuild_networks(self, n_energy: int) -> None:
+        """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
         cfg = self._config()
-        energy, generator, _ = build_networks(
-            self.input_shape_,
-            cfg.latent_dim,
-            kind=cfg.network,
-            width=cfg.width,
-            bounded=cfg.bounded_output,
-        )
-        self.energy_net_ = energy.to(self.device_).eval()
+        with torch.random.fork_rng(devices=[]):  # leave the global random state alone
+            energy, generator, _ = build_networks(
+                self.input_shape_,
+                cfg.latent_dim,
+                kind=cfg.network,
+                width=cfg.width,
+                bounded=cfg.bounded_output,
+            )
+        self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
+        self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()

@@ -68,6 +68,8 @@ def save_model(detector, path) -> Path:
         "input_shape": list(detector.input_shape_),
         "n_features_in": int(detector.n_features_in_),
         "offset": float(detector.offset_),
+        "energy_mean": detector.energy_mean_.tolist(),
+        "energy_std": detector.energy_std_.tolist(),
         "preprocessing": {
             "shift": None if detector.shift_ is None else detector.shift_.tolist(),
             "scale": None if detector.scale_ is None else detector.scale_.tolist(),
@@ -80,7 +82,9 @@ def save_model(detector, path) -> Path:
         "versions": _versions(),
     }
     weights = {
-        "energy_net": {k: v.cpu() for k, v in detector.energy_net_.state_dict().items()},
+        "energy_nets": [
+            {k: v.cpu() for k, v in net.state_dict().items()} for net in detector.energy_nets_
+        ],
         "generator": {k: v.cpu() for k, v in detector.generator_.state_dict().items()},
     }
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
@@ -155,8 +159,13 @@ def load_model(path, *, device="cpu"):
         det.train_seconds_ = config["training"]["seconds"]
         det.selection_seconds_ = config["training"]["selection_seconds"]
         det.device_ = resolve_device(device)
-        det._rebuild_networks()
-        det.energy_net_.load_state_dict(weights["energy_net"])
+        det.energy_mean_ = np.asarray(config["energy_mean"], dtype=np.float64)
+        det.energy_std_ = np.asarray(config["energy_std"], dtype=np.float64)
+        det._rebuild_networks(len(weights["energy_nets"]))
+        if len(det.energy_nets_) != len(det.energy_mean_):
+            raise ValueError("weights and model.json disagree on the number of snapshots")
+        for net, state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
+            net.load_state_dict(state)
         det.generator_.load_state_dict(weights["generator"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -7,6 +7,7 @@ one generator (and statistics-network) update.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ class MEGConfig:
     embedding: str = "pixels"  # "pixels" or a path to a TorchScript feature extractor
     prior: str = "normal"  # latent prior: "normal" | "uniform"
     ema_decay: float = 0.99  # decay of the weight average of E used for scoring (0 = off)
+    n_snapshots: int = 10  # copies of the averaged E kept over the second half of training
     bounded_output: bool = False  # end an MLP generator with tanh (data in [-1, 1])
     log_every: int = 50  # iterations between metric records
     extra: dict = field(default_factory=dict)  # free-form notes saved with the run
@@ -67,6 +69,7 @@ class MEGConfig:
             "data_factor": self.data_factor >= 1,
             "projection_dim": self.projection_dim >= 1,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "n_snapshots": self.n_snapshots >= 1,
             "log_every": self.log_every >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -127,7 +130,10 @@ class MEGTrainer:
     ----------
     energy_net, generator, stats_net : nn.Module
     energy_avg : nn.Module
-        Exponential moving average of ``energy_net``'s weights; the score to use.
+        Exponential moving average of ``energy_net``'s weights.
+    snapshots : list of dict
+        CPU state dicts of ``energy_avg`` taken at :meth:`snapshot_steps`: the energy alone
+        swings from one checkpoint to the next, so scores are averaged over these.
     history : list of dict
         The metric records.
     step : int
@@ -158,6 +164,7 @@ class MEGTrainer:
         self.cache_dir = cache_dir
         self.step = 0
         self.history: list[dict] = []
+        self.snapshots: list[dict] = []
         self.seconds = 0.0
         self.selection_seconds = 0.0
 
@@ -250,6 +257,13 @@ class MEGTrainer:
                 self.seconds += time.perf_counter() - t0
                 self.selection_seconds = sampler.selection_seconds - start_selection
                 bar.advance()
+                if self.step in self.snapshot_steps():
+                    self.snapshots.append(
+                        {
+                            k: v.detach().cpu().clone()
+                            for k, v in self.energy_avg.state_dict().items()
+                        }
+                    )
                 if self.step % cfg.log_every == 0 or self.step == cfg.n_iter:
                     record = {
                         "step": self.step,
@@ -280,6 +294,12 @@ class MEGTrainer:
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.eval()
         return self
+
+    def snapshot_steps(self) -> set[int]:
+        """Steps after which ``energy_avg`` is kept: evenly over the second half, ending at the
+        last step (``n_snapshots = 1``: the last step only)."""
+        n, total = self.config.n_snapshots, self.config.n_iter
+        return {total - (i * total) // (2 * n) for i in range(n)}
 
     @torch.no_grad()
     def _update_average(self) -> None:
@@ -315,6 +335,7 @@ class MEGTrainer:
             "seed": self.seed,
             "seconds": self.seconds,
             "history": json.dumps(self.history),
+            "snapshots": self.snapshots,
         }
 
     def save_checkpoint(self, path) -> None:
@@ -351,12 +372,12 @@ class MEGTrainer:
         trainer.step = int(state["step"])
         trainer.seconds = float(state["seconds"])
         trainer.history = json.loads(state["history"])
+        trainer.snapshots = list(state["snapshots"])
         return trainer
 
 
 def _copy_frozen(net: nn.Module) -> nn.Module:
-    import copy
-
+    """A copy of ``net`` whose parameters take no gradient (the weight average)."""
     avg = copy.deepcopy(net)
     for p in avg.parameters():
         p.requires_grad_(False)

@@ -14,12 +14,25 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from anomaly import MEGDetector, ModelFileError, auroc, load_model, save_model
+from anomaly.scoring import energy_scores
 from datasets import grid_mixture, load_benchmark
 
 TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8)
 
 
-@parametrize_with_checks([MEGDetector(**TINY, random_state=0)])
+# Float32 network outputs can differ in the last bit between batch sizes (the BLAS kernel
+# depends on the batch); the averaged standardised score then moves by about 1e-6, above this
+# check's absolute tolerance of 1e-7. test_scores_do_not_depend_on_batch_or_order checks the
+# same property at rtol 1e-5.
+EXPECTED_FAILED_CHECKS = {
+    "check_methods_subset_invariance": "float32 rounding differs between batch sizes (~1e-6)"
+}
+
+
+@parametrize_with_checks(
+    [MEGDetector(**TINY, random_state=0)],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -105,7 +118,12 @@ def test_gradnorm_score_and_image_input():
     assert det.input_shape_ == (1, 28, 28)
     flat = det.score_samples(images.reshape(30, -1))
     np.testing.assert_allclose(flat, det.score_samples(images), rtol=1e-6)
-    assert (flat <= 0).all()  # minus a squared norm
+    per_net = np.stack(
+        [energy_scores(net, images, score="gradnorm") for net in det.energy_nets_], axis=1
+    )
+    assert (per_net >= 0).all()  # squared norms
+    expected = -((per_net - det.energy_mean_) / det.energy_std_).mean(axis=1)
+    np.testing.assert_allclose(flat, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="1024 features.*expecting 784"):
         det.score_samples(rng.normal(size=(3, 1, 32, 32)))
 

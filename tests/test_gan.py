@@ -153,3 +153,14 @@ def test_config_rejects_bad_values():
         MEGConfig(n_iter=0)
     with pytest.raises(ValueError, match="network"):
         MEGConfig(network="transformer")
+
+
+def test_snapshots_are_taken_over_the_second_half():
+    trainer = MEGTrainer(MEGConfig(n_iter=1000, n_snapshots=4), (2,))
+    assert sorted(trainer.snapshot_steps()) == [625, 750, 875, 1000]
+    X = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+    small = MEGTrainer(tiny_config(n_iter=4, n_snapshots=2), (2,), random_state=0).fit(X)
+    assert len(small.snapshots) == 2
+    last = small.snapshots[-1]
+    for name, value in small.energy_avg.state_dict().items():
+        assert torch.equal(last[name], value)

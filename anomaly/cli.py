@@ -181,6 +181,12 @@ def fit(
     prior_factor: int = typer.Option(4, help="Latent over-sampling factor for k-center."),
     data_factor: int = typer.Option(8, help="Data over-sampling factor for k-center."),
     ema_decay: float = typer.Option(0.99, help="Weight-average decay of the scoring energy net."),
+    embedding: str = typer.Option(
+        "pixels",
+        help="Embedding for core-set selection: 'pixels' or a TorchScript feature extractor "
+        "file (e.g. an Inception network).",
+    ),
+    cache_dir: Path | None = typer.Option(None, help="Folder to cache data embeddings in."),
     score: Score = typer.Option(Score.energy, help="Anomaly score: energy or gradient norm."),
     contamination: str = typer.Option(
         "auto", help="'auto' or the share of training samples called outliers, in (0, 0.5]."
@@ -228,6 +234,8 @@ def fit(
         prior_factor=prior_factor if coreset else 1,
         data_factor=data_factor if coreset else 1,
         ema_decay=ema_decay,
+        embedding=embedding,
+        cache_dir=None if cache_dir is None else str(cache_dir),
         score_type=score.value,
         contamination=contamination_value,
         device=device,

@@ -107,6 +107,7 @@ def test_fit_and_score_image_folder(tmp_path, capsys):
         (["fit", "--bogus"], "No such option"),
         (["fit", "--contamination", "lots"], "contamination"),
         (["score", "no-model", "x.csv"], "model folder not found"),
+        (["fit", "--embedding", "missing.pt", "--n-iter", "2"], "missing.pt"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):

@@ -124,7 +124,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     >>> import numpy as np
     >>> from anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> det = MEGDetector(n_iter=20, width=32, random_state=0).fit(X)
+    >>> det = MEGDetector(n_iter=100, width=32, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [1, -1]
     """

@@ -25,12 +25,22 @@ from sklearn.model_selection import train_test_split
 
 from datasets import Split, load_benchmark
 from datasets._progress import progress
+from gan import resolve_device
 
 from .._meg import MEGDetector
 from ..metrics import evaluate
 from ._baselines import iforest_scores, knn_scores, pca_scores
 from ._config import QUICK_N_TEST, QUICK_N_TRAIN, detector_params
-from ._io import fmt, fmt_mean_std, markdown_table, new_figure, save_figure, write_csv
+from ._io import (
+    fmt,
+    fmt_mean_std,
+    int_list,
+    markdown_table,
+    new_figure,
+    prepare_out_dir,
+    save_figure,
+    write_csv,
+)
 from ._reference import PUBLISHED_NOTE
 
 __all__ = [
@@ -511,3 +521,56 @@ def plot_bars(
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
+
+
+def run_protocol(
+    name: str,
+    protocol: str,
+    *,
+    dataset: str,
+    classes: Iterable[int],
+    seeds: Iterable[int],
+    device: str,
+    quick: bool,
+    data_root,
+    out_dir,
+    verbose: bool,
+) -> tuple[DetectionRun, dict[str, Any], Path, str]:
+    """The common start of the held-out and one-class runners.
+
+    Validates the options, prepares the output folder and runs :func:`run_detection`.
+
+    Returns
+    -------
+    run : DetectionRun
+    options : dict
+        The options as given (for ``meta.json``).
+    out : Path
+        The output folder.
+    device : str
+        The resolved torch device.
+    """
+    options = {
+        "dataset": dataset,
+        "classes": int_list(classes, "classes"),
+        "seeds": int_list(seeds, "seeds"),
+        "device": device,
+        "quick": quick,
+        "data_root": data_root,
+        "out_dir": out_dir,
+    }
+    out = prepare_out_dir(out_dir, name)
+    dev = str(resolve_device(device))
+    run = run_detection(
+        name,
+        dataset=dataset,
+        protocol=protocol,
+        classes=options["classes"],
+        seeds=options["seeds"],
+        device=dev,
+        quick=quick,
+        data_root=data_root,
+        out_dir=out,
+        verbose=verbose,
+    )
+    return run, options, out, dev

@@ -22,8 +22,6 @@ from typing import Any
 
 import pandas as pd
 
-from gan import resolve_device
-
 from ._detection import (
     KNN,
     MEG_CORESET,
@@ -32,12 +30,12 @@ from ._detection import (
     metric_table,
     plot_bars,
     plot_curves,
-    run_detection,
+    run_protocol,
     save_scores,
     seed_means,
     timing_table,
 )
-from ._io import QUICK_NOTE, fmt, fmt_mean_std, int_list, prepare_out_dir, write_meta, write_table
+from ._io import QUICK_NOTE, fmt, fmt_mean_std, write_meta, write_table
 from ._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_MEG, PUBLISHED_NOTE, TARGET_DIGITS
 
 __all__ = ["report", "run_heldout"]
@@ -87,27 +85,16 @@ def run_heldout(
         The Markdown report, also written to ``out_dir/table.md``.
     """
     started = time.time()
-    options = {
-        "dataset": dataset,
-        "classes": int_list(classes, "classes"),
-        "seeds": int_list(seeds, "seeds"),
-        "device": device,
-        "quick": quick,
-        "data_root": data_root,
-        "out_dir": out_dir,
-    }
-    out = prepare_out_dir(out_dir, NAME)
-    dev = str(resolve_device(device))
-    run = run_detection(
+    run, options, out, dev = run_protocol(
         NAME,
+        "heldout",
         dataset=dataset,
-        protocol="heldout",
-        classes=options["classes"],
-        seeds=options["seeds"],
-        device=dev,
+        classes=classes,
+        seeds=seeds,
+        device=device,
         quick=quick,
         data_root=data_root,
-        out_dir=out,
+        out_dir=out_dir,
         verbose=verbose,
     )
     save_scores(run, out / "scores.npz")

@@ -22,14 +22,13 @@ from typing import Any
 import pandas as pd
 
 from datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
-from gan import resolve_device
 
 from ._detection import (
     METHODS,
     metric_table,
     plot_bars,
     plot_curves,
-    run_detection,
+    run_protocol,
     save_scores,
     seed_means,
     timing_table,
@@ -38,9 +37,7 @@ from ._io import (
     QUICK_NOTE,
     fmt,
     fmt_mean_std,
-    int_list,
     markdown_table,
-    prepare_out_dir,
     write_meta,
     write_table,
 )
@@ -108,27 +105,16 @@ def run_one_class(
         The Markdown report, also written to ``out_dir/table.md``.
     """
     started = time.time()
-    options = {
-        "dataset": dataset,
-        "classes": int_list(classes, "classes"),
-        "seeds": int_list(seeds, "seeds"),
-        "device": device,
-        "quick": quick,
-        "data_root": data_root,
-        "out_dir": out_dir,
-    }
-    out = prepare_out_dir(out_dir, NAME)
-    dev = str(resolve_device(device))
-    run = run_detection(
+    run, options, out, dev = run_protocol(
         NAME,
+        "one-class",
         dataset=dataset,
-        protocol="one-class",
-        classes=options["classes"],
-        seeds=options["seeds"],
-        device=dev,
+        classes=classes,
+        seeds=seeds,
+        device=device,
         quick=quick,
         data_root=data_root,
-        out_dir=out,
+        out_dir=out_dir,
         verbose=verbose,
     )
     label = _class_label(dataset)

@@ -322,7 +322,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         per_net = self._snapshot_scores(X)  # (n, n_snapshots)
         self.energy_mean_ = per_net.mean(axis=0)
         self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
-        self.generator_ = trainer.generator
         self.history_ = trainer.history
         self.train_seconds_ = trainer.seconds
         self.selection_seconds_ = trainer.selection_seconds

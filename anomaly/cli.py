@@ -430,7 +430,7 @@ def _write_csv_atomic(table, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every failure into one line and an exit code."""
-    from anomaly.persistence import ModelFileError
+    from anomaly.persistence import ModelFileError, first_line
     from datasets import DataError
 
     try:
@@ -445,8 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("error: aborted", err=True)
         return 130
     except (CliError, DataError, ModelFileError, ValueError, OSError, FloatingPointError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {first_line(err)}", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

@@ -24,7 +24,7 @@ import numpy as np
 import sklearn
 import torch
 
-__all__ = ["FORMAT", "ModelFileError", "load_model", "save_model"]
+__all__ = ["FORMAT", "ModelFileError", "first_line", "load_model", "save_model"]
 
 FORMAT = "coreset-meg-model"
 FORMAT_VERSION = 1
@@ -33,6 +33,12 @@ WEIGHTS, CONFIG, METRICS = "weights.pt", "model.json", "metrics.jsonl"
 
 class ModelFileError(ValueError):
     """A model folder that is missing, corrupt, or not one of ours."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _versions() -> dict[str, str]:
@@ -139,9 +145,8 @@ def load_model(path, *, device="cpu"):
     except FileNotFoundError:
         raise ModelFileError(f"{path} is incomplete: {WEIGHTS} is missing") from None
     except Exception as err:  # torch raises many kinds on a damaged or foreign file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
-            f"{path / WEIGHTS} is corrupt or not a weights file: {first}"
+            f"{path / WEIGHTS} is corrupt or not a weights file: {first_line(err)}"
         ) from None
 
     try:
@@ -168,6 +173,7 @@ def load_model(path, *, device="cpu"):
             net.load_state_dict(state)
         det.generator_.load_state_dict(weights["generator"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"{path} does not hold a consistent model: {first}") from None
+        raise ModelFileError(
+            f"{path} does not hold a consistent model: {first_line(err)}"
+        ) from None
     return det

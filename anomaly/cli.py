@@ -392,6 +392,12 @@ def benchmark(
     data_root: Path | None = typer.Option(None, help="Folder of downloaded data sets."),
     out: Path = typer.Option(Path("results"), help="Output folder (a sub-folder per benchmark)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
+    jobs: int = typer.Option(
+        1, min=1, help="heldout / one-class: splits measured at once, in separate processes."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="heldout / one-class: keep the splits already in OUT/NAME."
+    ),
 ):
     """Run a benchmark; write CSV, Markdown table and plots to OUT/NAME; print the table."""
     from anomaly.benchmarks import BENCHMARKS
@@ -405,6 +411,11 @@ def benchmark(
         out_dir=out / (name.value if dataset is None else f"{name.value}-{dataset}"),
         verbose=not quiet,
     )
+    if name in (BenchmarkName.mixture, BenchmarkName.cost):
+        if jobs != 1 or resume:
+            raise CliError(f"--jobs and --resume apply to heldout and one-class, not {name.value}")
+    else:
+        kwargs.update(jobs=jobs, resume=resume)
     if name is BenchmarkName.mixture:
         if sides is not None:
             kwargs["sides"] = _int_list(sides, "--sides")

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from anomaly import MEGDetector
 from anomaly.benchmarks import (
     BENCHMARKS,
+    _detection,
     detector_params,
     run_cost,
     run_heldout,
@@ -167,6 +169,61 @@ def _fake_results(values: dict[str, float], classes=range(10), seeds=(0, 1)) -> 
             frame[column] = 0.5 if column in METRICS else 1.0
     frame["anomaly_fraction"] = 0.35
     return frame[list(COLUMNS)]
+
+
+def test_heldout_scores_saved_per_split(heldout_run):
+    out, _ = heldout_run
+    results = pd.read_csv(out / "results.csv")
+    with np.load(out / "scores.npz") as arrays:
+        y = arrays["1/0/y_test"]
+        knn = arrays["1/0/knn_distance"]
+    row = results[results["method"] == "kNN distance"].iloc[0]
+    assert len(y) == len(knn) == row["n_test"]
+    assert roc_auc_score(y, knn) == pytest.approx(row["auroc"], abs=1e-6)
+
+
+def test_parallel_jobs_give_the_same_numbers(tmp_path, heldout_run):
+    out, _ = heldout_run
+    serial = pd.read_csv(out / "results.csv")
+    run_heldout(dataset="digits", classes=[1, 2], seeds=[0], quick=True, out_dir=tmp_path, jobs=2)
+    parallel = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(parallel["cls"].unique()) == [1, 2]  # rows in class order
+    assert list(parallel["cls"]) == sorted(parallel["cls"])
+    ones = parallel[parallel["cls"] == 1].reset_index(drop=True)
+    assert list(ones["method"]) == list(serial["method"])
+    np.testing.assert_allclose(ones[METRICS], serial[METRICS], atol=1e-6)
+
+
+def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):
+    options = {"dataset": "digits", "seeds": [0], "quick": True, "out_dir": tmp_path}
+    run_heldout(classes=[1], **options)
+    first = pd.read_csv(tmp_path / "results.csv")
+    measured = []
+    real = _detection.score_methods
+
+    def counting(split, seed, params, device):
+        measured.append(split.description)
+        return real(split, seed, params, device)
+
+    monkeypatch.setattr(_detection, "score_methods", counting)
+    text = run_heldout(classes=[1, 3], resume=True, **options)
+    assert len(measured) == 1 and "3" in measured[0]  # class 1 was kept, not re-measured
+    both = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(both["cls"].unique()) == [1, 3]
+    pd.testing.assert_frame_equal(both[both["cls"] == 1].reset_index(drop=True), first)
+    assert "| 3 |" in text and "| 1 |" in text
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    options = {"dataset": "digits", "classes": [1], "seeds": [0], "quick": True}
+    run_heldout(out_dir=tmp_path, **options)
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    settings["detector"]["n_iter"] += 1
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    before = (tmp_path / "results.csv").read_bytes()
+    with pytest.raises(ValueError, match="cannot resume.*other settings"):
+        run_heldout(out_dir=tmp_path, resume=True, **options)
+    assert (tmp_path / "results.csv").read_bytes() == before
 
 
 def test_heldout_targets_from_measured_numbers():

@@ -176,3 +176,7 @@ def test_benchmark_command_writes_its_outputs(tmp_path, capsys):
     assert (folder / "results.csv").exists() and (folder / "table.md").exists()
     code, _, err = run(["benchmark", "heldout", "--seeds", "a,b", "--quick"], capsys)
     assert code == 1 and "--seeds" in err
+    code, _, err = run(["benchmark", "mixture", "--jobs", "2", "--quick"], capsys)
+    assert code == 1 and "--jobs" in err and "mixture" in err
+    code, _, err = run(["benchmark", "heldout", "--jobs", "0", "--quick"], capsys)
+    assert code == 2 and "--jobs" in err

@@ -9,6 +9,7 @@ interrupted one keeps what it had).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -32,14 +33,17 @@ from ..metrics import evaluate
 from ._baselines import iforest_scores, knn_scores, pca_scores
 from ._config import QUICK_N_TEST, QUICK_N_TRAIN, detector_params
 from ._io import (
+    atomic_write,
     fmt,
     fmt_mean_std,
     int_list,
+    json_safe,
     markdown_table,
     new_figure,
     prepare_out_dir,
     save_figure,
     write_csv,
+    write_text,
 )
 from ._reference import PUBLISHED_NOTE
 
@@ -217,6 +221,109 @@ def score_methods(
     }
 
 
+def _split_rows(
+    benchmark: str,
+    dataset: str,
+    protocol: str,
+    cls: int,
+    seed: int,
+    split: Split,
+    scored: Mapping[str, tuple[np.ndarray, dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``results.csv`` rows and training-history records of one scored split."""
+    rows, histories = [], []
+    for method, (score, extra) in scored.items():
+        row = {
+            "benchmark": benchmark,
+            "dataset": dataset,
+            "protocol": protocol,
+            "method": method,
+            "cls": cls,
+            "seed": seed,
+            **evaluate(split.y_test, score),
+            **{k: v for k, v in extra.items() if k != "history"},
+            "n_train": len(split.X_train),
+            "n_test": len(split.X_test),
+            "anomaly_fraction": split.anomaly_fraction,
+            "split": split.description,
+        }
+        rows.append(row)
+        histories += [
+            {"method": method, "cls": cls, "seed": seed, **record}
+            for record in extra.get("history", [])
+        ]
+        logger.info(
+            "%s class %d seed %d %s: AUPRC %.3f AUROC %.3f",
+            benchmark,
+            cls,
+            seed,
+            method,
+            row["auprc"],
+            row["auroc"],
+        )
+    return rows, histories
+
+
+@dataclass
+class _SplitTask:
+    """Everything one worker needs to measure one (class, seed) split."""
+
+    benchmark: str
+    dataset: str
+    protocol: str
+    cls: int
+    seed: int
+    params: dict[str, Any]
+    device: str
+    quick: bool
+    data_root: str | None
+
+
+@dataclass
+class _SplitResult:
+    cls: int
+    seed: int
+    rows: list[dict[str, Any]]
+    histories: list[dict[str, Any]]
+    y_test: np.ndarray
+    scores: dict[str, np.ndarray]
+
+
+# A worker's last loaded split: tasks are ordered by class, so the seeds of a class whose split
+# does not depend on the seed reuse it.
+_SPLIT_CACHE: dict[tuple, Split] = {}
+
+
+def _measure_split(task: _SplitTask) -> _SplitResult:
+    seeded = task.protocol == "heldout" or task.dataset == "digits"
+    key = (task.dataset, task.protocol, task.cls, task.seed if seeded else None, task.data_root)
+    if key not in _SPLIT_CACHE:
+        _SPLIT_CACHE.clear()
+        _SPLIT_CACHE[key] = load_benchmark(
+            task.dataset, task.protocol, task.cls, root=task.data_root, random_state=task.seed
+        )
+    split = _SPLIT_CACHE[key]
+    if task.quick:
+        split = subsample(split, task.seed)
+    logger.info("%s: %s", task.benchmark, split.description)
+    scored = score_methods(split, task.seed, task.params, task.device)
+    rows, histories = _split_rows(
+        task.benchmark, task.dataset, task.protocol, task.cls, task.seed, split, scored
+    )
+    scores = {m: np.asarray(s, dtype=np.float32) for m, (s, _) in scored.items()}
+    return _SplitResult(task.cls, task.seed, rows, histories, split.y_test, scores)
+
+
+def _init_worker(threads: int, log_level: int) -> None:
+    """Limit a worker's torch and BLAS threads so that the workers share the cores."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+    logging.basicConfig(level=log_level, format="%(message)s")
+
+
 def run_detection(
     benchmark: str,
     *,
@@ -229,8 +336,13 @@ def run_detection(
     data_root: str | os.PathLike[str] | None,
     out_dir: Path,
     verbose: bool,
+    jobs: int = 1,
+    resume: bool = False,
 ) -> DetectionRun:
     """Measure every method on every class and seed of a protocol; write ``results.csv``.
+
+    ``results.csv``, ``training_history.csv`` and ``scores.npz`` are rewritten after every split,
+    so a long run can be watched, and an interrupted one continued with ``resume=True``.
 
     Parameters
     ----------
@@ -247,82 +359,152 @@ def run_detection(
     data_root : str, os.PathLike or None
         Data folder.
     out_dir : pathlib.Path
-        Where ``results.csv`` and ``training_history.csv`` go.
+        Where ``results.csv``, ``training_history.csv`` and ``scores.npz`` go.
     verbose : bool
         Progress bar over the splits.
+    jobs : int, optional
+        Splits measured at once, each in its own process with ``cpu_count // jobs`` threads
+        (they share one GPU when ``device`` is CUDA). Every split is seeded on its own, so the
+        numbers do not depend on ``jobs`` beyond floating-point summation order.
+    resume : bool, optional
+        Keep the splits already measured in ``out_dir`` (by a run with the same settings) and
+        measure only the others.
 
     Returns
     -------
     DetectionRun
     """
     classes, seeds = [int(c) for c in classes], [int(s) for s in seeds]
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     params = detector_params(dataset, quick=quick)
-    # The split depends on the seed only where something is shuffled.
-    seeded = protocol == "heldout" or dataset == "digits"
-    rows: list[dict[str, Any]] = []
-    histories: list[dict[str, Any]] = []
+    settings = {"benchmark": benchmark, "dataset": dataset, "protocol": protocol, "quick": quick}
+    settings["detector"] = params
+    done = _load_done(out_dir, settings) if resume else {}
+    write_text(json.dumps(json_safe(settings), indent=2), out_dir / "settings.json")
+    root = None if data_root is None else str(data_root)
+    tasks = [
+        _SplitTask(benchmark, dataset, protocol, c, s, params, device, quick, root)
+        for c in classes
+        for s in seeds
+        if (c, s) not in done
+    ]
+    finished: dict[tuple[int, int], _SplitResult] = {
+        key: done[key] for key in [(c, s) for c in classes for s in seeds] if key in done
+    }
+    if done:
+        logger.info(
+            "%s: resuming, %d of %d splits already measured",
+            benchmark,
+            len(finished),
+            len(classes) * len(seeds),
+        )
     run = DetectionRun(pd.DataFrame(columns=COLUMNS), params=params)
-    with progress(len(classes) * len(seeds), f"{benchmark} {dataset}", enabled=verbose) as bar:
-        for cls in classes:
-            cached: Split | None = None
-            for seed in seeds:
-                if cached is None or seeded:
-                    cached = load_benchmark(
-                        dataset, protocol, cls, root=data_root, random_state=seed
-                    )
-                split = subsample(cached, seed) if quick else cached
-                run.descriptions[(cls, seed)] = split.description
-                logger.info("%s: %s", benchmark, split.description)
-                scored = score_methods(split, seed, params, device)
-                for method, (score, extra) in scored.items():
-                    row = {
-                        "benchmark": benchmark,
-                        "dataset": dataset,
-                        "protocol": protocol,
-                        "method": method,
-                        "cls": cls,
-                        "seed": seed,
-                        **evaluate(split.y_test, score),
-                        **{k: v for k, v in extra.items() if k != "history"},
-                        "n_train": len(split.X_train),
-                        "n_test": len(split.X_test),
-                        "anomaly_fraction": split.anomaly_fraction,
-                        "split": split.description,
-                    }
-                    rows.append(row)
-                    histories += [
-                        {"method": method, "cls": cls, "seed": seed, **record}
-                        for record in extra.get("history", [])
-                    ]
-                    logger.info(
-                        "%s class %d seed %d %s: AUPRC %.3f AUROC %.3f",
-                        benchmark,
-                        cls,
-                        seed,
-                        method,
-                        row["auprc"],
-                        row["auroc"],
-                    )
-                if seed == seeds[0]:
-                    run.curves[cls] = (split.y_test, {m: s for m, (s, _) in scored.items()})
-                run.results = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
-                write_csv(run.results, out_dir / "results.csv")
+
+    def record(result: _SplitResult) -> None:
+        finished[(result.cls, result.seed)] = result
+        _write_progress(run, finished, classes, seeds, out_dir)
+
+    total = len(classes) * len(seeds)
+    with progress(total, f"{benchmark} {dataset}", enabled=verbose) as bar:
+        for _ in finished:
+            bar.advance()
+        if int(jobs) == 1 or len(tasks) <= 1:
+            for task in tasks:
+                record(_measure_split(task))
                 bar.advance()
-    run.histories = pd.DataFrame(histories)
-    if len(run.histories):
-        write_csv(run.histories, out_dir / "training_history.csv")
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            threads = max(1, (os.cpu_count() or 1) // int(jobs))
+            level = logging.getLogger().getEffectiveLevel()
+            with ProcessPoolExecutor(
+                max_workers=min(int(jobs), len(tasks)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(threads, level),
+            ) as pool:
+                futures = [pool.submit(_measure_split, task) for task in tasks]
+                for future in as_completed(futures):
+                    record(future.result())
+                    bar.advance()
+    if not tasks:
+        _write_progress(run, finished, classes, seeds, out_dir)
+    for (cls, seed), result in finished.items():
+        run.descriptions[(cls, seed)] = str(result.rows[0]["split"])
+        if seed == seeds[0]:
+            run.curves[cls] = (result.y_test, result.scores)
+    run.curves = dict(sorted(run.curves.items()))
     return run
 
 
-def save_scores(run: DetectionRun, path: Path) -> None:
-    """Save the first seed's labels and anomaly scores (``np.load`` keys ``"<cls>/<method>"``)."""
+def _ordered(
+    finished: Mapping[tuple[int, int], _SplitResult], classes: list[int], seeds: list[int]
+) -> list[_SplitResult]:
+    return [finished[(c, s)] for c in classes for s in seeds if (c, s) in finished]
+
+
+def _write_progress(
+    run: DetectionRun,
+    finished: Mapping[tuple[int, int], _SplitResult],
+    classes: list[int],
+    seeds: list[int],
+    out_dir: Path,
+) -> None:
+    """Rewrite ``results.csv``, ``training_history.csv`` and ``scores.npz`` from the splits."""
+    ordered = _ordered(finished, classes, seeds)
+    rows = [row for result in ordered for row in result.rows]
+    run.results = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+    run.histories = pd.DataFrame([h for result in ordered for h in result.histories])
+    write_csv(run.results, out_dir / "results.csv")
+    if len(run.histories):
+        write_csv(run.histories, out_dir / "training_history.csv")
     arrays: dict[str, np.ndarray] = {}
-    for cls, (y, scores) in run.curves.items():
-        arrays[f"{cls}/y_test"] = y
-        for method, score in scores.items():
-            arrays[f"{cls}/{_slug(method)}"] = score.astype(np.float32)
-    with open(path, "wb") as fh:
+    for result in ordered:
+        arrays[f"{result.cls}/{result.seed}/y_test"] = result.y_test
+        for method, score in result.scores.items():
+            arrays[f"{result.cls}/{result.seed}/{_slug(method)}"] = score
+    with atomic_write(out_dir / "scores.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
+
+
+def _load_done(out_dir: Path, settings: Mapping[str, Any]) -> dict[tuple[int, int], _SplitResult]:
+    """The splits an earlier run with the same settings measured in ``out_dir``."""
+    results_path, scores_path = out_dir / "results.csv", out_dir / "scores.npz"
+    if not (results_path.exists() and scores_path.exists()):
+        return {}
+    settings_path = out_dir / "settings.json"
+    earlier = json.loads(settings_path.read_text()) if settings_path.exists() else None
+    if earlier != json_safe(dict(settings)):
+        raise ValueError(
+            f"cannot resume: {out_dir} holds results of other settings "
+            "(use another output folder, or run without resume)"
+        )
+    results = pd.read_csv(results_path)
+    history_path = out_dir / "training_history.csv"
+    histories = pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
+    done: dict[tuple[int, int], _SplitResult] = {}
+    with np.load(scores_path) as arrays:
+        for (cls, seed), group in results.groupby(["cls", "seed"]):
+            key = f"{cls}/{seed}"
+            methods = list(group["method"])
+            if set(methods) != set(METHODS) or f"{key}/y_test" not in arrays:
+                continue
+            scores = {m: arrays[f"{key}/{_slug(m)}"] for m in METHODS}
+            hist = histories
+            if len(hist):
+                hist = hist[(hist["cls"] == cls) & (hist["seed"] == seed)]
+            rows = group.to_dict("records")
+            done[(int(cls), int(seed))] = _SplitResult(
+                int(cls),
+                int(seed),
+                rows,
+                hist.to_dict("records") if len(hist) else [],
+                arrays[f"{key}/y_test"],
+                scores,
+            )
+    return done
 
 
 def _slug(text: str) -> str:
@@ -535,6 +717,8 @@ def run_protocol(
     data_root,
     out_dir,
     verbose: bool,
+    jobs: int = 1,
+    resume: bool = False,
 ) -> tuple[DetectionRun, dict[str, Any], Path, str]:
     """The common start of the held-out and one-class runners.
 
@@ -558,7 +742,11 @@ def run_protocol(
         "quick": quick,
         "data_root": data_root,
         "out_dir": out_dir,
+        "jobs": jobs,
+        "resume": resume,
     }
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = prepare_out_dir(out_dir, name)
     dev = str(resolve_device(device))
     run = run_detection(
@@ -572,5 +760,7 @@ def run_protocol(
         data_root=data_root,
         out_dir=out,
         verbose=verbose,
+        jobs=jobs,
+        resume=resume,
     )
     return run, options, out, dev

@@ -300,7 +300,7 @@ def write_meta(
     finished = time.time()
     meta = {
         "benchmark": benchmark,
-        "options": _json_safe(dict(options)),
+        "options": json_safe(dict(options)),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": round(finished - started, 3),
@@ -325,18 +325,18 @@ def write_meta(
         },
     }
     if extra:
-        meta.update(_json_safe(dict(extra)))
+        meta.update(json_safe(dict(extra)))
     path = Path(out_dir) / "meta.json"
     write_text(json.dumps(meta, indent=2), path)
     return path
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Turn paths, ranges, tuples, numpy scalars and the like into JSON types."""
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | range | set):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, str | int | float | bool) or value is None:

@@ -8,7 +8,8 @@ MNIST figures (VAE, MEG, BiGAN-sigma, MEG + core-set) are shown beside them as f
 columns, marked as published and not measured.
 
 Files written to ``out_dir``: ``results.csv`` (one row per method x class x seed),
-``training_history.csv`` (GAN training records), ``scores.npz`` (first seed's scores),
+``training_history.csv`` (GAN training records), ``scores.npz`` (every split's labels and
+scores, keys ``"<cls>/<seed>/y_test"`` and ``"<cls>/<seed>/<method>"``), ``settings.json``,
 ``table.md``, ``pr_curves.png``, ``auprc_bars.png`` and ``meta.json``.
 """
 
@@ -31,7 +32,6 @@ from ._detection import (
     plot_bars,
     plot_curves,
     run_protocol,
-    save_scores,
     seed_means,
     timing_table,
 )
@@ -55,6 +55,8 @@ def run_heldout(
     data_root: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     verbose: bool = False,
+    jobs: int = 1,
+    resume: bool = False,
 ) -> str:
     """Run the held-out-class benchmark and write its results; return the Markdown report.
 
@@ -78,6 +80,10 @@ def run_heldout(
         Output folder; ``results/benchmarks/heldout`` by default.
     verbose : bool, optional
         Progress bar on stderr.
+    jobs : int, optional
+        Splits measured at once in separate processes (they share the cores, and the GPU).
+    resume : bool, optional
+        Keep the splits an interrupted run with the same settings left in ``out_dir``.
 
     Returns
     -------
@@ -96,8 +102,9 @@ def run_heldout(
         data_root=data_root,
         out_dir=out_dir,
         verbose=verbose,
+        jobs=jobs,
+        resume=resume,
     )
-    save_scores(run, out / "scores.npz")
     title = f"{dataset} held-out class: precision-recall, seed {options['seeds'][0]}"
     plot_curves(run, out / "pr_curves.png", kind="pr", title=title)
     plot_bars(

@@ -7,7 +7,7 @@ reconstruction error. The metric is AUROC (average precision alongside). For CIF
 AUROC of well-known methods is shown as a published reference.
 
 Files written to ``out_dir``: ``results.csv`` (one row per method x class x seed),
-``training_history.csv``, ``scores.npz`` (first seed), ``table.md``, ``roc_curves.png``,
+``training_history.csv``, ``scores.npz`` (every split's scores), ``table.md``, ``roc_curves.png``,
 ``auroc_bars.png`` and ``meta.json``.
 """
 
@@ -29,7 +29,6 @@ from ._detection import (
     plot_bars,
     plot_curves,
     run_protocol,
-    save_scores,
     seed_means,
     timing_table,
 )
@@ -74,6 +73,8 @@ def run_one_class(
     data_root: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     verbose: bool = False,
+    jobs: int = 1,
+    resume: bool = False,
 ) -> str:
     """Run the one-class benchmark and write its results; return the Markdown report.
 
@@ -98,6 +99,10 @@ def run_one_class(
         Output folder; ``results/benchmarks/one-class`` by default.
     verbose : bool, optional
         Progress bar on stderr.
+    jobs : int, optional
+        Splits measured at once in separate processes (they share the cores, and the GPU).
+    resume : bool, optional
+        Keep the splits an interrupted run with the same settings left in ``out_dir``.
 
     Returns
     -------
@@ -116,9 +121,10 @@ def run_one_class(
         data_root=data_root,
         out_dir=out_dir,
         verbose=verbose,
+        jobs=jobs,
+        resume=resume,
     )
     label = _class_label(dataset)
-    save_scores(run, out / "scores.npz")
     title = f"{dataset} one-class: ROC, seed {options['seeds'][0]}"
     plot_curves(run, out / "roc_curves.png", kind="roc", class_label=label, title=title)
     plot_bars(

@@ -60,9 +60,13 @@ class CoresetSampler:
     random_state : None, int, numpy.random.SeedSequence or numpy.random.Generator, default=None
         Seeds everything. The data draws use ``numpy.random.default_rng(random_state)`` itself
         (a ``Generator`` is used as is); the prior uses a numpy generator spawned from it and a
-        ``torch.Generator`` on ``device`` seeded from that. Global seeds are never touched.
+        ``torch.Generator`` seeded from that. Global seeds are never touched.
     device : str or torch.device, default="cpu"
-        Device of the latent batches (and of their k-center selection).
+        Device of the latent batches. Selection always runs on the CPU: for the few hundred
+        candidates of a training step a CPU loop costs a fraction of a millisecond, while on a
+        GPU each of the ``batch_size`` picks would cost several kernel launches (on a shared
+        H100 that made selection two thirds of the step). Core-set latents are drawn on the CPU
+        and the chosen ones copied to ``device``.
 
     Attributes
     ----------
@@ -70,8 +74,8 @@ class CoresetSampler:
         Number of training samples indices are drawn from.
     selection_seconds : float
         Wall-clock seconds spent in k-center selection so far (data and prior), e.g. to report
-        the selection's share of a training step. On CUDA the device is synchronised before the
-        clock stops, so the time is real rather than launch time.
+        the selection's share of a training step (the host-to-device copy of the chosen
+        latents included).
     n_selections : int
         Number of k-center selections run so far.
 
@@ -139,18 +143,22 @@ class CoresetSampler:
 
         self._data_rng = check_random_state(random_state)
         self._prior_rng = self._data_rng.spawn(1)[0]
+        seed = int(self._prior_rng.integers(2**63 - 1))
         self._torch_gen = torch.Generator(device=self.device)
-        self._torch_gen.manual_seed(int(self._prior_rng.integers(2**63 - 1)))
+        self._torch_gen.manual_seed(seed)
+        # Core-set latents are drawn and selected on the CPU (see ``device`` above).
+        self._host_gen = self._torch_gen
+        if self.device.type != "cpu":
+            self._host_gen = torch.Generator()
+            self._host_gen.manual_seed(seed)
 
         self.selection_seconds = 0.0
         self.n_selections = 0
 
     def _select(self, X: np.ndarray | torch.Tensor, rng: np.random.Generator) -> Any:
-        """Greedy k-center of ``batch_size`` rows of ``X``, timed."""
+        """Greedy k-center of ``batch_size`` rows of ``X`` (on the CPU), timed."""
         start = time.perf_counter()
         idx = greedy_k_center(X, self.batch_size, random_state=rng)
-        if isinstance(idx, torch.Tensor) and idx.device.type == "cuda":
-            torch.cuda.synchronize(idx.device)
         self.selection_seconds += time.perf_counter() - start
         self.n_selections += 1
         return idx
@@ -177,11 +185,11 @@ class CoresetSampler:
         chosen = self._select(self.data_embeddings[candidates], self._data_rng)
         return candidates[chosen].astype(np.int64, copy=False)
 
-    def _draw_prior(self, n: int) -> torch.Tensor:
+    def _draw_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         shape = (n, self.latent_dim)
         if self.prior == "normal":
-            return torch.randn(shape, generator=self._torch_gen, device=self.device)
-        z = torch.rand(shape, generator=self._torch_gen, device=self.device)
+            return torch.randn(shape, generator=generator, device=generator.device)
+        z = torch.rand(shape, generator=generator, device=generator.device)
         return z.mul_(2.0).sub_(1.0)
 
     def sample_prior(self) -> torch.Tensor:
@@ -194,11 +202,17 @@ class CoresetSampler:
         -------
         torch.Tensor of shape (batch_size, latent_dim), float32, on ``device``
         """
-        z = self._draw_prior(self.prior_factor * self.batch_size)  # (factor * B, latent_dim)
         if self.prior_factor == 1:
-            return z
+            return self._draw_prior(self.batch_size, self._torch_gen)
+        z = self._draw_prior(self.prior_factor * self.batch_size, self._host_gen)  # (factor*B, d)
         # index_select: plain advanced indexing (z[idx]) is orders of magnitude slower on CPU.
-        return z.index_select(0, self._select(z, self._prior_rng))  # (B, latent_dim)
+        chosen = z.index_select(0, self._select(z, self._prior_rng))  # (B, latent_dim)
+        if self.device.type == "cpu":
+            return chosen
+        start = time.perf_counter()
+        chosen = chosen.to(self.device)
+        self.selection_seconds += time.perf_counter() - start
+        return chosen
 
     def __repr__(self) -> str:
         emb = "None" if self.data_embeddings is None else f"<{self.data_embeddings.shape}>"

@@ -303,11 +303,12 @@ class MEGTrainer:
 
     @torch.no_grad()
     def _update_average(self) -> None:
-        decay = self.config.ema_decay
-        for avg, cur in zip(
-            self.energy_avg.parameters(), self.energy_net.parameters(), strict=True
-        ):
-            avg.lerp_(cur, 1.0 - decay)
+        # One fused call over all parameters (a per-parameter loop costs a launch each on GPU).
+        torch._foreach_lerp_(
+            list(self.energy_avg.parameters()),
+            list(self.energy_net.parameters()),
+            1.0 - self.config.ema_decay,
+        )
 
     def _log(self, record: dict) -> None:
         self.history.append(record)

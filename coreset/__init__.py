@@ -11,6 +11,7 @@ from coreset.kcenter import (
     check_random_state,
     covering_radius,
     greedy_k_center,
+    greedy_k_center_many,
     pairwise_k_center_reference,
 )
 from coreset.projection import GaussianProjection
@@ -27,6 +28,7 @@ __all__ = [
     "covering_radius",
     "embedding_cache_path",
     "greedy_k_center",
+    "greedy_k_center_many",
     "make_sampler",
     "pairwise_k_center_reference",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "check_random_state",
     "covering_radius",
     "greedy_k_center",
+    "greedy_k_center_many",
     "pairwise_k_center_reference",
 ]
 
@@ -208,6 +209,114 @@ def _greedy_numpy(X: np.ndarray, k: int, first: int) -> np.ndarray:
                 break
             out[i] = c
     return out
+
+
+def _greedy_numpy_many(X: np.ndarray, k: int, firsts: np.ndarray) -> np.ndarray:
+    """:func:`_greedy_numpy` on ``S`` independent problems at once; returns (S, k) int64.
+
+    Each step is one stacked vector-matrix product and a handful of (S, n) array operations for
+    all problems, so numpy's per-call overhead, which dominates the single loop at the sizes of a
+    training step, is paid once per step rather than once per problem. The arithmetic of each
+    problem is that of :func:`_greedy_numpy`, so the picks are identical.
+    """
+    S, n, d = X.shape
+    out = np.empty((S, k), dtype=np.int64)
+    out[:, 0] = firsts
+    if k == 1:
+        return out
+
+    A_T = np.empty((S, d + 1, n), dtype=np.float32)  # (S, d + 1, n)
+    B = np.empty((S, n, d + 1), dtype=np.float32)  # (S, n, d + 1)
+    for s in range(S):  # set-up per problem, exactly as in the single version
+        Xs = X[s] - X[s].mean(axis=0, dtype=np.float64).astype(np.float32)
+        np.multiply(Xs.T, -2.0, out=A_T[s, :d])
+        np.einsum("ij,ij->i", Xs, Xs, out=A_T[s, d])
+        B[s, :, :d] = Xs
+        B[s, :, d] = 1.0
+
+    rows = np.arange(S)
+    min_dist = np.full((S, n), np.inf, dtype=np.float32)
+    buf = np.empty((S, 1, n), dtype=np.float32)
+    flat = buf[:, 0, :]  # (S, n) view
+    finished = np.zeros(S, dtype=bool)
+    c = np.asarray(firsts, dtype=np.int64)
+    with _single_threaded_blas():
+        for i in range(1, k):
+            np.matmul(B[rows, c][:, None, :], A_T, out=buf)  # (S, 1, n)
+            flat -= flat[rows, c][:, None]
+            np.minimum(min_dist, flat, out=min_dist)
+            c = min_dist.argmax(axis=1)
+            covered = ~(min_dist[rows, c] > 0.0) & ~finished
+            for s in np.flatnonzero(covered):
+                # Every point of problem s is covered exactly: take the first unchosen indices.
+                unchosen = np.ones(n, dtype=bool)
+                unchosen[out[s, :i]] = False
+                out[s, i:] = np.flatnonzero(unchosen)[: k - i]
+                finished[s] = True
+            out[~finished, i] = c[~finished]
+    return out
+
+
+def greedy_k_center_many(
+    X: np.ndarray | torch.Tensor,
+    k: int,
+    *,
+    random_state: RandomState = None,
+    first: Any = None,
+) -> np.ndarray:
+    """Greedy k-center on a stack of independent point sets, in one pass.
+
+    The same picks as ``[greedy_k_center(X[s], k, first=first[s]) for s in range(S)]``, several
+    times faster for the small problems of a training step (hundreds of candidates), where
+    numpy's per-call overhead rather than arithmetic sets the time.
+
+    Parameters
+    ----------
+    X : numpy.ndarray or torch.Tensor of shape (n_sets, n_samples, n_features)
+        Finite real values (a tensor is copied to the CPU).
+    k : int
+        Points to choose in each set, ``1 <= k <= n_samples``.
+    random_state : None, int, numpy.random.SeedSequence or numpy.random.Generator, default=None
+        Draws the starting indices when ``first`` is None: one call to ``integers`` per set, in
+        order, as the same number of :func:`greedy_k_center` calls would.
+    first : sequence of int, optional
+        Starting index of each set; overrides ``random_state``.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_sets, k)
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 3-D, is empty or holds NaN/inf, or if ``k`` or ``first`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[[0.0, 0.0], [0.1, 0.0], [5.0, 0.0]], [[0.0, 0.0], [3.0, 0.0], [3.1, 0.0]]])
+    >>> greedy_k_center_many(X, 2, first=[0, 0]).tolist()
+    [[0, 2], [0, 2]]
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise ValueError(f"X must be 3-D (n_sets, n_samples, n_features), got shape {X.shape}")
+    S, n, d = X.shape
+    if S == 0 or n == 0 or d == 0:
+        raise ValueError(f"X must not be empty, got shape {X.shape}")
+    Xf = _as_float32_matrix(X.reshape(S * n, d)).reshape(S, n, d)
+    k = _check_int(k, "k", 1, n)
+    if first is None:
+        rng = check_random_state(random_state)
+        firsts = np.array([int(rng.integers(n)) for _ in range(S)], dtype=np.int64)
+    else:
+        firsts = np.asarray(first).reshape(-1)
+        if len(firsts) != S:
+            raise ValueError(f"first must hold one index per set ({S}), got {len(firsts)}")
+        firsts = np.array([_check_int(f, "first", 0, n - 1) for f in firsts], dtype=np.int64)
+    return _greedy_numpy_many(Xf, k, firsts)
 
 
 def _greedy_torch(X: torch.Tensor, k: int, first: int) -> torch.Tensor:

@@ -12,13 +12,14 @@ import logging
 import numbers
 import os
 import time
+from collections import deque
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from coreset.embeddings import Embedder, PixelEmbedder, TorchScriptEmbedder, compute_embeddings
-from coreset.kcenter import RandomState, check_random_state, greedy_k_center
+from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
 from coreset.projection import GaussianProjection
 
 __all__ = ["CoresetSampler", "make_sampler"]
@@ -67,6 +68,11 @@ class CoresetSampler:
         GPU each of the ``batch_size`` picks would cost several kernel launches (on a shared
         H100 that made selection two thirds of the step). Core-set latents are drawn on the CPU
         and the chosen ones copied to ``device``.
+    lookahead : int, default=16
+        Batches selected at once, with :func:`~coreset.greedy_k_center_many`: the candidates of
+        the next ``lookahead`` batches are drawn in the order single batches would draw them,
+        so the batches are exactly those of ``lookahead=1``, at a fraction of the selection
+        time (numpy's per-call overhead is paid once per pick for all of them).
 
     Attributes
     ----------
@@ -107,6 +113,7 @@ class CoresetSampler:
         n_samples: int | None = None,
         random_state: RandomState = None,
         device: str | torch.device = "cpu",
+        lookahead: int = 16,
     ):
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
@@ -116,6 +123,9 @@ class CoresetSampler:
             raise ValueError(f"prior must be 'normal' or 'uniform', got {prior!r}")
         self.prior = prior
         self.device = torch.device(device)
+        self.lookahead = _positive_int(lookahead, "lookahead")
+        self._data_queue: deque[np.ndarray] = deque()
+        self._prior_queue: deque[torch.Tensor] = deque()
 
         if data_embeddings is None:
             if n_samples is None:
@@ -155,12 +165,12 @@ class CoresetSampler:
         self.selection_seconds = 0.0
         self.n_selections = 0
 
-    def _select(self, X: np.ndarray | torch.Tensor, rng: np.random.Generator) -> Any:
-        """Greedy k-center of ``batch_size`` rows of ``X`` (on the CPU), timed."""
+    def _select(self, X: np.ndarray, firsts: list[int]) -> np.ndarray:
+        """Greedy k-center of ``batch_size`` rows in each of the stacked sets ``X``, timed."""
         start = time.perf_counter()
-        idx = greedy_k_center(X, self.batch_size, random_state=rng)
+        idx = greedy_k_center_many(X, self.batch_size, first=firsts)  # (sets, batch_size)
         self.selection_seconds += time.perf_counter() - start
-        self.n_selections += 1
+        self.n_selections += len(X)
         return idx
 
     def sample_data_indices(self) -> np.ndarray:
@@ -179,11 +189,21 @@ class CoresetSampler:
         n_candidates = min(self.data_factor * self.batch_size, self.n_samples)
         if self.data_embeddings is None:
             n_candidates = self.batch_size
-        candidates = self._data_rng.choice(self.n_samples, n_candidates, replace=False)
         if n_candidates == self.batch_size:
+            candidates = self._data_rng.choice(self.n_samples, n_candidates, replace=False)
             return candidates.astype(np.int64, copy=False)
-        chosen = self._select(self.data_embeddings[candidates], self._data_rng)
-        return candidates[chosen].astype(np.int64, copy=False)
+        if not self._data_queue:
+            # The draws of `lookahead` single selections, in their order: candidates, then the
+            # starting index (what greedy_k_center(..., random_state=rng) would draw).
+            candidates, firsts = [], []
+            for _ in range(self.lookahead):
+                candidates.append(self._data_rng.choice(self.n_samples, n_candidates, False))
+                firsts.append(int(self._data_rng.integers(n_candidates)))
+            cand = np.stack(candidates)  # (lookahead, n_candidates)
+            chosen = self._select(self.data_embeddings[cand], firsts)  # (lookahead, B)
+            batches = np.take_along_axis(cand, chosen, axis=1).astype(np.int64, copy=False)
+            self._data_queue.extend(batches)
+        return self._data_queue.popleft()
 
     def _draw_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         shape = (n, self.latent_dim)
@@ -204,15 +224,21 @@ class CoresetSampler:
         """
         if self.prior_factor == 1:
             return self._draw_prior(self.batch_size, self._torch_gen)
-        z = self._draw_prior(self.prior_factor * self.batch_size, self._host_gen)  # (factor*B, d)
-        # index_select: plain advanced indexing (z[idx]) is orders of magnitude slower on CPU.
-        chosen = z.index_select(0, self._select(z, self._prior_rng))  # (B, latent_dim)
-        if self.device.type == "cpu":
-            return chosen
-        start = time.perf_counter()
-        chosen = chosen.to(self.device)
-        self.selection_seconds += time.perf_counter() - start
-        return chosen
+        if not self._prior_queue:
+            n = self.prior_factor * self.batch_size
+            draws, firsts = [], []
+            for _ in range(self.lookahead):  # the order of single selections' draws
+                draws.append(self._draw_prior(n, self._host_gen))  # (factor * B, latent_dim)
+                firsts.append(int(self._prior_rng.integers(n)))
+            z = torch.stack(draws)  # (lookahead, factor * B, latent_dim)
+            chosen = torch.from_numpy(self._select(z.numpy(), firsts))  # (lookahead, B)
+            start = time.perf_counter()
+            batches = z.gather(1, chosen[:, :, None].expand(-1, -1, self.latent_dim))
+            if self.device.type != "cpu":
+                batches = batches.to(self.device)  # one copy for `lookahead` batches
+            self.selection_seconds += time.perf_counter() - start
+            self._prior_queue.extend(batches.unbind(0))
+        return self._prior_queue.popleft()
 
     def __repr__(self) -> str:
         emb = "None" if self.data_embeddings is None else f"<{self.data_embeddings.shape}>"

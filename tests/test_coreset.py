@@ -20,6 +20,7 @@ from coreset import (
     covering_radius,
     embedding_cache_path,
     greedy_k_center,
+    greedy_k_center_many,
     make_sampler,
     pairwise_k_center_reference,
 )
@@ -210,20 +211,20 @@ def test_gaussian_projection_passthrough_and_errors():
 def selection_spy(monkeypatch):
     """Record every (X, returned indices) pair the sampler's k-center selection sees."""
     calls = []
-    real = sampler_module.greedy_k_center
+    real = sampler_module.greedy_k_center_many
 
     def spy(X, k, **kwargs):
         idx = real(X, k, **kwargs)
-        calls.append((X, idx))
+        calls.extend(zip(X, idx))  # one (candidates, chosen) pair per set
         return idx
 
-    monkeypatch.setattr(sampler_module, "greedy_k_center", spy)
+    monkeypatch.setattr(sampler_module, "greedy_k_center_many", spy)
     return calls
 
 
 def test_sampler_batches_come_from_candidates(selection_spy):
     emb = _gaussian(1000, 32, 0)  # distinct rows, so rows identify indices
-    sampler = CoresetSampler(emb, batch_size=16, latent_dim=8, random_state=0)
+    sampler = CoresetSampler(emb, batch_size=16, latent_dim=8, random_state=0, lookahead=1)
     idx = sampler.sample_data_indices()
     assert idx.shape == (16,) and idx.dtype == np.int64
     assert len(set(idx.tolist())) == 16 and idx.min() >= 0 and idx.max() < 1000
@@ -236,8 +237,46 @@ def test_sampler_batches_come_from_candidates(selection_spy):
     assert z.shape == (16, 8) and z.dtype == torch.float32 and z.device.type == "cpu"
     latent_candidates, latent_chosen = selection_spy[1]
     assert latent_candidates.shape == (4 * 16, 8)
-    assert torch.equal(z, latent_candidates[latent_chosen])
+    assert torch.equal(z, torch.from_numpy(latent_candidates[latent_chosen]))
     assert sampler.n_selections == 2 and sampler.selection_seconds > 0
+
+
+@pytest.mark.parametrize("prior", ["normal", "uniform"])
+def test_sampler_lookahead_gives_the_same_batches(prior):
+    emb = _gaussian(700, 16, 1)
+    kwargs = dict(batch_size=20, latent_dim=6, prior=prior, random_state=3)
+    one = CoresetSampler(emb, **kwargs, lookahead=1)
+    many = CoresetSampler(emb, **kwargs, lookahead=7)
+    for step in range(20):  # interleaved as in training; 20 is not a multiple of 7
+        np.testing.assert_array_equal(one.sample_data_indices(), many.sample_data_indices())
+        assert torch.equal(one.sample_prior(), many.sample_prior()), step
+    assert one.n_selections == 40 and many.n_selections == 2 * 21  # three fills of 7 each
+    with pytest.raises(ValueError, match="lookahead"):
+        CoresetSampler(emb, **kwargs, lookahead=0)
+
+
+def test_greedy_k_center_many_matches_single_calls():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        S, n, d = int(rng.integers(1, 6)), int(rng.integers(2, 200)), int(rng.integers(1, 40))
+        k = int(rng.integers(1, n + 1))
+        X = rng.standard_normal((S, n, d)).astype(np.float32)
+        if trial % 3 == 0:
+            X[:, n // 2 :] = X[:, : n - n // 2]  # duplicate rows: exact-zero distances
+        firsts = rng.integers(n, size=S)
+        many = greedy_k_center_many(X, k, first=firsts)
+        single = [greedy_k_center(X[s], k, first=int(firsts[s])) for s in range(S)]
+        np.testing.assert_array_equal(many, np.stack(single))
+    seeded = greedy_k_center_many(X, 3, random_state=5)
+    draws = np.random.default_rng(5)
+    expected = [greedy_k_center(X[s], 3, random_state=draws) for s in range(len(X))]
+    np.testing.assert_array_equal(seeded, np.stack(expected))
+    with pytest.raises(ValueError, match="3-D"):
+        greedy_k_center_many(X[0], 2)
+    with pytest.raises(ValueError, match="one index per set"):
+        greedy_k_center_many(X, 2, first=[0] * (len(X) + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        greedy_k_center_many(np.full((2, 3, 2), np.nan), 2)
 
 
 def test_sampler_factor_one_is_plain_random(selection_spy):

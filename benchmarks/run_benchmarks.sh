@@ -4,7 +4,7 @@
 #   benchmarks/run_benchmarks.sh                      # every benchmark
 #   benchmarks/run_benchmarks.sh heldout mixture      # some of them
 #
-# Names: kcenter, cost, mixture, heldout, one-class-mnist, one-class-cifar10.
+# Names: kcenter, batch-density, cost, mixture, heldout, one-class-mnist, one-class-cifar10.
 # Settings from the environment (defaults in brackets):
 #   ANOMALY_DATA_ROOT  data folder with mnist/ and cifar10-jpeg/ or cifar-10-batches-py/
 #                      [../shared/data when it exists, else the library's default]
@@ -13,6 +13,7 @@
 #   SEEDS              comma-separated seeds [0,1,2]
 #   CLASSES            comma-separated classes [0,...,9]
 #   QUICK              1 = smoke-test sizes (the numbers then mean nothing) [0]
+#   JOBS               held-out / one-class splits measured at once [1]; reruns resume
 # Each benchmark writes results.csv, table.md, PNG plots and meta.json into $OUT/<name>/ and
 # prints its table. The image benchmarks train many conv GANs: on two CPU cores use few classes
 # and one seed, or a GPU.
@@ -25,11 +26,13 @@ fi
 OUT="${OUT:-results}"
 common=(--seeds "${SEEDS:-0,1,2}" --device "${DEVICE:-auto}" --out "$OUT")
 [[ "${QUICK:-0}" == 1 ]] && common+=(--quick)
-classes=(--classes "${CLASSES:-0,1,2,3,4,5,6,7,8,9}")
+classes=(--classes "${CLASSES:-0,1,2,3,4,5,6,7,8,9}" --jobs "${JOBS:-1}" --resume)
 
 run_one() {
     case "$1" in
         kcenter) python benchmarks/bench_kcenter.py ;;
+        batch-density) python benchmarks/bench_batch_density.py --classes 0,1,2,3,4,5,6,7,8,9 \
+            ${ANOMALY_DATA_ROOT:+--data-root "$ANOMALY_DATA_ROOT"} ;;
         cost) anomaly benchmark cost "${common[@]}" ;;
         mixture) anomaly benchmark mixture --sides 5,7,10 "${common[@]}" ;;
         heldout) anomaly benchmark heldout --dataset mnist "${classes[@]}" "${common[@]}" ;;
@@ -42,7 +45,7 @@ run_one() {
 }
 
 if [[ $# -eq 0 ]]; then
-    set -- kcenter cost mixture heldout one-class-mnist one-class-cifar10
+    set -- kcenter batch-density cost mixture heldout one-class-mnist one-class-cifar10
 fi
 for name in "$@"; do
     run_one "$name"

@@ -26,7 +26,7 @@ from anomaly.benchmarks._config import MIXTURE_SETTINGS, family
 from anomaly.benchmarks._detection import COLUMNS, METHODS, subsample
 from anomaly.benchmarks._io import fmt_mean_std
 from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE
-from datasets import load_benchmark
+from datasets import DataError, load_benchmark
 
 METRICS = ["auroc", "auprc", "average_precision"]
 
@@ -192,6 +192,14 @@ def test_parallel_jobs_give_the_same_numbers(tmp_path, heldout_run):
     ones = parallel[parallel["cls"] == 1].reset_index(drop=True)
     assert list(ones["method"]) == list(serial["method"])
     np.testing.assert_allclose(ones[METRICS], serial[METRICS], atol=1e-6)
+
+
+def test_parallel_jobs_raise_the_worker_error(tmp_path):
+    with pytest.raises(DataError, match="unknown class 99"):
+        run_heldout(
+            dataset="digits", classes=[99, 1], seeds=[0], quick=True, out_dir=tmp_path, jobs=2
+        )
+    assert not (tmp_path / "table.md").exists()
 
 
 def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):

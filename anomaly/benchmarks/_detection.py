@@ -426,9 +426,15 @@ def run_detection(
                 initargs=(threads, level),
             ) as pool:
                 futures = [pool.submit(_measure_split, task) for task in tasks]
-                for future in as_completed(futures):
-                    record(future.result())
-                    bar.advance()
+                try:
+                    for future in as_completed(futures):
+                        record(future.result())
+                        bar.advance()
+                except BaseException:
+                    # Fail fast: the splits not started yet are dropped, not run to the end.
+                    for future in futures:
+                        future.cancel()
+                    raise
     if not tasks:
         _write_progress(run, finished, classes, seeds, out_dir)
     for (cls, seed), result in finished.items():

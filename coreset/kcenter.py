@@ -220,6 +220,8 @@ def _greedy_numpy_many(X: np.ndarray, k: int, firsts: np.ndarray) -> np.ndarray:
     problem is that of :func:`_greedy_numpy`, so the picks are identical.
     """
     S, n, d = X.shape
+    if S == 1:  # the single loop has less overhead per pick (about 3x at n = 512)
+        return _greedy_numpy(X[0], k, int(firsts[0]))[None]
     out = np.empty((S, k), dtype=np.int64)
     out[:, 0] = firsts
     if k == 1:

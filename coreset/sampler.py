@@ -197,7 +197,9 @@ class CoresetSampler:
             # starting index (what greedy_k_center(..., random_state=rng) would draw).
             candidates, firsts = [], []
             for _ in range(self.lookahead):
-                candidates.append(self._data_rng.choice(self.n_samples, n_candidates, False))
+                candidates.append(
+                    self._data_rng.choice(self.n_samples, n_candidates, replace=False)
+                )
                 firsts.append(int(self._data_rng.integers(n_candidates)))
             cand = np.stack(candidates)  # (lookahead, n_candidates)
             chosen = self._select(self.data_embeddings[cand], firsts)  # (lookahead, B)

@@ -363,9 +363,10 @@ def run_detection(
     verbose : bool
         Progress bar over the splits.
     jobs : int, optional
-        Splits measured at once, each in its own process with ``cpu_count // jobs`` threads
-        (they share one GPU when ``device`` is CUDA). Every split is seeded on its own, so the
-        numbers do not depend on ``jobs`` beyond floating-point summation order.
+        Splits measured at once (>= 1, checked by :func:`run_protocol`), each in its own process
+        with ``cpu_count // jobs`` threads (they share one GPU when ``device`` is CUDA). Every
+        split is seeded on its own, so the numbers do not depend on ``jobs`` beyond
+        floating-point summation order.
     resume : bool, optional
         Keep the splits already measured in ``out_dir`` (by a run with the same settings) and
         measure only the others.
@@ -375,11 +376,14 @@ def run_detection(
     DetectionRun
     """
     classes, seeds = [int(c) for c in classes], [int(s) for s in seeds]
-    if int(jobs) < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
     params = detector_params(dataset, quick=quick)
-    settings = {"benchmark": benchmark, "dataset": dataset, "protocol": protocol, "quick": quick}
-    settings["detector"] = params
+    settings = {
+        "benchmark": benchmark,
+        "dataset": dataset,
+        "protocol": protocol,
+        "quick": quick,
+        "detector": params,
+    }
     done = _load_done(out_dir, settings) if resume else {}
     write_text(json.dumps(json_safe(settings), indent=2), out_dir / "settings.json")
     root = None if data_root is None else str(data_root)

@@ -222,6 +222,19 @@ def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):
     assert "| 3 |" in text and "| 1 |" in text
 
 
+def test_resume_keeps_splits_not_asked_for_again(tmp_path):
+    options = {"dataset": "digits", "seeds": [0], "quick": True, "out_dir": tmp_path}
+    run_heldout(classes=[1], **options)
+    first = pd.read_csv(tmp_path / "results.csv")
+    text = run_heldout(classes=[3], resume=True, **options)
+    both = pd.read_csv(tmp_path / "results.csv")
+    assert list(both["cls"].unique()) == [3, 1]  # asked-for classes first, then the kept ones
+    pd.testing.assert_frame_equal(both[both["cls"] == 1].reset_index(drop=True), first)
+    with np.load(tmp_path / "scores.npz") as arrays:
+        assert {"1/0/y_test", "3/0/y_test"} <= set(arrays.files)
+    assert "| 1 |" in text and "| 3 |" in text
+
+
 def test_resume_refuses_other_settings(tmp_path):
     options = {"dataset": "digits", "classes": [1], "seeds": [0], "quick": True}
     run_heldout(out_dir=tmp_path, **options)

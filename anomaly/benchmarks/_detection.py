@@ -369,7 +369,8 @@ def run_detection(
         floating-point summation order.
     resume : bool, optional
         Keep the splits already measured in ``out_dir`` (by a run with the same settings) and
-        measure only the others.
+        measure only the others. Kept splits of classes or seeds not asked for this time stay
+        in the outputs and the report.
 
     Returns
     -------
@@ -393,25 +394,27 @@ def run_detection(
         for s in seeds
         if (c, s) not in done
     ]
-    finished: dict[tuple[int, int], _SplitResult] = {
-        key: done[key] for key in [(c, s) for c in classes for s in seeds] if key in done
-    }
+    # Every split measured before stays in the outputs, also those of classes or seeds not asked
+    # for this time: resuming never drops results from disk.
+    finished: dict[tuple[int, int], _SplitResult] = dict(done)
+    classes_out = list(dict.fromkeys([*classes, *sorted(c for c, _ in done)]))
+    seeds_out = list(dict.fromkeys([*seeds, *sorted(s for _, s in done)]))
+    total = len(classes) * len(seeds)
     if done:
         logger.info(
             "%s: resuming, %d of %d splits already measured",
             benchmark,
-            len(finished),
-            len(classes) * len(seeds),
+            total - len(tasks),
+            total,
         )
     run = DetectionRun(pd.DataFrame(columns=COLUMNS), params=params)
 
     def record(result: _SplitResult) -> None:
         finished[(result.cls, result.seed)] = result
-        _write_progress(run, finished, classes, seeds, out_dir)
+        _write_progress(run, finished, classes_out, seeds_out, out_dir)
 
-    total = len(classes) * len(seeds)
     with progress(total, f"{benchmark} {dataset}", enabled=verbose) as bar:
-        for _ in finished:
+        for _ in range(total - len(tasks)):
             bar.advance()
         if int(jobs) == 1 or len(tasks) <= 1:
             for task in tasks:
@@ -440,7 +443,7 @@ def run_detection(
                         future.cancel()
                     raise
     if not tasks:
-        _write_progress(run, finished, classes, seeds, out_dir)
+        _write_progress(run, finished, classes_out, seeds_out, out_dir)
     for (cls, seed), result in finished.items():
         run.descriptions[(cls, seed)] = str(result.rows[0]["split"])
         if seed == seeds[0]:

@@ -56,6 +56,7 @@ class Network(str, Enum):
 class Score(str, Enum):
     energy = "energy"
     gradnorm = "gradnorm"
+    both = "energy+gradnorm"
 
 
 class CliError(Exception):
@@ -179,7 +180,11 @@ def fit(
         True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
     ),
     prior_factor: int = typer.Option(4, help="Latent over-sampling factor for k-center."),
-    data_factor: int = typer.Option(8, help="Data over-sampling factor for k-center."),
+    data_factor: int | None = typer.Option(
+        None,
+        help="Data over-sampling factor for k-center [default: 1 (latents only) for images, "
+        "8 for vectors].",
+    ),
     ema_decay: float = typer.Option(0.99, help="Weight-average decay of the scoring energy net."),
     embedding: str = typer.Option(
         "pixels",
@@ -187,7 +192,11 @@ def fit(
         "file (e.g. an Inception network).",
     ),
     cache_dir: Path | None = typer.Option(None, help="Folder to cache data embeddings in."),
-    score: Score = typer.Option(Score.energy, help="Anomaly score: energy or gradient norm."),
+    score: Score | None = typer.Option(
+        None,
+        help="Anomaly score: energy, gradient norm, or both added [default: energy+gradnorm for "
+        "images, energy for vectors].",
+    ),
     contamination: str = typer.Option(
         "auto", help="'auto' or the share of training samples called outliers, in (0, 0.5]."
     ),
@@ -232,11 +241,13 @@ def fit(
         learning_rate=learning_rate,
         gp_weight=gp_weight,
         prior_factor=prior_factor if coreset else 1,
-        data_factor=data_factor if coreset else 1,
+        data_factor=(preset.get("data_factor", 8) if data_factor is None else data_factor)
+        if coreset
+        else 1,
         ema_decay=ema_decay,
         embedding=embedding,
         cache_dir=None if cache_dir is None else str(cache_dir),
-        score_type=score.value,
+        score_type=preset.get("score_type", "energy") if score is None else score.value,
         contamination=contamination_value,
         device=device,
         random_state=seed,

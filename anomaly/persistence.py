@@ -24,6 +24,8 @@ import numpy as np
 import sklearn
 import torch
 
+from .scoring import score_kinds
+
 __all__ = ["FORMAT", "ModelFileError", "first_line", "load_model", "save_model"]
 
 FORMAT = "coreset-meg-model"
@@ -164,11 +166,13 @@ def load_model(path, *, device="cpu"):
         det.train_seconds_ = config["training"]["seconds"]
         det.selection_seconds_ = config["training"]["selection_seconds"]
         det.device_ = resolve_device(device)
-        det.energy_mean_ = np.asarray(config["energy_mean"], dtype=np.float64)
-        det.energy_std_ = np.asarray(config["energy_std"], dtype=np.float64)
-        det._rebuild_networks(len(weights["energy_nets"]))
-        if len(det.energy_nets_) != len(det.energy_mean_):
-            raise ValueError("weights and model.json disagree on the number of snapshots")
+        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
+        for name in ("energy_mean", "energy_std"):
+            values = np.asarray(config[name], dtype=np.float64)
+            if values.size != n_nets * n_kinds:
+                raise ValueError("weights and model.json disagree on the number of snapshots")
+            setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
+        det._rebuild_networks(n_nets)
         for net, state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
             net.load_state_dict(state)
         det.generator_.load_state_dict(weights["generator"])

@@ -13,9 +13,23 @@ from torch import nn
 
 from gan.losses import input_gradient_sq_norm
 
-__all__ = ["SCORES", "energy_scores"]
+__all__ = ["SCORES", "SCORE_TYPES", "energy_scores", "score_kinds"]
 
 SCORES = ("energy", "gradnorm")
+#: The detector's score types: each single score, and their sum ("energy+gradnorm": the two
+#: scores of each sample, each standardised on the training data, added).
+SCORE_TYPES = (*SCORES, "energy+gradnorm")
+
+
+def score_kinds(score_type: str) -> tuple[str, ...]:
+    """The single scores a detector score type is made of.
+
+    >>> score_kinds("energy+gradnorm")
+    ('energy', 'gradnorm')
+    """
+    if score_type not in SCORE_TYPES:
+        raise ValueError(f"score type must be one of {SCORE_TYPES}, got {score_type!r}")
+    return tuple(score_type.split("+"))
 
 
 def energy_scores(

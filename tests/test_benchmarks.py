@@ -60,8 +60,12 @@ def test_detector_params_one_set_per_family():
     assert {k: v for k, v in full.items() if k not in ("n_iter", "width")} == {
         k: v for k, v in quick.items() if k not in ("n_iter", "width")
     }
-    core = MEGDetector(**full)  # the core-set variant uses the detector's default factors
-    assert core.prior_factor > 1 and core.data_factor > 1
+    # The core-set variant selects latents (and, for vectors, data too); the random-batch
+    # variant sets both factors to 1.
+    images, vectors = MEGDetector(**full), MEGDetector(**detector_params("digits"))
+    assert images.prior_factor > 1 and images.data_factor == 1
+    assert vectors.prior_factor > 1 and vectors.data_factor > 1
+    assert images.score_type == "energy+gradnorm" and vectors.score_type == "energy"
     detector_params("mnist")["n_iter"] = 1  # callers get a fresh dict
     assert detector_params("mnist") == full
 

@@ -147,6 +147,20 @@ def test_help_and_dry_run_with_cli_runner():
     resolved = json.loads(result.output)
     assert resolved["params"]["data_factor"] == 1 and resolved["params"]["prior_factor"] == 1
     assert resolved["params"]["random_state"] == 3
+    # Built-in image data get the benchmarks' image defaults; options override them.
+    result = runner.invoke(app, ["fit", "--dry-run", "--json", "--dataset", "mnist"])
+    params = json.loads(result.output)["params"]
+    assert (params["prior_factor"], params["data_factor"]) == (4, 1)
+    assert params["score_type"] == "energy+gradnorm" and params["width"] == 16
+    result = runner.invoke(
+        app,
+        ["fit", "--dry-run", "--json", "--dataset", "mnist", "--data-factor", "8"]
+        + ["--score", "gradnorm"],
+    )
+    params = json.loads(result.output)["params"]
+    assert params["data_factor"] == 8 and params["score_type"] == "gradnorm"
+    vectors = json.loads(runner.invoke(app, ["fit", "--dry-run", "--json"]).output)["params"]
+    assert vectors["data_factor"] == 8 and vectors["score_type"] == "energy"
 
 
 def test_console_script_exit_codes(tmp_path):

@@ -122,10 +122,28 @@ def test_gradnorm_score_and_image_input():
         [energy_scores(net, images, score="gradnorm") for net in det.energy_nets_], axis=1
     )
     assert (per_net >= 0).all()  # squared norms
-    expected = -((per_net - det.energy_mean_) / det.energy_std_).mean(axis=1)
+    assert det.energy_mean_.shape == (len(det.energy_nets_), 1)
+    expected = -((per_net - det.energy_mean_[:, 0]) / det.energy_std_[:, 0]).mean(axis=1)
     np.testing.assert_allclose(flat, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="1024 features.*expecting 784"):
         det.score_samples(rng.normal(size=(3, 1, 32, 32)))
+
+
+def test_energy_plus_gradnorm_is_the_mean_of_both_scores(tmp_path):
+    # The score type does not change training, so three fits with one seed share their
+    # networks, and the sum score is the average of the two standardised single scores.
+    images = np.random.default_rng(1).uniform(-1, 1, size=(40, 1, 8, 8)).astype(np.float32)
+    fitted = {
+        kind: MEGDetector(**TINY, score_type=kind, random_state=3).fit(images)
+        for kind in ("energy", "gradnorm", "energy+gradnorm")
+    }
+    both = fitted["energy+gradnorm"]
+    assert both.energy_mean_.shape == (len(both.energy_nets_), 2)
+    single = (fitted["energy"].score_samples(images) + fitted["gradnorm"].score_samples(images)) / 2
+    np.testing.assert_allclose(both.score_samples(images), single, rtol=1e-5, atol=1e-6)
+    both.save(tmp_path / "model")
+    loaded = MEGDetector.load(tmp_path / "model")
+    np.testing.assert_allclose(loaded.score_samples(images), both.score_samples(images), rtol=1e-6)
 
 
 def test_wrong_feature_count_and_nan_are_rejected():

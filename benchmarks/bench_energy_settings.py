@@ -132,7 +132,7 @@ def main() -> None:
         for (setting, score), row in pivot.iterrows():
             print(f"| {setting} | {score} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     secs = table.groupby("setting")["fit_seconds"].mean().reindex(names)
-    print(f"\nmean fit seconds ({os.cpu_count()} CPUs, {args.jobs} fits at a time, one thread):")
+    print(f"\nmean fit seconds ({os.cpu_count()} CPUs, one torch thread per fit):")
     for setting, value in secs.items():
         print(f"- {setting}: {value:.0f}")
 

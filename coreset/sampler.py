@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 Prior = Literal["normal", "uniform"]
 
 
+# Values (candidates x (dimension + 1)) stacked per batched selection when lookahead is None:
+# measured fastest for 2-D data and for 32-d embeddings alike (more spills out of the cache).
+_STACK_VALUES = 2**18
+
+
 def _positive_int(value: Any, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -68,11 +73,14 @@ class CoresetSampler:
         GPU each of the ``batch_size`` picks would cost several kernel launches (on a shared
         H100 that made selection two thirds of the step). Core-set latents are drawn on the CPU
         and the chosen ones copied to ``device``.
-    lookahead : int, default=16
+    lookahead : int or None, default=None
         Batches selected at once, with :func:`~coreset.greedy_k_center_many`: the candidates of
         the next ``lookahead`` batches are drawn in the order single batches would draw them,
         so the batches are exactly those of ``lookahead=1``, at a fraction of the selection
-        time (numpy's per-call overhead is paid once per pick for all of them).
+        time (numpy's per-call overhead is paid once per pick for all of them). None sizes it
+        per kind of batch so that the stacked candidates hold about 2**18 values, from 1 to 64
+        sets: 64 for 2-D data, about 16 for 512 candidates in 32-d (more sets than fit in the
+        cache are slower again).
 
     Attributes
     ----------
@@ -113,7 +121,7 @@ class CoresetSampler:
         n_samples: int | None = None,
         random_state: RandomState = None,
         device: str | torch.device = "cpu",
-        lookahead: int = 16,
+        lookahead: int | None = None,
     ):
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
@@ -123,7 +131,7 @@ class CoresetSampler:
             raise ValueError(f"prior must be 'normal' or 'uniform', got {prior!r}")
         self.prior = prior
         self.device = torch.device(device)
-        self.lookahead = _positive_int(lookahead, "lookahead")
+        self.lookahead = None if lookahead is None else _positive_int(lookahead, "lookahead")
         self._data_queue: deque[np.ndarray] = deque()
         self._prior_queue: deque[torch.Tensor] = deque()
 
@@ -165,6 +173,12 @@ class CoresetSampler:
         self.selection_seconds = 0.0
         self.n_selections = 0
 
+    def _sets_at_once(self, n_candidates: int, dim: int) -> int:
+        """How many selections to stack: ``lookahead``, or (None) about 2**18 values' worth."""
+        if self.lookahead is not None:
+            return self.lookahead
+        return int(np.clip(_STACK_VALUES // (n_candidates * (dim + 1)), 1, 64))
+
     def _select(self, X: np.ndarray, firsts: list[int]) -> np.ndarray:
         """Greedy k-center of ``batch_size`` rows in each of the stacked sets ``X``, timed."""
         start = time.perf_counter()
@@ -196,7 +210,8 @@ class CoresetSampler:
             # The draws of `lookahead` single selections, in their order: candidates, then the
             # starting index (what greedy_k_center(..., random_state=rng) would draw).
             candidates, firsts = [], []
-            for _ in range(self.lookahead):
+            dim = self.data_embeddings.shape[1]
+            for _ in range(self._sets_at_once(n_candidates, dim)):
                 candidates.append(
                     self._data_rng.choice(self.n_samples, n_candidates, replace=False)
                 )
@@ -229,7 +244,8 @@ class CoresetSampler:
         if not self._prior_queue:
             n = self.prior_factor * self.batch_size
             draws, firsts = [], []
-            for _ in range(self.lookahead):  # the order of single selections' draws
+            # In the order of single selections' draws:
+            for _ in range(self._sets_at_once(n, self.latent_dim)):
                 draws.append(self._draw_prior(n, self._host_gen))  # (factor * B, latent_dim)
                 firsts.append(int(self._prior_rng.integers(n)))
             z = torch.stack(draws)  # (lookahead, factor * B, latent_dim)

@@ -255,6 +255,19 @@ def test_sampler_lookahead_gives_the_same_batches(prior):
         CoresetSampler(emb, **kwargs, lookahead=0)
 
 
+def test_sampler_default_lookahead_is_sized_by_the_problem_and_changes_nothing():
+    emb = _gaussian(700, 16, 1)
+    kwargs = dict(batch_size=20, latent_dim=6, random_state=4)
+    one, auto = CoresetSampler(emb, **kwargs, lookahead=1), CoresetSampler(emb, **kwargs)
+    auto.sample_data_indices()  # 160 candidates in 16-d: small, so the most sets at once (64)
+    assert auto.n_selections == 64
+    assert auto._sets_at_once(4096, 64) == 1 and auto._sets_at_once(512, 32) == 15
+    auto = CoresetSampler(emb, **kwargs)
+    for step in range(70):  # crosses a refill of the 64 stacked sets
+        np.testing.assert_array_equal(one.sample_data_indices(), auto.sample_data_indices())
+        assert torch.equal(one.sample_prior(), auto.sample_prior()), step
+
+
 def test_greedy_k_center_many_matches_single_calls():
     rng = np.random.default_rng(0)
     for trial in range(30):

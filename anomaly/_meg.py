@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 
-from .scoring import SCORE_TYPES, energy_scores, score_kinds
+from .scoring import SCORE_TYPES, score_columns, score_kinds
 
 __all__ = ["MEGDetector"]
 
@@ -343,11 +343,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         """Anomaly scores of validated input under each snapshot and single score kind, shape
         (n, n_snapshots, n_scores)."""
         kinds = score_kinds(self.score_type)
-        columns = [
-            [energy_scores(net, X, score=kind, device=self.device_) for kind in kinds]
-            for net in self.energy_nets_
-        ]
-        return np.asarray(columns).transpose(2, 0, 1)
+        columns = [score_columns(net, X, kinds, device=self.device_) for net in self.energy_nets_]
+        return np.stack(columns, axis=1)  # (n, n_snapshots, n_scores)
 
     def _combine(self, per_net: np.ndarray) -> np.ndarray:
         """``score_samples`` from per-snapshot anomaly scores: minus their standardised mean."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from gan.losses import input_gradient_sq_norm
 
-__all__ = ["SCORES", "SCORE_TYPES", "energy_scores", "score_kinds"]
+__all__ = ["SCORES", "SCORE_TYPES", "energy_scores", "score_columns", "score_kinds"]
 
 SCORES = ("energy", "gradnorm")
 #: The detector's score types: each single score, and their sum ("energy+gradnorm": the two
@@ -41,17 +41,35 @@ def energy_scores(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Anomaly scores (higher = more anomalous) of the samples ``X``, shape ``(n,)`` float64."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    return score_columns(energy_net, X, (score,), batch_size=batch_size, device=device)[:, 0]
+
+
+def score_columns(
+    energy_net: nn.Module,
+    X: np.ndarray,
+    kinds: tuple[str, ...],
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Several single scores of the samples ``X`` in one pass, shape ``(n, len(kinds))`` float64.
+
+    The gradient norm's pass computes the energy as well, so asking for both costs one pass.
+    """
+    for kind in kinds:
+        if kind not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
     energy_net.eval()
-    out = np.empty(len(X), dtype=np.float64)
+    out = np.empty((len(X), len(kinds)), dtype=np.float64)
     for start in range(0, len(X), batch_size):
         xb = torch.as_tensor(X[start : start + batch_size], dtype=torch.float32, device=device)
-        if score == "energy":
-            with torch.no_grad():
-                values = energy_net(xb)
-        else:
+        if "gradnorm" in kinds:
             with torch.enable_grad():
-                _, values = input_gradient_sq_norm(energy_net, xb, create_graph=False)
-        out[start : start + len(xb)] = values.detach().double().cpu().numpy()
+                energy, sq_norm = input_gradient_sq_norm(energy_net, xb, create_graph=False)
+            values = {"energy": energy, "gradnorm": sq_norm}
+        else:
+            with torch.no_grad():
+                values = {"energy": energy_net(xb)}
+        for j, kind in enumerate(kinds):
+            out[start : start + len(xb), j] = values[kind].detach().double().cpu().numpy()
     return out

@@ -228,26 +228,30 @@ def fit(
         raise CliError("give either DATA or --dataset, not both")
     # One set of defaults per data family, shared with the benchmarks; options override it.
     is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
-    preset = detector_params(IMAGE_DATASETS[0] if is_images else "vectors")
+    # The detector's own defaults, overlaid with the family's preset.
+    preset = {
+        **MEGDetector().get_params(),
+        **detector_params(IMAGE_DATASETS[0] if is_images else "vectors"),
+    }
     if n_iter is None:
         n_iter = 600 if source == "digits" else preset["n_iter"]
     params = dict(
         n_iter=n_iter,
         batch_size=batch_size,
         n_energy_steps=n_energy_steps,
-        latent_dim=latent_dim or preset.get("latent_dim", 32),
+        latent_dim=latent_dim or preset["latent_dim"],
         network=network.value,
-        width=width or preset.get("width"),
+        width=width or preset["width"],
         learning_rate=learning_rate,
         gp_weight=gp_weight,
         prior_factor=prior_factor if coreset else 1,
-        data_factor=(preset.get("data_factor", 8) if data_factor is None else data_factor)
+        data_factor=(preset["data_factor"] if data_factor is None else data_factor)
         if coreset
         else 1,
         ema_decay=ema_decay,
         embedding=embedding,
         cache_dir=None if cache_dir is None else str(cache_dir),
-        score_type=preset.get("score_type", "energy") if score is None else score.value,
+        score_type=preset["score_type"] if score is None else score.value,
         contamination=contamination_value,
         device=device,
         random_state=seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from anomaly.benchmarks import (
 from anomaly.benchmarks import heldout as heldout_module
 from anomaly.benchmarks._config import MIXTURE_SETTINGS, family
 from anomaly.benchmarks._detection import COLUMNS, METHODS, subsample
-from anomaly.benchmarks._io import fmt_mean_std
+from anomaly.benchmarks._io import fmt_mean_std, write_meta
 from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE
 from datasets import DataError, load_benchmark
 
@@ -139,6 +140,24 @@ def test_heldout_quick_csv(heldout_run):
     assert coreset["selection_seconds"].iloc[0] > 0
     assert random["selection_seconds"].iloc[0] == 0
     assert results["n_train"].max() <= 600 and results["n_test"].max() <= 400
+
+
+def test_meta_sums_the_sittings_of_a_resumed_run(tmp_path):
+    def sitting(seconds: float, resume: bool) -> dict:
+        write_meta(tmp_path, "x", {"resume": resume}, started=time.time() - seconds, device="cpu")
+        return json.loads((tmp_path / "meta.json").read_text())
+
+    first = sitting(100, resume=False)
+    assert first["sittings_wall_seconds"] == [first["wall_seconds"]]
+    second = sitting(50, resume=True)
+    assert len(second["sittings_wall_seconds"]) == 2
+    assert second["total_wall_seconds"] == pytest.approx(150, abs=5)
+    # A run that does not resume starts the count again.
+    fresh = sitting(10, resume=False)
+    assert fresh["total_wall_seconds"] == pytest.approx(10, abs=5)
+    # A corrupt earlier meta.json is not fatal: the count starts from this sitting.
+    (tmp_path / "meta.json").write_text("{not json")
+    assert sitting(20, resume=True)["sittings_wall_seconds"] == [pytest.approx(20, abs=5)]
 
 
 def test_heldout_quick_table(heldout_run):

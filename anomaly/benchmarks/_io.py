@@ -294,6 +294,12 @@ def write_meta(
     -------
     pathlib.Path
         Path of ``meta.json``.
+
+    Notes
+    -----
+    ``wall_seconds`` is this sitting's time. A run with ``options["resume"]`` true continues
+    the run whose ``meta.json`` is already there: ``sittings_wall_seconds`` lists every
+    sitting's time and ``total_wall_seconds`` is their sum.
     """
     import torch
 
@@ -324,11 +330,31 @@ def write_meta(
             ),
         },
     }
+    path = Path(out_dir) / "meta.json"
+    # A resumed run adds its sitting to those of the run it continues, so the total is not lost.
+    sittings = _earlier_sittings(path) if options.get("resume") else []
+    sittings.append(meta["wall_seconds"])
+    meta["sittings_wall_seconds"] = sittings
+    meta["total_wall_seconds"] = round(sum(sittings), 3)
     if extra:
         meta.update(json_safe(dict(extra)))
-    path = Path(out_dir) / "meta.json"
     write_text(json.dumps(meta, indent=2), path)
     return path
+
+
+def _earlier_sittings(path: Path) -> list[float]:
+    """Wall times of the sittings recorded in an existing ``meta.json`` (none if unreadable)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(earlier, dict):
+        return []
+    sittings = earlier.get("sittings_wall_seconds")
+    if isinstance(sittings, list) and all(isinstance(t, int | float) for t in sittings):
+        return [float(t) for t in sittings]
+    wall = earlier.get("wall_seconds")
+    return [float(wall)] if isinstance(wall, int | float) else []
 
 
 def json_safe(value: Any) -> Any:

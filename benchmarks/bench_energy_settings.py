@@ -128,7 +128,12 @@ def fit_one(task: tuple[int, int, str, str, str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="heldout")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="heldout",
+        help="held-out digit splits, or one-class splits inside the MNIST training set",
+    )
     parser.add_argument("--classes", default="0,2,3,6,8")
     parser.add_argument("--seeds", default="10")
     parser.add_argument("--settings", default=",".join(str(i) for i in range(len(SETTINGS))))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -44,8 +45,17 @@ SETTINGS: dict[str, dict] = {
     "(4,1), gp 0.1": {"data_factor": 1, "gp_weight": 0.1},
     "(4,1), lr 1e-4": {"data_factor": 1, "learning_rate": 1e-4},
 }
-#: Per-snapshot scores compared; "energy+gradnorm" adds the two standardised scores.
-SCORE_TYPES = ("energy", "gradnorm", "energy+gradnorm")
+#: Scores compared, from the standardised energy ``e`` and gradient norm ``g`` (each averaged over
+#: the snapshots): the detector's three score types, and two in which a gradient norm *below* its
+#: training range cannot lower the score (on one-class splits the anomalies have the flatter
+#: energies, on held-out splits the steeper ones).
+COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "energy": lambda e, g: e,
+    "gradnorm": lambda e, g: g,
+    "energy+gradnorm": lambda e, g: e + g,
+    "max(energy, gradnorm)": np.maximum,
+    "energy+|gradnorm|": lambda e, g: e + np.abs(g),
+}
 # Test samples scored per split (a seeded, stratified subsample keeps the runs short).
 N_TEST = 6000
 N_CALIBRATION = 5000
@@ -55,10 +65,10 @@ PROTOCOLS = ("heldout", "one-class")
 N_ONE_CLASS_VALIDATION = 10_000
 
 
-def _scores(det, X: np.ndarray, X_cal: np.ndarray) -> dict[str, np.ndarray]:
-    """The detector's anomaly score with each single score as the per-snapshot score: each
-    snapshot's scores standardised on training samples ``X_cal``, then averaged (as
-    ``score_samples``); both single scores come from one pass per snapshot."""
+def _standardised(det, X: np.ndarray, X_cal: np.ndarray) -> np.ndarray:
+    """Both single scores of ``X`` under every snapshot, each standardised on the training
+    samples ``X_cal`` (as ``score_samples`` does), shape ``(n, n_snapshots, 2)``; both come
+    from one pass per snapshot."""
     from anomaly.scoring import SCORES, score_columns
 
     columns = []
@@ -66,8 +76,7 @@ def _scores(det, X: np.ndarray, X_cal: np.ndarray) -> dict[str, np.ndarray]:
         cal = score_columns(net, X_cal, SCORES, device=det.device_)  # (n_cal, 2)
         test = score_columns(net, X, SCORES, device=det.device_)  # (n, 2)
         columns.append((test - cal.mean(axis=0)) / np.maximum(cal.std(axis=0), 1e-12))
-    mean = np.mean(columns, axis=0)
-    return {kind: mean[:, j] for j, kind in enumerate(SCORES)}
+    return np.stack(columns, axis=1)
 
 
 def validation_split(protocol: str, cls: int, seed: int, root: str):
@@ -88,13 +97,34 @@ def validation_split(protocol: str, cls: int, seed: int, root: str):
     )
 
 
-def fit_one(task: tuple[int, int, str, str, str]) -> list[dict]:
-    """One fit; a row per score type."""
-    cls, seed, setting, root, protocol = task
+def scores_path(scores_dir: str | Path, protocol: str, cls: int, seed: int, setting: str) -> Path:
+    """Where one fit's standardised test scores are kept."""
+    slug = "".join(ch if ch.isalnum() else "_" for ch in setting)
+    return Path(scores_dir) / f"{protocol}-{slug}-{cls}-{seed}.npz"
+
+
+def score_rows(z: np.ndarray, y: np.ndarray, keys: dict) -> list[dict]:
+    """A row of AUPRC and AUROC per entry of :data:`COMBINATIONS`, from the standardised single
+    scores ``z`` (shape ``(n, n_snapshots, 2)``) and the labels ``y``."""
+    from anomaly import evaluate
+
+    mean = z.astype(np.float64).mean(axis=1)
+    rows = []
+    for name, combine in COMBINATIONS.items():
+        metrics = evaluate(y, combine(mean[:, 0], mean[:, 1]))
+        rows.append(keys | {"score": name} | {k: metrics[k] for k in ("auprc", "auroc")})
+    return rows
+
+
+def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
+    """One fit; a row per score type. The standardised single scores of the test samples and
+    their labels go to ``<scores_dir>/<protocol>-<setting>-<cls>-<seed>.npz``, so other ways
+    of combining them can be compared without fitting again."""
+    cls, seed, setting, root, protocol, scores_dir = task
     import torch
     from sklearn.model_selection import train_test_split
 
-    from anomaly import MEGDetector, evaluate
+    from anomaly import MEGDetector
     from anomaly.benchmarks import detector_params
 
     torch.set_num_threads(1)
@@ -113,17 +143,30 @@ def fit_one(task: tuple[int, int, str, str, str]) -> list[dict]:
     X_cal = split.X_train[rng.choice(len(split.X_train), n_cal, replace=False)]
     X_test = det._validate(X_test, reset=False)
     X_cal = det._validate(X_cal, reset=False)
-    scores = _scores(det, X_test, X_cal)
-    scores["energy+gradnorm"] = scores["energy"] + scores["gradnorm"]
-    rows = []
-    for score in SCORE_TYPES:
-        metrics = evaluate(y_test, scores[score])
-        rows.append(
-            {"protocol": protocol, "cls": cls, "seed": seed, "setting": setting, "score": score}
-            | {k: metrics[k] for k in ("auprc", "auroc")}
-            | {"fit_seconds": seconds}
-        )
-    return rows
+    z = _standardised(det, X_test, X_cal)
+    path = scores_path(scores_dir, protocol, cls, seed, setting)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y_test = np.asarray(y_test, dtype=np.int8)
+    np.savez_compressed(path, z=z.astype(np.float32), y=y_test)
+    keys = {"protocol": protocol, "cls": cls, "seed": seed, "setting": setting}
+    return [row | {"fit_seconds": seconds} for row in score_rows(z, y_test, keys)]
+
+
+def rescore(done: pd.DataFrame, scores_dir: Path) -> pd.DataFrame:
+    """``done`` with the score rows of every fit whose scores file exists computed again, so a
+    combination added to :data:`COMBINATIONS` is compared on the fits already made."""
+    fits = []
+    for keys, rows in done.groupby(["protocol", "cls", "seed", "setting"], sort=False):
+        path = scores_path(scores_dir, *keys)
+        if not path.exists():
+            fits.append(rows)
+            continue
+        with np.load(path) as saved:
+            z, y = saved["z"], saved["y"]
+        names = ("protocol", "cls", "seed", "setting")
+        fresh = score_rows(z, y, dict(zip(names, keys, strict=True)))
+        fits.append(pd.DataFrame(fresh).assign(fit_seconds=rows["fit_seconds"].iloc[0]))
+    return pd.concat(fits, ignore_index=True)
 
 
 def main() -> None:
@@ -140,6 +183,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--data-root", default=None, help="folder holding mnist/")
     parser.add_argument("--out", default=None, help="CSV (default: results/energy_settings*.csv)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="compute the score rows of the fits already in the CSV again from their saved "
+        "scores (after a combination was added)",
+    )
     args = parser.parse_args()
     from datasets import default_data_root
 
@@ -154,27 +203,36 @@ def main() -> None:
         done.insert(0, "protocol", "heldout")
     if not done.empty and set(done["protocol"]) != {args.protocol}:
         raise SystemExit(f"error: {out} holds {set(done['protocol'])} runs, not {args.protocol}")
+    scores_dir = out.with_name(out.stem + "_scores")
     have = set(zip(done["cls"], done["seed"], done["setting"], strict=True))
     tasks = [
-        (c, s, n, root, args.protocol)
+        (c, s, n, root, args.protocol, str(scores_dir))
         for n in names
         for c in classes
         for s in seeds
         if (c, s, n) not in have
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        tmp = out.with_suffix(".tmp")
+        done.to_csv(tmp, index=False)
+        tmp.replace(out)
+
+    if args.rescore and not done.empty:
+        done = rescore(done, scores_dir)
+        save()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for rows in pool.map(fit_one, tasks):
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
-            tmp = out.with_suffix(".tmp")
-            done.to_csv(tmp, index=False)
-            tmp.replace(out)
+            save()
             print(f"done: {rows[0]['setting']}, class {rows[0]['cls']}, seed {rows[0]['seed']}")
     table = done[done["setting"].isin(names) & done["cls"].isin(classes)]
     for metric in ("auprc", "auroc"):
         pivot = table.pivot_table(index=["setting", "score"], columns="cls", values=metric)
         pivot["mean"] = pivot.mean(axis=1)
-        pivot = pivot.reindex(names, level=0)
+        order = [(n, c) for n in names for c in COMBINATIONS if (n, c) in pivot.index]
+        pivot = pivot.reindex(order)
         print(f"\n{metric.upper()}, {args.protocol} MNIST validation, seeds {args.seeds}\n")
         print("| setting | score | " + " | ".join(str(c) for c in pivot.columns) + " |")
         print("|:---|:---|" + "---:|" * len(pivot.columns))

@@ -355,3 +355,44 @@ def test_cost_quick(tmp_path):
     for name in ["table.md", "meta.json", "step_time.png"]:
         assert (tmp_path / name).is_file(), name
     assert "overhead vs random %" in text and "(baseline)" in text
+
+
+def _energy_settings_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_energy_settings.py"
+    spec = importlib.util.spec_from_file_location("bench_energy_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_energy_settings_rescore_adds_combinations_from_saved_scores(tmp_path):
+    bench = _energy_settings_script()
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50).astype(np.int8)
+    z = rng.normal(size=(100, 3, 2)).astype(np.float32)
+    z[y == 1, :, 0] += 2.0  # anomalies: higher energy, flatter (lower gradient norm)
+    z[y == 1, :, 1] -= 2.0
+    keys = ("one-class", 3, 10, "core-set latents (4,1)")
+    np.savez_compressed(bench.scores_path(tmp_path, *keys), z=z, y=y)
+    old = pd.DataFrame(
+        [
+            dict(zip(("protocol", "cls", "seed", "setting"), keys, strict=True)) | {"score": s}
+            for s in ("energy", "gradnorm", "energy+gradnorm")
+        ]
+        + [{"protocol": "one-class", "cls": 5, "seed": 10, "setting": keys[3], "score": "energy"}]
+    ).assign(auprc=0.5, auroc=0.5, fit_seconds=[7.0, 7.0, 7.0, 9.0])
+
+    new = bench.rescore(old, tmp_path)
+
+    fit = new[new["cls"] == 3].set_index("score")
+    assert list(fit.index) == list(bench.COMBINATIONS)
+    assert (fit["fit_seconds"] == 7.0).all()
+    e, g = z.astype(np.float64).mean(axis=1).T
+    assert fit.loc["max(energy, gradnorm)", "auroc"] == pytest.approx(
+        roc_auc_score(y, np.maximum(e, g))
+    )
+    assert fit.loc["gradnorm", "auroc"] < 0.5 < fit.loc["energy+|gradnorm|", "auroc"]
+    # a fit without saved scores keeps its rows
+    assert new[new["cls"] == 5].to_dict("records") == old[old["cls"] == 5].to_dict("records")

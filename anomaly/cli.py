@@ -411,7 +411,10 @@ def benchmark(
         1, min=1, help="heldout / one-class: splits measured at once, in separate processes."
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="heldout / one-class: keep the splits already in OUT/NAME."
+        False,
+        "--resume",
+        help="heldout / one-class / mixture: keep the splits (mixture: grid, setting and seed "
+        "rows) already in OUT/NAME and measure only the others.",
     ),
 ):
     """Run a benchmark; write CSV, Markdown table and plots to OUT/NAME; print the table."""
@@ -426,11 +429,15 @@ def benchmark(
         out_dir=out / (name.value if dataset is None else f"{name.value}-{dataset}"),
         verbose=not quiet,
     )
+    if name is BenchmarkName.cost and resume:
+        raise CliError("--resume applies to heldout, one-class and mixture, not cost")
     if name in (BenchmarkName.mixture, BenchmarkName.cost):
-        if jobs != 1 or resume:
-            raise CliError(f"--jobs and --resume apply to heldout and one-class, not {name.value}")
+        if jobs != 1:
+            raise CliError(f"--jobs applies to heldout and one-class, not {name.value}")
     else:
-        kwargs.update(jobs=jobs, resume=resume)
+        kwargs.update(jobs=jobs)
+    if name is not BenchmarkName.cost:
+        kwargs.update(resume=resume)
     if name is BenchmarkName.mixture:
         if sides is not None:
             kwargs["sides"] = _int_list(sides, "--sides")

@@ -339,6 +339,43 @@ def test_mixture_quick(tmp_path):
         assert setting.name in text
 
 
+def test_mixture_resume_adds_seeds_and_keeps_rows(tmp_path, monkeypatch):
+    import anomaly.benchmarks.mixture as mixture_module
+
+    run_mixture(sides=[3], seeds=[1], quick=True, out_dir=tmp_path)
+    first = pd.read_csv(tmp_path / "results.csv")
+    trained = []
+    real_train = mixture_module.train_setting
+    monkeypatch.setattr(
+        mixture_module,
+        "train_setting",
+        lambda X, setting, config, *, seed, device: (
+            trained.append((setting.name, seed))
+            or real_train(X, setting, config, seed=seed, device=device)
+        ),
+    )
+    text = run_mixture(sides=[3], seeds=[0, 1], quick=True, out_dir=tmp_path, resume=True)
+
+    assert trained == [(s.name, 0) for s in MIXTURE_SETTINGS]  # seed 1 was not trained again
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(results["seed"]) == sorted([0, 1] * len(MIXTURE_SETTINGS))
+    kept = results[results["seed"] == 1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, first)
+    assert "seeds 0, 1" in text
+    with np.load(tmp_path / "samples.npz") as arrays:  # the plot shows the lowest seed
+        assert sorted(arrays.files) == sorted(f"3/{s.name}/0" for s in MIXTURE_SETTINGS)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert len(meta["sittings_wall_seconds"]) == 2
+
+
+def test_mixture_resume_refuses_other_settings(tmp_path):
+    run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path)
+    before = (tmp_path / "results.csv").read_bytes()
+    with pytest.raises(ValueError, match="cannot resume"):
+        run_mixture(sides=[3], seeds=[0, 1], quick=False, out_dir=tmp_path, resume=True)
+    assert (tmp_path / "results.csv").read_bytes() == before
+
+
 # -------------------------------------------------------------------------------- cost
 
 

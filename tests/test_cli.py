@@ -192,5 +192,7 @@ def test_benchmark_command_writes_its_outputs(tmp_path, capsys):
     assert code == 1 and "--seeds" in err
     code, _, err = run(["benchmark", "mixture", "--jobs", "2", "--quick"], capsys)
     assert code == 1 and "--jobs" in err and "mixture" in err
+    code, _, err = run(["benchmark", "cost", "--resume", "--quick"], capsys)
+    assert code == 1 and "--resume" in err and "cost" in err
     code, _, err = run(["benchmark", "heldout", "--jobs", "0", "--quick"], capsys)
     assert code == 2 and "--jobs" in err

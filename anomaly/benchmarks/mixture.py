@@ -11,12 +11,15 @@ recorded too.
 
 Files written to ``out_dir``: ``results.csv`` (one row per grid x setting x seed),
 ``samples.npz`` (first seed's generated samples), ``table.md``, ``samples.png`` and
-``meta.json``.
+``meta.json``. With ``resume=True`` the rows already in ``results.csv`` (of a run with the same
+training settings) are kept and only the missing ones are trained, so more seeds can be added
+to a finished run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -35,9 +38,11 @@ from gan import MEGConfig, MEGTrainer, resolve_device
 from ._config import MIXTURE_SETTINGS, BatchSetting, mixture_params
 from ._io import (
     QUICK_NOTE,
+    atomic_write,
     fmt,
     fmt_mean_std,
     int_list,
+    json_safe,
     markdown_table,
     new_figure,
     prepare_out_dir,
@@ -142,6 +147,7 @@ def run_mixture(
     data_root: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     verbose: bool = False,
+    resume: bool = False,
 ) -> str:
     """Run the mode-coverage benchmark and write its results; return the Markdown report.
 
@@ -163,6 +169,9 @@ def run_mixture(
         Output folder; ``results/benchmarks/mixture`` by default.
     verbose : bool, optional
         Progress bar on stderr.
+    resume : bool, optional
+        Keep the (grid, setting, seed) rows already in ``out_dir/results.csv`` and train only
+        the others. Refused when that run had other training settings.
 
     Returns
     -------
@@ -179,12 +188,15 @@ def run_mixture(
         "device": device,
         "quick": quick,
         "out_dir": out_dir,
+        "resume": resume,
     }
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)
-    rows: list[dict[str, Any]] = []
-    samples: dict[tuple[int, str], np.ndarray] = {}
+    rows, samples = _load_done(out, params) if resume else ([], {})
+    done = {(r["side"], r["setting"], r["seed"]) for r in rows}
+    if done:
+        logger.info("mixture: resuming, %d rows already measured", len(done))
     total = len(sides) * len(seeds) * len(MIXTURE_SETTINGS)
     with progress(total, "mixture", enabled=verbose) as bar:
         for side in sides:
@@ -192,6 +204,9 @@ def run_mixture(
             for seed in seeds:
                 X, _ = mixture.sample(params["n_train"], random_state=seed)
                 for setting in MIXTURE_SETTINGS:
+                    if (side, setting.name, seed) in done:
+                        bar.advance()
+                        continue
                     trainer = train_setting(X, setting, params["config"], seed=seed, device=dev)
                     generated = generate(trainer, params["n_generated"], seed)
                     coverage = mode_coverage(generated, mixture)
@@ -204,18 +219,53 @@ def run_mixture(
                         coverage["modes_recovered"],
                         100 * coverage["high_quality_fraction"],
                     )
-                    if seed == seeds[0]:
-                        samples[(side, setting.name)] = generated
+                    kept = samples.get((side, setting.name))
+                    if kept is None or seed < kept[0]:  # plot the lowest seed measured
+                        samples[(side, setting.name)] = (seed, generated)
                     write_csv(pd.DataFrame(rows, columns=list(COLUMNS)), out / "results.csv")
                     bar.advance()
-    results = pd.DataFrame(rows, columns=list(COLUMNS))
-    with open(out / "samples.npz", "wb") as fh:
-        np.savez_compressed(fh, **{f"{s}/{name}": v for (s, name), v in samples.items()})
-    plot_samples(samples, sides, out / "samples.png", seed=seeds[0])
+    results = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(["side", "seed"], kind="stable")
+    with atomic_write(out / "samples.npz") as tmp, open(tmp, "wb") as fh:
+        arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
+        np.savez_compressed(fh, **arrays)
+    plot_samples(samples, sides, out / "samples.png")
     text = report(results, config=params, quick=quick)
     write_table(text, out)
     write_meta(out, NAME, options, started=started, device=dev, extra={"training": params})
     return text
+
+
+def _load_done(
+    out: Path, params: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[tuple[int, str], tuple[int, np.ndarray]]]:
+    """The rows and the kept generated samples (``(side, setting) -> (seed, samples)``) of an
+    earlier run in ``out`` with the same training settings (none when there is no earlier
+    run)."""
+    results_path = out / "results.csv"
+    if not results_path.exists():
+        return [], {}
+    try:
+        earlier = json.loads((out / "meta.json").read_text()).get("training")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != json_safe(params):
+        raise ValueError(
+            f"cannot resume: {out} holds results of other training settings, or no meta.json "
+            "(use another output folder, or run without resume)"
+        )
+    results = pd.read_csv(results_path)
+    missing = set(COLUMNS) - set(results.columns)
+    if missing:
+        raise ValueError(f"cannot resume: {results_path} lacks the columns {sorted(missing)}")
+    rows = results[list(COLUMNS)].to_dict("records")
+    samples: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+    if (out / "samples.npz").exists():
+        with np.load(out / "samples.npz") as arrays:
+            for key in arrays.files:
+                parts = key.split("/")
+                if len(parts) == 3:  # "side/setting/seed"; older files lack the seed: not kept
+                    samples[(int(parts[0]), parts[1])] = (int(parts[2]), arrays[key])
+    return rows, samples
 
 
 def _row(side: int, setting: BatchSetting, seed: int, trainer: MEGTrainer, coverage: dict):
@@ -239,9 +289,12 @@ def _row(side: int, setting: BatchSetting, seed: int, trainer: MEGTrainer, cover
 
 
 def plot_samples(
-    samples: dict[tuple[int, str], np.ndarray], sides: list[int], path: Path, seed: int
+    samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides: list[int], path: Path
 ) -> Path:
-    """Generated samples over the mode centres: rows = mixture size, columns = setting."""
+    """Generated samples over the mode centres: rows = mixture size, columns = setting.
+
+    ``samples`` maps ``(side, setting name)`` to ``(seed, samples)``; a panel without samples
+    shows the mode centres only."""
     names = [s.name for s in MIXTURE_SETTINGS]
     fig, axes = new_figure(len(sides), len(names), size=(3.2, 3.2))
     for i, side in enumerate(sides):
@@ -249,7 +302,7 @@ def plot_samples(
         lim = (side - 1) / 2 * SPACING + 1.5
         for j, name in enumerate(names):
             ax = axes[i, j]
-            pts = samples.get((side, name))
+            seed, pts = samples.get((side, name), (None, None))
             if pts is not None:
                 ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3, color="C0", rasterized=True)
             c = mixture.centers
@@ -259,7 +312,11 @@ def plot_samples(
                 ax.set_title(name)
             if j == 0:
                 ax.set_ylabel(f"{mixture.n_modes} modes")
-    fig.suptitle(f"generated samples (blue) and mode centres (red), seed {seed}")
+    shown = sorted({seed for (side, _), (seed, _) in samples.items() if side in sides})
+    label = "seed" if len(shown) == 1 else "seeds"
+    fig.suptitle(
+        f"generated samples (blue) and mode centres (red), {label} {', '.join(map(str, shown))}"
+    )
     return save_figure(fig, path)
 
 

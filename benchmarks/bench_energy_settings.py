@@ -156,14 +156,14 @@ def rescore(done: pd.DataFrame, scores_dir: Path) -> pd.DataFrame:
     """``done`` with the score rows of every fit whose scores file exists computed again, so a
     combination added to :data:`COMBINATIONS` is compared on the fits already made."""
     fits = []
-    for keys, rows in done.groupby(["protocol", "cls", "seed", "setting"], sort=False):
+    names = ["protocol", "cls", "seed", "setting"]
+    for keys, rows in done.groupby(names, sort=False):
         path = scores_path(scores_dir, *keys)
         if not path.exists():
             fits.append(rows)
             continue
         with np.load(path) as saved:
             z, y = saved["z"], saved["y"]
-        names = ("protocol", "cls", "seed", "setting")
         fresh = score_rows(z, y, dict(zip(names, keys, strict=True)))
         fits.append(pd.DataFrame(fresh).assign(fit_seconds=rows["fit_seconds"].iloc[0]))
     return pd.concat(fits, ignore_index=True)

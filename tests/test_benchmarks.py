@@ -370,10 +370,26 @@ def test_mixture_resume_adds_seeds_and_keeps_rows(tmp_path, monkeypatch):
 
 def test_mixture_resume_refuses_other_settings(tmp_path):
     run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path)
-    before = (tmp_path / "results.csv").read_bytes()
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     with pytest.raises(ValueError, match="cannot resume"):
         run_mixture(sides=[3], seeds=[0, 1], quick=False, out_dir=tmp_path, resume=True)
-    assert (tmp_path / "results.csv").read_bytes() == before
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot resume"):
+        run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path, resume=True)
+    assert (tmp_path / "results.csv").read_bytes() == before["results.csv"]
+
+
+def test_mixture_resumes_an_interrupted_run(tmp_path, monkeypatch):
+    import anomaly.benchmarks.mixture as mixture_module
+
+    run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path)
+    for name in ("meta.json", "table.md", "samples.png", "samples.npz"):  # stopped mid-run
+        (tmp_path / name).unlink()
+    monkeypatch.setattr(mixture_module, "train_setting", None)  # nothing may be trained
+    text = run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path, resume=True)
+    assert all(setting.name in text for setting in MIXTURE_SETTINGS)
+    assert (tmp_path / "meta.json").is_file() and (tmp_path / "samples.png").is_file()
 
 
 # -------------------------------------------------------------------------------- cost

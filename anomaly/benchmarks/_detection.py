@@ -9,7 +9,6 @@ interrupted one keeps what it had).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,16 +33,16 @@ from ._baselines import iforest_scores, knn_scores, pca_scores
 from ._config import QUICK_N_TEST, QUICK_N_TRAIN, detector_params
 from ._io import (
     atomic_write,
+    check_resumable,
     fmt,
     fmt_mean_std,
     int_list,
-    json_safe,
     markdown_table,
     new_figure,
     prepare_out_dir,
     save_figure,
     write_csv,
-    write_text,
+    write_settings,
 )
 from ._reference import PUBLISHED_NOTE
 
@@ -386,7 +385,7 @@ def run_detection(
         "detector": params,
     }
     done = _load_done(out_dir, settings) if resume else {}
-    write_text(json.dumps(json_safe(settings), indent=2), out_dir / "settings.json")
+    write_settings(out_dir, settings)
     root = None if data_root is None else str(data_root)
     tasks = [
         _SplitTask(benchmark, dataset, protocol, c, s, params, device, quick, root)
@@ -487,13 +486,7 @@ def _load_done(out_dir: Path, settings: Mapping[str, Any]) -> dict[tuple[int, in
     results_path, scores_path = out_dir / "results.csv", out_dir / "scores.npz"
     if not (results_path.exists() and scores_path.exists()):
         return {}
-    settings_path = out_dir / "settings.json"
-    earlier = json.loads(settings_path.read_text()) if settings_path.exists() else None
-    if earlier != json_safe(dict(settings)):
-        raise ValueError(
-            f"cannot resume: {out_dir} holds results of other settings "
-            "(use another output folder, or run without resume)"
-        )
+    check_resumable(out_dir, settings)
     results = pd.read_csv(results_path)
     history_path = out_dir / "training_history.csv"
     histories = pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()

@@ -32,6 +32,7 @@ __all__ = [
     "MISSING",
     "QUICK_NOTE",
     "atomic_write",
+    "check_resumable",
     "fmt",
     "fmt_mean_std",
     "int_list",
@@ -42,6 +43,7 @@ __all__ = [
     "timed",
     "write_csv",
     "write_meta",
+    "write_settings",
     "write_table",
     "write_text",
 ]
@@ -167,6 +169,28 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     return Path(path)
+
+
+def write_settings(out_dir: str | os.PathLike[str], settings: Mapping[str, Any]) -> Path:
+    """Record a run's settings in ``out_dir/settings.json`` (read by :func:`check_resumable`).
+
+    Written when a run starts, so an interrupted run can be resumed too."""
+    text = json.dumps(json_safe(dict(settings)), indent=2)
+    return write_text(text, Path(out_dir) / "settings.json")
+
+
+def check_resumable(out_dir: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``out_dir/settings.json`` records ``settings``: a run is
+    resumed only with the settings it started with (a missing or unreadable record refuses)."""
+    try:
+        earlier = json.loads((Path(out_dir) / "settings.json").read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if earlier != json_safe(dict(settings)):
+        raise ValueError(
+            f"cannot resume: {out_dir} holds results of other settings "
+            "(use another output folder, or run without resume)"
+        )
 
 
 def write_table(text: str, out_dir: str | os.PathLike[str]) -> Path:

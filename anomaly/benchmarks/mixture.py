@@ -10,16 +10,15 @@ mode) and KL divergence of the mode histogram from uniform. Seconds per training
 recorded too.
 
 Files written to ``out_dir``: ``results.csv`` (one row per grid x setting x seed),
-``samples.npz`` (first seed's generated samples), ``table.md``, ``samples.png`` and
-``meta.json``. With ``resume=True`` the rows already in ``results.csv`` (of a run with the same
-training settings) are kept and only the missing ones are trained, so more seeds can be added
-to a finished run.
+``samples.npz`` (lowest seed's generated samples), ``table.md``, ``samples.png``,
+``settings.json`` and ``meta.json``. With ``resume=True`` the rows already in ``results.csv`` (of
+a run with the same settings, finished or interrupted) are kept and only the missing ones are
+trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -39,16 +38,17 @@ from ._config import MIXTURE_SETTINGS, BatchSetting, mixture_params
 from ._io import (
     QUICK_NOTE,
     atomic_write,
+    check_resumable,
     fmt,
     fmt_mean_std,
     int_list,
-    json_safe,
     markdown_table,
     new_figure,
     prepare_out_dir,
     save_figure,
     write_csv,
     write_meta,
+    write_settings,
     write_table,
 )
 
@@ -193,7 +193,9 @@ def run_mixture(
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)
-    rows, samples = _load_done(out, params) if resume else ([], {})
+    settings = {"benchmark": NAME, "quick": quick, "training": params}
+    rows, samples = _load_done(out, settings) if resume else ([], {})
+    write_settings(out, settings)
     done = {(r["side"], r["setting"], r["seed"]) for r in rows}
     if done:
         logger.info("mixture: resuming, %d rows already measured", len(done))
@@ -224,7 +226,7 @@ def run_mixture(
                         samples[(side, setting.name)] = (seed, generated)
                     write_csv(pd.DataFrame(rows, columns=list(COLUMNS)), out / "results.csv")
                     bar.advance()
-    results = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(["side", "seed"], kind="stable")
+    results = pd.DataFrame(rows, columns=list(COLUMNS))
     with atomic_write(out / "samples.npz") as tmp, open(tmp, "wb") as fh:
         arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
         np.savez_compressed(fh, **arrays)
@@ -236,23 +238,15 @@ def run_mixture(
 
 
 def _load_done(
-    out: Path, params: dict[str, Any]
+    out: Path, settings: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[tuple[int, str], tuple[int, np.ndarray]]]:
     """The rows and the kept generated samples (``(side, setting) -> (seed, samples)``) of an
-    earlier run in ``out`` with the same training settings (none when there is no earlier
-    run)."""
+    earlier run in ``out`` with the same settings, finished or interrupted (none when there is
+    no earlier run)."""
     results_path = out / "results.csv"
     if not results_path.exists():
         return [], {}
-    try:
-        earlier = json.loads((out / "meta.json").read_text()).get("training")
-    except (OSError, ValueError, AttributeError):
-        earlier = None
-    if earlier != json_safe(params):
-        raise ValueError(
-            f"cannot resume: {out} holds results of other training settings, or no meta.json "
-            "(use another output folder, or run without resume)"
-        )
+    check_resumable(out, settings)
     results = pd.read_csv(results_path)
     missing = set(COLUMNS) - set(results.columns)
     if missing:

@@ -13,10 +13,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
+from gan.config import TRAINING_GROUPS, setting_fields
 
 from .scoring import SCORE_TYPES, score_columns, score_kinds
 
 __all__ = ["MEGDetector"]
+
+_TRAINING_PARAMS = {f.name for _, f in setting_fields(TRAINING_GROUPS)} - {"bounded_output"}
 
 # Training samples scored to standardise the snapshots and set offset_.
 _MAX_CALIBRATION = 10_000
@@ -209,21 +212,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ helpers
     def _config(self) -> MEGConfig:
         """The trainer's config, built from the parameters and the fitted input shape."""
-        return MEGConfig(
-            n_iter=self.n_iter,
-            n_energy_steps=self.n_energy_steps,
-            batch_size=self.batch_size,
-            latent_dim=self.latent_dim,
-            network=self.network,
-            width=self.width,
-            learning_rate=self.learning_rate,
-            gp_weight=self.gp_weight,
-            prior_factor=self.prior_factor,
-            data_factor=self.data_factor,
-            projection_dim=self.projection_dim,
-            embedding=self.embedding,
-            ema_decay=self.ema_decay,
-            n_snapshots=self.n_snapshots,
+        params = self.get_params()
+        return MEGConfig.from_params(
+            **{k: v for k, v in params.items() if k in _TRAINING_PARAMS},
             bounded_output=len(self.input_shape_) == 3,
         )
 
@@ -396,10 +387,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):  # leave the global random state alone
             energy, generator, _ = build_networks(
                 self.input_shape_,
-                cfg.latent_dim,
-                kind=cfg.network,
-                width=cfg.width,
-                bounded=cfg.bounded_output,
+                cfg.networks.latent_dim,
+                kind=cfg.networks.network,
+                width=cfg.networks.width,
+                bounded=cfg.networks.bounded_output,
             )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]

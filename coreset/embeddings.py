@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datasets._progress import progress
+from common import progress
 
 __all__ = [
     "Embedder",

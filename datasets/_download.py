@@ -17,7 +17,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._progress import progress
+from common import progress
+
 from .errors import DataError
 
 __all__ = ["download_file", "md5sum"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._progress import progress
+from common import progress
+
 from .errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]

@@ -1,10 +1,15 @@
 """MEG energy GAN: networks, losses and the trainer."""
 
+from .config import Batches, MEGConfig, Networks, Objective, Schedule
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
 from .networks import build_networks, image_geometry
-from .trainer import MEGConfig, MEGTrainer, resolve_device
+from .trainer import MEGTrainer, resolve_device
 
 __all__ = [
+    "Batches",
+    "Networks",
+    "Objective",
+    "Schedule",
     "MEGConfig",
     "MEGTrainer",
     "build_networks",

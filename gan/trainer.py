@@ -14,72 +14,22 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from common import progress
 from coreset import make_sampler
-from datasets._progress import progress
 
+from .config import MEGConfig
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
 from .networks import build_networks
 
 __all__ = ["MEGConfig", "MEGTrainer", "resolve_device"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MEGConfig:
-    """Hyperparameters of one MEG training run."""
-
-    n_iter: int = 1000  # generator updates (each after n_energy_steps energy updates)
-    n_energy_steps: int = 5  # energy updates per generator update (paper: 5)
-    batch_size: int = 64  # size of the (core-set) batch the networks see
-    latent_dim: int = 32  # size of the generator's input z
-    network: str = "auto"  # "auto" | "mlp" | "conv"
-    width: int | None = None  # MLP hidden units (256) or conv base channels (32)
-    learning_rate: float = 2e-4  # Adam step size for E, G and T
-    betas: tuple[float, float] = (0.5, 0.9)  # Adam betas (paper: 0.5, 0.9)
-    gp_weight: float = 1.0  # weight of the zero-centred gradient penalty on real data
-    prior_factor: int = 4  # draw prior_factor * batch_size latents, keep a k-center subset
-    data_factor: int = 8  # draw data_factor * batch_size data points, keep a k-center subset
-    projection_dim: int = 32  # random-projection size of the data embeddings used for selection
-    embedding: str = "pixels"  # "pixels" or a path to a TorchScript feature extractor
-    prior: str = "normal"  # latent prior: "normal" | "uniform"
-    ema_decay: float = 0.99  # decay of the weight average of E used for scoring (0 = off)
-    n_snapshots: int = 10  # copies of the averaged E kept over the second half of training
-    bounded_output: bool = False  # end an MLP generator with tanh (data in [-1, 1])
-    log_every: int = 50  # iterations between metric records
-    extra: dict = field(default_factory=dict)  # free-form notes saved with the run
-
-    def __post_init__(self):
-        self.betas = tuple(float(b) for b in self.betas)
-        checks = {
-            "n_iter": self.n_iter >= 1,
-            "n_energy_steps": self.n_energy_steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "latent_dim": self.latent_dim >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "gp_weight": self.gp_weight >= 0,
-            "prior_factor": self.prior_factor >= 1,
-            "data_factor": self.data_factor >= 1,
-            "projection_dim": self.projection_dim >= 1,
-            "ema_decay": 0 <= self.ema_decay < 1,
-            "n_snapshots": self.n_snapshots >= 1,
-            "log_every": self.log_every >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            name = bad[0]
-            raise ValueError(f"invalid MEG setting {name}={getattr(self, name)!r}")
-        if self.network not in ("auto", "mlp", "conv"):
-            raise ValueError(f"network must be 'auto', 'mlp' or 'conv', got {self.network!r}")
-        if self.prior not in ("normal", "uniform"):
-            raise ValueError(f"prior must be 'normal' or 'uniform', got {self.prior!r}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -118,7 +68,7 @@ class MEGTrainer:
     verbose : bool
         Progress bar on stderr.
     log_path : path, optional
-        Metrics appended as JSON lines every ``config.log_every`` iterations.
+        Metrics appended as JSON lines every ``config.schedule.log_every`` iterations.
     checkpoint_path : path, optional
         Where :meth:`save_checkpoint` writes (every ``checkpoint_every`` iterations and at the end).
     checkpoint_every : int
@@ -173,26 +123,26 @@ class MEGTrainer:
             torch.manual_seed(self.seed)
             self.energy_net, self.generator, self.stats_net = build_networks(
                 self.input_shape,
-                cfg.latent_dim,
-                kind=cfg.network,
-                width=cfg.width,
-                bounded=cfg.bounded_output,
+                cfg.networks.latent_dim,
+                kind=cfg.networks.network,
+                width=cfg.networks.width,
+                bounded=_bounded(cfg, self.input_shape),
             )
         self.energy_avg = _copy_frozen(self.energy_net)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.to(self.device)
         self.opt_e = torch.optim.Adam(
-            self.energy_net.parameters(), lr=cfg.learning_rate, betas=cfg.betas
+            self.energy_net.parameters(), lr=cfg.objective.learning_rate, betas=cfg.objective.betas
         )
         self.opt_g = torch.optim.Adam(
             list(self.generator.parameters()) + list(self.stats_net.parameters()),
-            lr=cfg.learning_rate,
-            betas=cfg.betas,
+            lr=cfg.objective.learning_rate,
+            betas=cfg.objective.betas,
         )
 
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray) -> MEGTrainer:
-        """Train until ``config.n_iter`` iterations are done (continuing after a resume)."""
+        """Train until ``n_iter`` iterations are done (continuing after a resume)."""
         cfg = self.config
         X = np.asarray(X, dtype=np.float32)
         if tuple(X.shape[1:]) != self.input_shape:
@@ -202,13 +152,13 @@ class MEGTrainer:
         seeds = np.random.SeedSequence([self.seed, self.step]).generate_state(2)
         sampler = make_sampler(
             X,
-            batch_size=min(cfg.batch_size, len(X)),
-            latent_dim=cfg.latent_dim,
-            prior_factor=cfg.prior_factor,
-            data_factor=cfg.data_factor,
-            embedding=cfg.embedding,
-            projection_dim=cfg.projection_dim,
-            prior=cfg.prior,
+            batch_size=min(cfg.batches.batch_size, len(X)),
+            latent_dim=cfg.networks.latent_dim,
+            prior_factor=cfg.batches.prior_factor,
+            data_factor=cfg.batches.data_factor,
+            embedding=cfg.batches.embedding,
+            projection_dim=cfg.batches.projection_dim,
+            prior=cfg.batches.prior,
             cache_dir=self.cache_dir,
             random_state=int(seeds[0]),
             device=self.device,
@@ -219,19 +169,19 @@ class MEGTrainer:
 
         for net in (self.energy_net, self.generator, self.stats_net):
             net.train()
-        todo = cfg.n_iter - self.step
+        todo = cfg.schedule.n_iter - self.step
         with progress(todo, "Training MEG", enabled=self.verbose) as bar:
-            while self.step < cfg.n_iter:
+            while self.step < cfg.schedule.n_iter:
                 t0 = time.perf_counter()
                 # 1) energy updates: real (core-set) batches down, generated batches up
-                for _ in range(cfg.n_energy_steps):
+                for _ in range(cfg.objective.n_energy_steps):
                     idx = torch.from_numpy(sampler.sample_data_indices()).to(self.device)
                     x_real = data.index_select(0, idx)  # (B, *input_shape)
                     with torch.no_grad():
                         x_fake = self.generator(sampler.sample_prior())
                     e_real, gp = input_gradient_sq_norm(self.energy_net, x_real)
                     e_fake = self.energy_net(x_fake)
-                    loss_e = energy_loss(e_real, e_fake, gp, cfg.gp_weight)
+                    loss_e = energy_loss(e_real, e_fake, gp, cfg.objective.gp_weight)
                     self.opt_e.zero_grad(set_to_none=True)
                     loss_e.backward()
                     self.opt_e.step()
@@ -264,7 +214,7 @@ class MEGTrainer:
                             for k, v in self.energy_avg.state_dict().items()
                         }
                     )
-                if self.step % cfg.log_every == 0 or self.step == cfg.n_iter:
+                if self.step % cfg.schedule.log_every == 0 or self.step == cfg.schedule.n_iter:
                     record = {
                         "step": self.step,
                         "loss_energy": float(loss_e.detach()),
@@ -298,7 +248,7 @@ class MEGTrainer:
     def snapshot_steps(self) -> set[int]:
         """Steps after which ``energy_avg`` is kept: evenly over the second half, ending at the
         last step (``n_snapshots = 1``: the last step only)."""
-        n, total = self.config.n_snapshots, self.config.n_iter
+        n, total = self.config.schedule.n_snapshots, self.config.schedule.n_iter
         return {total - (i * total) // (2 * n) for i in range(n)}
 
     @torch.no_grad()
@@ -307,7 +257,7 @@ class MEGTrainer:
         torch._foreach_lerp_(
             list(self.energy_avg.parameters()),
             list(self.energy_net.parameters()),
-            1.0 - self.config.ema_decay,
+            1.0 - self.config.schedule.ema_decay,
         )
 
     def _log(self, record: dict) -> None:
@@ -321,8 +271,6 @@ class MEGTrainer:
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         """Everything needed to resume: networks, optimisers, config, step, seed, history."""
-        config = asdict(self.config)
-        config["betas"] = list(config["betas"])
         return {
             "energy_net": self.energy_net.state_dict(),
             "energy_avg": self.energy_avg.state_dict(),
@@ -330,7 +278,7 @@ class MEGTrainer:
             "stats_net": self.stats_net.state_dict(),
             "opt_e": self.opt_e.state_dict(),
             "opt_g": self.opt_g.state_dict(),
-            "config": json.dumps(config),
+            "config": json.dumps(self.config.to_dict()),
             "input_shape": list(self.input_shape),
             "step": self.step,
             "seed": self.seed,
@@ -356,10 +304,10 @@ class MEGTrainer:
     def from_checkpoint(cls, path, *, device="auto", verbose: bool = False, **kwargs) -> MEGTrainer:
         """Rebuild a trainer from :meth:`save_checkpoint`'s file to resume or inspect it.
 
-        ``config.n_iter`` may be raised afterwards to train further.
+        ``config.schedule.n_iter`` may be raised afterwards to train further.
         """
         state = torch.load(path, map_location="cpu", weights_only=True)
-        config = MEGConfig(**json.loads(state["config"]))
+        config = MEGConfig.from_dict(json.loads(state["config"]))
         trainer = cls(
             config,
             state["input_shape"],
@@ -375,6 +323,12 @@ class MEGTrainer:
         trainer.history = json.loads(state["history"])
         trainer.snapshots = list(state["snapshots"])
         return trainer
+
+
+def _bounded(config: MEGConfig, input_shape: tuple[int, ...]) -> bool:
+    """Whether an MLP generator ends with tanh: as set, or (None) for images only."""
+    bounded = config.networks.bounded_output
+    return len(input_shape) == 3 if bounded is None else bool(bounded)
 
 
 def _copy_frozen(net: nn.Module) -> nn.Module:

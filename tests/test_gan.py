@@ -24,7 +24,7 @@ from gan import (
 def tiny_config(**kw) -> MEGConfig:
     base = dict(n_iter=2, n_energy_steps=2, batch_size=8, latent_dim=4, width=8, log_every=1)
     base.update(kw)
-    return MEGConfig(**base)
+    return MEGConfig.from_params(**base)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -139,7 +139,7 @@ def test_checkpoint_resume_continues_from_saved_state(tmp_path):
         assert torch.equal(p, q)
     assert resumed[0].step == 2
     for r in resumed:
-        r.config.n_iter = 4
+        r.config.schedule.n_iter = 4
         r.fit(X)
     assert resumed[0].step == 4
     assert [rec["step"] for rec in resumed[0].history] == [1, 2, 3, 4]
@@ -150,13 +150,13 @@ def test_checkpoint_resume_continues_from_saved_state(tmp_path):
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="n_iter"):
-        MEGConfig(n_iter=0)
+        MEGConfig.from_params(n_iter=0)
     with pytest.raises(ValueError, match="network"):
-        MEGConfig(network="transformer")
+        MEGConfig.from_params(network="transformer")
 
 
 def test_snapshots_are_taken_over_the_second_half():
-    trainer = MEGTrainer(MEGConfig(n_iter=1000, n_snapshots=4), (2,))
+    trainer = MEGTrainer(MEGConfig.from_params(n_iter=1000, n_snapshots=4), (2,))
     assert sorted(trainer.snapshot_steps()) == [625, 750, 875, 1000]
     X = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
     small = MEGTrainer(tiny_config(n_iter=4, n_snapshots=2), (2,), random_state=0).fit(X)

@@ -57,7 +57,7 @@ def _trainer_run() -> list[float]:
     from gan import MEGConfig, MEGTrainer
 
     X = np.random.default_rng(2).normal(size=(400, 2)).astype(np.float32)
-    config = MEGConfig(
+    config = MEGConfig.from_params(
         n_iter=10,
         batch_size=16,
         latent_dim=2,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from anomaly.settings import IMAGE_DATASETS, family, preset
+
 __all__ = [
     "IMAGE_DATASETS",
     "MIXTURE_SETTINGS",
@@ -21,8 +23,6 @@ __all__ = [
     "mixture_params",
 ]
 
-#: Data sets whose samples are images (convolutional networks).
-IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 #: Quick mode keeps this many training samples ...
 QUICK_N_TRAIN = 600
@@ -30,68 +30,9 @@ QUICK_N_TRAIN = 600
 QUICK_N_TEST = 400
 
 
-def family(dataset: str) -> str:
-    """``"images"`` for MNIST, Fashion-MNIST and CIFAR-10; ``"vectors"`` for anything else."""
-    key = str(dataset).lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
-    return "images" if key in IMAGE_DATASETS else "vectors"
-
-
 def detector_params(dataset: str, quick: bool = False) -> dict[str, Any]:
-    """Keyword arguments of :class:`~anomaly.MEGDetector` for a data set, core-set variant.
-
-    One set of defaults per family (images or vectors), shared by every class and seed. The
-    random-batch variant is the same with ``prior_factor=1, data_factor=1``; the caller adds
-    ``random_state`` and ``device``.
-
-    Parameters
-    ----------
-    dataset : str
-        Benchmark name (``"mnist"``, ``"cifar10"``, ``"digits"``, ...).
-    quick : bool, optional
-        Tiny networks and 5 iterations, for smoke tests only (the scores mean nothing).
-
-    Returns
-    -------
-    dict
-        A fresh dict (safe to modify).
-
-    Notes
-    -----
-    The vector defaults were chosen on the digits data set. The image defaults: width, latent
-    size and penalty on MNIST held-out digit 1 (its test subsample scored every 100 iterations);
-    latent-only selection and the energy+gradnorm score with
-    ``benchmarks/bench_energy_settings.py`` on held-out digits 0, 2, 3, 6, 8 with seed 10, which
-    the benchmarks do not report. Every class and seed then uses them unchanged.
-
-    Examples
-    --------
-    >>> detector_params("mnist")["network"]
-    'conv'
-    >>> detector_params("digits", quick=True)["n_iter"]
-    5
-    """
-    # Everything not named here is MEGDetector's default (gp_weight 1.0, lr 2e-4, batch 64,
-    # 5 energy steps, factors 4 and 8, EMA 0.99, energy score).
-    if family(dataset) == "images":
-        # Width 16 and 600 iterations keep an MNIST fit to about 2 minutes on one CPU core.
-        # Core-set latents but random data: selecting the data over-samples the sparse edge of
-        # the class, which biases the energy (benchmarks/bench_batch_density.py); the energy and
-        # its gradient norm fail on different digits, their sum on none (README, "How the
-        # defaults were chosen").
-        params: dict[str, Any] = {
-            "n_iter": 600,
-            "network": "conv",
-            "width": 16,
-            "latent_dim": 64,
-            "data_factor": 1,
-            "score_type": "energy+gradnorm",
-        }
-    else:
-        params = {"n_iter": 1000, "network": "mlp"}
-    if quick:
-        params.update(n_iter=5, width=8)
-    return params
+    """The product's preset for a data set's family (:func:`anomaly.settings.preset`)."""
+    return preset(dataset, quick)
 
 
 @dataclass(frozen=True)

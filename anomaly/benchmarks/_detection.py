@@ -23,8 +23,8 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 from sklearn.model_selection import train_test_split
 
+from common import progress
 from datasets import Split, load_benchmark
-from datasets._progress import progress
 from gan import resolve_device
 
 from .._meg import MEGDetector

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common import progress
 from datasets import grid_mixture
-from datasets._progress import progress
 from gan import MEGConfig, MEGTrainer, resolve_device
+from gan.config import TRAINING_GROUPS, setting_fields
 
 from ._config import BatchSetting, detector_params, mixture_params
 from ._io import (
@@ -69,7 +70,7 @@ COLUMNS = (
     "selection_share",
 )
 
-_MEG_FIELDS = {f.name for f in dataclasses.fields(MEGConfig)}
+_MEG_FIELDS = {f.name for _, f in setting_fields(TRAINING_GROUPS)}
 
 
 def _workloads(quick: bool, seed: int) -> list[tuple[str, np.ndarray, dict[str, Any], int]]:
@@ -91,7 +92,7 @@ def _workloads(quick: bool, seed: int) -> list[tuple[str, np.ndarray, dict[str, 
 def _time(
     X: np.ndarray, cfg: dict[str, Any], setting: BatchSetting, steps: int, seed: int, device: str
 ) -> MEGTrainer:
-    config = MEGConfig(
+    config = MEGConfig.from_params(
         **{
             **cfg,
             "n_iter": steps,

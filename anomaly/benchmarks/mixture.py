@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common import progress
 from datasets import GaussianMixture, grid_mixture, mode_coverage
-from datasets._progress import progress
 from gan import MEGConfig, MEGTrainer, resolve_device
 
 from ._config import MIXTURE_SETTINGS, BatchSetting, mixture_params
@@ -109,7 +109,7 @@ def train_setting(
     gan.MEGTrainer
         The trained trainer (``seconds``, ``step``, ``selection_seconds``, ``generator``).
     """
-    cfg = MEGConfig(
+    cfg = MEGConfig.from_params(
         **config,
         batch_size=setting.batch_size,
         prior_factor=setting.prior_factor,
@@ -129,8 +129,8 @@ def generate(trainer: MEGTrainer, n: int, seed: int) -> np.ndarray:
     generator = trainer.generator.eval()
     cfg = trainer.config
     gen = torch.Generator(device=trainer.device).manual_seed(int(seed))
-    shape = (n, cfg.latent_dim)
-    if cfg.prior == "uniform":
+    shape = (n, cfg.networks.latent_dim)
+    if cfg.batches.prior == "uniform":
         z = torch.rand(shape, generator=gen, device=trainer.device) * 2.0 - 1.0
     else:
         z = torch.randn(shape, generator=gen, device=trainer.device)

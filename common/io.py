@@ -1,0 +1,82 @@
+"""Atomic writes: a file or a folder appears at its destination whole, or not at all.
+
+Everything is written under a hidden temporary name beside the destination (same file system)
+and renamed onto it at the end; an error or a kill before that leaves the destination as it was.
+New files and folders get the permissions the umask gives (``mkstemp``/``mkdtemp`` alone would
+make them private).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_text_atomic"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, directory: bool = False, suffix: str = ".tmp"
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final location; its parent folders are created.
+    directory : bool, default=False
+        Yield an empty folder rather than a file name. An existing folder at ``path`` is moved
+        aside, the new one renamed in, and the old one removed.
+    suffix : str, default=".tmp"
+        Suffix of a temporary file (matplotlib, for one, picks the format from it).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        os.chmod(tmp, 0o777 & ~_umask())
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        yield tmp
+        if directory and path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -1,0 +1,269 @@
+"""Settings of an MEG run, grouped by concern: one typed dataclass field per setting.
+
+Each field is declared once, with :func:`setting`: its default, one line of help and its valid
+range. Everything else is derived from these declarations: :class:`MEGConfig` (what the trainer
+reads), :class:`~anomaly.MEGDetector`'s parameters, their validation and docstring, the options
+of ``anomaly fit``, the ``settings`` of a saved ``model.json`` and the family presets. Adding a
+setting means adding a field here (or to a group in :mod:`anomaly.settings`) and using it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Batches",
+    "MEGConfig",
+    "Networks",
+    "Objective",
+    "Schedule",
+    "SettingsGroup",
+    "check_setting",
+    "setting",
+    "setting_fields",
+]
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+    choices: tuple | None = None,
+    kind: type | tuple[type, ...] | None = None,
+    none: bool = False,
+    option: str | None = "",
+) -> Any:
+    """Declare one setting: a dataclass field carrying its help text and valid values.
+
+    Parameters
+    ----------
+    default
+        Default value (immutable).
+    help : str
+        One line: what the setting does. Shown in docstrings and ``--help``.
+    low, high : number, optional
+        Bounds of a numeric setting, closed unless ``open_low`` / ``open_high``.
+    choices : tuple, optional
+        The allowed values of a categorical setting.
+    kind : type or tuple of types, optional
+        Required type; by default that of ``default`` (int, float, bool or str).
+    none : bool, default=False
+        Whether ``None`` is allowed.
+    option : str or None, default=""
+        Name of the command-line option: "" derives it from the field name, None hides the
+        setting from the command line.
+    """
+    if kind is None and default is not None and not isinstance(default, tuple):
+        kind = numbers.Real if type(default) is float else type(default)
+    metadata = dict(
+        help=help,
+        low=low,
+        high=high,
+        open_low=open_low,
+        open_high=open_high,
+        choices=choices,
+        kind=kind,
+        none=none,
+        option=option,
+    )
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_setting(field: dataclasses.Field, value: Any, owner: str = "setting") -> None:
+    """Raise ``ValueError`` naming the setting when ``value`` is not valid for ``field``."""
+    meta = field.metadata
+
+    def fail(why: str) -> None:
+        raise ValueError(f"invalid {owner} {field.name}={value!r}: {why}")
+
+    if value is None:
+        if not meta["none"]:
+            fail("must not be None")
+        return
+    kind = meta["kind"]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        fail("must be an integer")
+    if kind is bool and not isinstance(value, bool | numbers.Integral):
+        fail("must be true or false")
+    if kind is numbers.Real and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        fail("must be a number")
+    if kind is str and not isinstance(value, str):
+        fail("must be a string")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        fail(f"must be one of {', '.join(map(repr, meta['choices']))}")
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value <= low if meta["open_low"] else value < low):
+        fail(f"must be {'>' if meta['open_low'] else '>='} {low}")
+    if high is not None and (value >= high if meta["open_high"] else value > high):
+        fail(f"must be {'<' if meta['open_high'] else '<='} {high}")
+
+
+class SettingsGroup:
+    """Base of the settings dataclasses: every field is checked when the group is built."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check_setting(field, getattr(self, field.name), "MEG setting")
+
+    @classmethod
+    def pick(cls, params: Mapping[str, Any]):
+        """The group built from the entries of a flat mapping that are its fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+
+@dataclass
+class Networks(SettingsGroup):
+    """Which networks are built, and how large."""
+
+    network: str = setting(
+        "auto",
+        "network family: conv for images, mlp otherwise when auto",
+        choices=("auto", "mlp", "conv"),
+    )
+    width: int | None = setting(
+        None,
+        "MLP hidden units (256) or conv base channels (32) when None",
+        kind=int,
+        low=1,
+        none=True,
+    )
+    latent_dim: int = setting(32, "size of the generator's latent input z", low=1)
+    bounded_output: bool | None = setting(
+        None,
+        "end the generator with tanh (data in [-1, 1]); None: for images only",
+        kind=bool,
+        none=True,
+    )
+
+
+@dataclass
+class Objective(SettingsGroup):
+    """What the energy and the generator are trained to do, and the optimiser's steps."""
+
+    n_energy_steps: int = setting(5, "energy updates per generator update (MEG: 5)", low=1)
+    learning_rate: float = setting(2e-4, "Adam step size of every network", low=0, open_low=True)
+    betas: tuple[float, float] = setting((0.5, 0.9), "Adam betas (MEG: 0.5, 0.9)", kind=tuple)
+    gp_weight: float = setting(
+        1.0, "weight of the zero-centred gradient penalty on real data", low=0
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"invalid MEG setting betas={self.betas!r}: two numbers in [0, 1)")
+
+
+@dataclass
+class Batches(SettingsGroup):
+    """How each batch of data and of latents is drawn: Small-GAN's core-set selection."""
+
+    batch_size: int = setting(64, "samples (and latents) the networks see per step", low=2)
+    prior_factor: int = setting(
+        4,
+        "draw this many times the batch of latents, keep a k-center subset (1: plain draws)",
+        low=1,
+    )
+    data_factor: int = setting(
+        8,
+        "draw this many times the batch of data, keep a k-center subset (1: plain random batches)",
+        low=1,
+    )
+    projection_dim: int = setting(
+        32, "random-projection size of the data embeddings that k-center selects on", low=1
+    )
+    embedding: str = setting(
+        "pixels",
+        "data embedding for the selection: 'pixels' or a TorchScript feature extractor file",
+    )
+    prior: str = setting("normal", "latent prior", choices=("normal", "uniform"))
+
+
+@dataclass
+class Schedule(SettingsGroup):
+    """How long training runs, and what of it is kept."""
+
+    n_iter: int = setting(
+        1000, "generator updates, each after n_energy_steps energy updates", low=1
+    )
+    ema_decay: float = setting(
+        0.99,
+        "decay of the weight average of E used to score (0: last iterate)",
+        low=0,
+        high=1,
+        open_high=True,
+    )
+    n_snapshots: int = setting(
+        10,
+        "averaged energy nets kept evenly over the second half of "
+        "training; their standardised scores are averaged",
+        low=1,
+    )
+    log_every: int = setting(50, "iterations between metric records", low=1)
+
+
+#: The trainer's groups, in the order they are shown.
+TRAINING_GROUPS = {
+    "networks": Networks,
+    "objective": Objective,
+    "batches": Batches,
+    "schedule": Schedule,
+}
+
+
+def setting_fields(groups: Mapping[str, type]) -> Iterator[tuple[str, dataclasses.Field]]:
+    """``(group name, field)`` for every setting of ``groups``, in declaration order."""
+    for name, group in groups.items():
+        for field in dataclasses.fields(group):
+            yield name, field
+
+
+@dataclass(slots=True)  # slots: a misspelt or flat name (config.n_iter = 4) is an error
+class MEGConfig:
+    """Everything that defines one MEG training run: the four groups of settings."""
+
+    networks: Networks = dataclasses.field(default_factory=Networks)
+    objective: Objective = dataclasses.field(default_factory=Objective)
+    batches: Batches = dataclasses.field(default_factory=Batches)
+    schedule: Schedule = dataclasses.field(default_factory=Schedule)
+
+    def __post_init__(self) -> None:
+        for name, group in TRAINING_GROUPS.items():  # dicts (read from JSON) become groups
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setattr(self, name, group(**value))
+
+    @classmethod
+    def from_params(cls, **params: Any) -> MEGConfig:
+        """Build from flat settings (``n_iter=..., width=...``); unknown names are an error.
+
+        >>> MEGConfig.from_params(n_iter=10, width=8).schedule.n_iter
+        10
+        """
+        known = {field.name for _, field in setting_fields(TRAINING_GROUPS)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise TypeError(f"unknown MEG setting(s): {', '.join(unknown)}")
+        return cls(**{name: group.pick(params) for name, group in TRAINING_GROUPS.items()})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The settings as ``{group: {name: value}}``, ready for JSON."""
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in TRAINING_GROUPS}
+        out["objective"]["betas"] = list(out["objective"]["betas"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MEGConfig:
+        """Inverse of :meth:`to_dict`; a flat mapping (older checkpoints) is accepted too."""
+        if set(data) <= set(TRAINING_GROUPS):
+            return cls(**data)
+        return cls.from_params(**{k: v for k, v in data.items() if k != "extra"})

@@ -15,13 +15,15 @@ from coreset.kcenter import (
     pairwise_k_center_reference,
 )
 from coreset.projection import GaussianProjection
-from coreset.sampler import CoresetSampler, make_sampler
+from coreset.sampler import CoresetSampler, LatentPrior, Prior, make_prior, make_sampler
 
 __all__ = [
     "CoresetSampler",
     "Embedder",
     "GaussianProjection",
+    "LatentPrior",
     "PixelEmbedder",
+    "Prior",
     "TorchScriptEmbedder",
     "check_random_state",
     "compute_embeddings",
@@ -29,6 +31,7 @@ __all__ = [
     "embedding_cache_path",
     "greedy_k_center",
     "greedy_k_center_many",
+    "make_prior",
     "make_sampler",
     "pairwise_k_center_reference",
 ]

@@ -13,7 +13,7 @@ import numbers
 import os
 import time
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -22,11 +22,56 @@ from coreset.embeddings import Embedder, PixelEmbedder, TorchScriptEmbedder, com
 from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
 from coreset.projection import GaussianProjection
 
-__all__ = ["CoresetSampler", "make_sampler"]
+__all__ = ["CoresetSampler", "LatentPrior", "Prior", "make_prior", "make_sampler"]
 
 logger = logging.getLogger(__name__)
 
-Prior = Literal["normal", "uniform"]
+
+@runtime_checkable
+class Prior(Protocol):
+    """What the generator's inputs are drawn from: latent vectors today, images later.
+
+    ``shape`` is the shape of one draw; ``draw(n, generator)`` returns ``n`` of them as a float32
+    tensor on ``generator.device``, using only that generator's random stream.
+    """
+
+    shape: tuple[int, ...]
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class LatentPrior:
+    """Latent vectors: standard normal, or uniform in [-1, 1].
+
+    >>> z = LatentPrior(3, "uniform").draw(5, torch.Generator().manual_seed(0))
+    >>> tuple(z.shape), bool(z.abs().max() <= 1)
+    ((5, 3), True)
+    """
+
+    def __init__(self, latent_dim: int, kind: str = "normal"):
+        if kind not in ("normal", "uniform"):
+            raise ValueError(f"prior must be 'normal' or 'uniform', got {kind!r}")
+        self.shape = (_positive_int(latent_dim, "latent_dim"),)
+        self.kind = kind
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        shape = (n, *self.shape)
+        if self.kind == "normal":
+            return torch.randn(shape, generator=generator, device=generator.device)
+        z = torch.rand(shape, generator=generator, device=generator.device)
+        return z.mul_(2.0).sub_(1.0)
+
+    def __repr__(self) -> str:
+        return f"LatentPrior({self.shape[0]}, {self.kind!r})"
+
+
+def make_prior(prior: str | Prior, latent_dim: int) -> Prior:
+    """A :class:`Prior` from its name ("normal", "uniform") or an object that already is one."""
+    if isinstance(prior, str):
+        return LatentPrior(latent_dim, prior)
+    if not isinstance(prior, Prior):
+        raise TypeError(f"prior must be 'normal', 'uniform' or a Prior, got {prior!r}")
+    return prior
 
 
 # Values (candidates x (dimension + 1)) stacked per batched selection when lookahead is None:
@@ -58,8 +103,9 @@ class CoresetSampler:
     data_factor : int, default=8
         Data candidates per kept sample; 1 means plain random batches with no selection. At
         most ``n_samples`` candidates are drawn.
-    prior : {"normal", "uniform"}, default="normal"
-        Standard normal, or uniform in [-1, 1].
+    prior : {"normal", "uniform"} or Prior, default="normal"
+        Standard normal, uniform in [-1, 1], or any :class:`Prior` (its draws are flattened
+        for the k-center selection).
     n_samples : int, optional
         Number of training samples; needed only when ``data_embeddings`` is None (otherwise it
         must equal ``len(data_embeddings)`` if given).
@@ -117,7 +163,7 @@ class CoresetSampler:
         latent_dim: int,
         prior_factor: int = 4,
         data_factor: int = 8,
-        prior: Prior = "normal",
+        prior: str | Prior = "normal",
         n_samples: int | None = None,
         random_state: RandomState = None,
         device: str | torch.device = "cpu",
@@ -127,9 +173,7 @@ class CoresetSampler:
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
         self.prior_factor = _positive_int(prior_factor, "prior_factor")
         self.data_factor = _positive_int(data_factor, "data_factor")
-        if prior not in ("normal", "uniform"):
-            raise ValueError(f"prior must be 'normal' or 'uniform', got {prior!r}")
-        self.prior = prior
+        self.prior = make_prior(prior, self.latent_dim)
         self.device = torch.device(device)
         self.lookahead = None if lookahead is None else _positive_int(lookahead, "lookahead")
         self._data_queue: deque[np.ndarray] = deque()
@@ -222,13 +266,6 @@ class CoresetSampler:
             self._data_queue.extend(batches)
         return self._data_queue.popleft()
 
-    def _draw_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        shape = (n, self.latent_dim)
-        if self.prior == "normal":
-            return torch.randn(shape, generator=generator, device=generator.device)
-        z = torch.rand(shape, generator=generator, device=generator.device)
-        return z.mul_(2.0).sub_(1.0)
-
     def sample_prior(self) -> torch.Tensor:
         """One core-set batch of latent vectors.
 
@@ -240,18 +277,20 @@ class CoresetSampler:
         torch.Tensor of shape (batch_size, latent_dim), float32, on ``device``
         """
         if self.prior_factor == 1:
-            return self._draw_prior(self.batch_size, self._torch_gen)
+            return self.prior.draw(self.batch_size, self._torch_gen)
         if not self._prior_queue:
             n = self.prior_factor * self.batch_size
             draws, firsts = [], []
             # In the order of single selections' draws:
-            for _ in range(self._sets_at_once(n, self.latent_dim)):
-                draws.append(self._draw_prior(n, self._host_gen))  # (factor * B, latent_dim)
+            dim = int(np.prod(self.prior.shape))
+            for _ in range(self._sets_at_once(n, dim)):
+                draws.append(self.prior.draw(n, self._host_gen))  # (factor * B, *shape)
                 firsts.append(int(self._prior_rng.integers(n)))
-            z = torch.stack(draws)  # (lookahead, factor * B, latent_dim)
-            chosen = torch.from_numpy(self._select(z.numpy(), firsts))  # (lookahead, B)
+            z = torch.stack(draws)  # (lookahead, factor * B, *shape)
+            flat = z.reshape(len(draws), n, dim)  # k-center compares flattened draws
+            chosen = torch.from_numpy(self._select(flat.numpy(), firsts))  # (lookahead, B)
             start = time.perf_counter()
-            batches = z.gather(1, chosen[:, :, None].expand(-1, -1, self.latent_dim))
+            batches = z[torch.arange(len(draws))[:, None], chosen]  # (lookahead, B, *shape)
             if self.device.type != "cpu":
                 batches = batches.to(self.device)  # one copy for `lookahead` batches
             self.selection_seconds += time.perf_counter() - start
@@ -276,7 +315,7 @@ def make_sampler(
     data_factor: int = 8,
     embedding: str | os.PathLike[str] | Embedder = "pixels",
     projection_dim: int = 32,
-    prior: Prior = "normal",
+    prior: str | Prior = "normal",
     cache_dir: str | os.PathLike[str] | None = None,
     random_state: RandomState = None,
     device: str | torch.device = "cpu",

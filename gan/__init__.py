@@ -3,15 +3,34 @@
 from .config import Batches, MEGConfig, Networks, Objective, Schedule
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
 from .networks import build_networks, image_geometry
-from .trainer import MEGTrainer, resolve_device
+from .trainer import (
+    Callback,
+    Checkpoints,
+    GeneratorSamples,
+    LossTerm,
+    MEGTrainer,
+    MetricsLog,
+    NegativeSource,
+    Snapshots,
+    StepResult,
+    resolve_device,
+)
 
 __all__ = [
     "Batches",
+    "Callback",
+    "Checkpoints",
+    "GeneratorSamples",
+    "LossTerm",
+    "MEGConfig",
+    "MEGTrainer",
+    "MetricsLog",
+    "NegativeSource",
     "Networks",
     "Objective",
     "Schedule",
-    "MEGConfig",
-    "MEGTrainer",
+    "Snapshots",
+    "StepResult",
     "build_networks",
     "energy_loss",
     "generator_loss",

@@ -1,8 +1,17 @@
 """The MEG trainer: energy updates and generator updates on core-set batches.
 
-The loop only orchestrates: networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`,
-batch selection in :mod:`coreset`. One iteration is ``n_energy_steps`` energy updates followed by
-one generator (and statistics-network) update.
+One iteration reads as three phases: :meth:`MEGTrainer.energy_step` (``n_energy_steps`` times),
+:meth:`MEGTrainer.generator_step`, then the step-end callbacks (snapshots, metrics, checkpoints).
+What varies between methods is passed in as small objects, each with a default that is MEG:
+
+- ``prior`` (:class:`coreset.Prior`): what the generator's inputs are drawn from;
+- ``negatives`` (:class:`NegativeSource`): the negative samples of the energy step;
+- ``loss_terms`` (:class:`LossTerm`): extra terms added to the energy or generator loss;
+- ``augment``: a function applied to real and generated batches before ``E``;
+- ``callbacks`` (:class:`Callback`): called at the end of every iteration.
+
+Networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`, batch selection in
+:mod:`coreset`.
 """
 
 from __future__ import annotations
@@ -11,23 +20,35 @@ import copy
 import json
 import logging
 import math
-import os
-import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
-from common import progress
-from coreset import make_sampler
+from common import atomic_path, progress
+from coreset import Prior, make_prior, make_sampler
 
 from .config import MEGConfig
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
 from .networks import build_networks
 
-__all__ = ["MEGConfig", "MEGTrainer", "resolve_device"]
+__all__ = [
+    "Callback",
+    "Checkpoints",
+    "GeneratorSamples",
+    "LossTerm",
+    "MEGTrainer",
+    "MetricsLog",
+    "NegativeSource",
+    "Snapshots",
+    "StepResult",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +74,113 @@ def _seed_from(random_state) -> int:
     return int(random_state)
 
 
+# ----------------------------------------------------------------------------- seams
+@dataclass
+class StepResult:
+    """What one iteration computed (tensors of its last energy step and its generator step)."""
+
+    loss_energy: torch.Tensor
+    loss_generator: torch.Tensor
+    mutual_information: torch.Tensor
+    energy_real: torch.Tensor  # (B,)
+    energy_fake: torch.Tensor  # (B,)
+    grad_sq_norm: torch.Tensor  # (B,)
+
+
+@runtime_checkable
+class NegativeSource(Protocol):
+    """Negative samples for one energy step, given the real batch; no gradient flows back."""
+
+    def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor) -> torch.Tensor: ...
+
+
+class GeneratorSamples:
+    """MEG's negatives: the generator's samples from one (core-set) batch of the prior."""
+
+    def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return trainer.generator(trainer.sampler.sample_prior())
+
+
+@runtime_checkable
+class LossTerm(Protocol):
+    """An extra loss term, added in ``phase`` ("energy" or "generator").
+
+    Called with the trainer and the phase's tensors: ``x_real, x_fake, e_real, e_fake`` in the
+    energy step, ``x_gen, z, e_gen`` in the generator step. Returns a scalar tensor.
+    """
+
+    phase: str
+
+    def __call__(self, trainer: MEGTrainer, **tensors: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Called after every iteration, once ``trainer.step`` counts it."""
+
+    def on_step_end(self, trainer: MEGTrainer, result: StepResult) -> None: ...
+
+
+class Snapshots:
+    """Keep a CPU copy of the averaged energy net at :meth:`MEGTrainer.snapshot_steps`."""
+
+    def on_step_end(self, trainer: MEGTrainer, result: StepResult) -> None:
+        if trainer.step in trainer.snapshot_steps():
+            state = trainer.energy_avg.state_dict()
+            trainer.snapshots.append({k: v.detach().cpu().clone() for k, v in state.items()})
+
+
+class MetricsLog:
+    """Record the metrics every ``log_every`` iterations (and the last); stop on divergence.
+
+    Records go to ``trainer.history``, the debug log, and, with ``path``, a JSON-lines file.
+    """
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else None
+
+    def on_step_end(self, trainer: MEGTrainer, result: StepResult) -> None:
+        schedule = trainer.config.schedule
+        if trainer.step % schedule.log_every and trainer.step != schedule.n_iter:
+            return
+        record = {
+            "step": trainer.step,
+            "loss_energy": float(result.loss_energy.detach()),
+            "loss_generator": float(result.loss_generator.detach()),
+            "mutual_information": float(result.mutual_information.detach()),
+            "energy_real": float(result.energy_real.detach().mean()),
+            "energy_fake": float(result.energy_fake.detach().mean()),
+            "grad_sq_norm": float(result.grad_sq_norm.detach().mean()),
+            "seconds": round(trainer.seconds, 3),
+            "selection_seconds": round(trainer.selection_seconds, 4),
+        }
+        if not all(math.isfinite(v) for v in record.values()):
+            raise FloatingPointError(
+                f"training diverged at step {trainer.step} (non-finite loss); "
+                "try a smaller learning rate or a larger gradient penalty"
+            )
+        trainer.history.append(record)
+        logger.debug("%s", record)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        trainer.bar.set_postfix(f"E(real) {record['energy_real']:.3g}")
+
+
+class Checkpoints:
+    """Save a checkpoint every ``every`` iterations (0: only the one at the end of ``fit``)."""
+
+    def __init__(self, path, every: int = 0):
+        self.path, self.every = Path(path), int(every)
+
+    def on_step_end(self, trainer: MEGTrainer, result: StepResult) -> None:
+        if self.every and trainer.step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+
+# ----------------------------------------------------------------------------- trainer
 class MEGTrainer:
     """Train an MEG energy GAN on an array of samples.
 
@@ -75,12 +203,23 @@ class MEGTrainer:
         0 = only at the end (when ``checkpoint_path`` is set).
     cache_dir : path, optional
         Cache for data embeddings used by the core-set sampler.
+    prior : coreset.Prior, optional
+        What the generator's inputs are drawn from; default ``config.batches.prior`` latents.
+    negatives : NegativeSource, optional
+        Negative samples of the energy step; default :class:`GeneratorSamples`.
+    loss_terms : sequence of LossTerm, optional
+        Extra terms of the energy or generator loss.
+    augment : callable, optional
+        Applied to real and generated batches (and its gradient penalty input) before ``E``.
+    callbacks : sequence of Callback, optional
+        Called at the end of every iteration, after the built-in :class:`Snapshots`,
+        :class:`MetricsLog` and :class:`Checkpoints`.
 
     Attributes
     ----------
     energy_net, generator, stats_net : nn.Module
     energy_avg : nn.Module
-        Exponential moving average of ``energy_net``'s weights.
+        Exponential moving average of ``energy_net``'s weights (buffers copied).
     snapshots : list of dict
         CPU state dicts of ``energy_avg`` taken at :meth:`snapshot_steps`: the energy alone
         swings from one checkpoint to the next, so scores are averaged over these.
@@ -88,6 +227,8 @@ class MEGTrainer:
         The metric records.
     step : int
         Iterations done so far.
+    sampler : coreset.CoresetSampler
+        The batch sampler of the current :meth:`fit` (None before it).
     """
 
     def __init__(
@@ -102,21 +243,38 @@ class MEGTrainer:
         checkpoint_path=None,
         checkpoint_every: int = 0,
         cache_dir=None,
+        prior: Prior | None = None,
+        negatives: NegativeSource | None = None,
+        loss_terms: Sequence[LossTerm] = (),
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
     ):
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = resolve_device(device)
         self.seed = _seed_from(random_state)
         self.verbose = verbose
-        self.log_path = Path(log_path) if log_path else None
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-        self.checkpoint_every = int(checkpoint_every)
         self.cache_dir = cache_dir
+        self.prior = make_prior(
+            config.batches.prior if prior is None else prior, config.networks.latent_dim
+        )
+        self.negatives = GeneratorSamples() if negatives is None else negatives
+        self.loss_terms = list(loss_terms)
+        for term in self.loss_terms:
+            if term.phase not in ("energy", "generator"):
+                raise ValueError(f"loss term phase must be energy or generator, got {term.phase}")
+        self.augment = augment
+        self.callbacks: list[Callback] = [Snapshots(), MetricsLog(log_path)]
+        if self.checkpoint_path:
+            self.callbacks.append(Checkpoints(self.checkpoint_path, checkpoint_every))
+        self.callbacks += list(callbacks)
         self.step = 0
         self.history: list[dict] = []
         self.snapshots: list[dict] = []
         self.seconds = 0.0
         self.selection_seconds = 0.0
+        self.sampler = None
 
         cfg = config
         with torch.random.fork_rng(devices=[]):
@@ -131,13 +289,12 @@ class MEGTrainer:
         self.energy_avg = _copy_frozen(self.energy_net)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.to(self.device)
-        self.opt_e = torch.optim.Adam(
-            self.energy_net.parameters(), lr=cfg.objective.learning_rate, betas=cfg.objective.betas
-        )
+        lr, betas = cfg.objective.learning_rate, cfg.objective.betas
+        self.opt_e = torch.optim.Adam(self.energy_net.parameters(), lr=lr, betas=betas)
         self.opt_g = torch.optim.Adam(
             list(self.generator.parameters()) + list(self.stats_net.parameters()),
-            lr=cfg.objective.learning_rate,
-            betas=cfg.objective.betas,
+            lr=lr,
+            betas=betas,
         )
 
     # ------------------------------------------------------------------ training
@@ -150,7 +307,7 @@ class MEGTrainer:
         data = torch.from_numpy(X).to(self.device)  # (N, *input_shape)
         # Batches after a resume are drawn from a stream keyed by the step, so runs are repeatable.
         seeds = np.random.SeedSequence([self.seed, self.step]).generate_state(2)
-        sampler = make_sampler(
+        self.sampler = make_sampler(
             X,
             batch_size=min(cfg.batches.batch_size, len(X)),
             latent_dim=cfg.networks.latent_dim,
@@ -158,92 +315,87 @@ class MEGTrainer:
             data_factor=cfg.batches.data_factor,
             embedding=cfg.batches.embedding,
             projection_dim=cfg.batches.projection_dim,
-            prior=cfg.batches.prior,
+            prior=self.prior,
             cache_dir=self.cache_dir,
             random_state=int(seeds[0]),
             device=self.device,
             verbose=self.verbose,
         )
-        perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
-        start_selection = sampler.selection_seconds
+        self._perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
+        start_selection = self.sampler.selection_seconds
 
         for net in (self.energy_net, self.generator, self.stats_net):
             net.train()
-        todo = cfg.schedule.n_iter - self.step
-        with progress(todo, "Training MEG", enabled=self.verbose) as bar:
+        with progress(cfg.schedule.n_iter - self.step, "Training MEG", self.verbose) as self.bar:
             while self.step < cfg.schedule.n_iter:
                 t0 = time.perf_counter()
-                # 1) energy updates: real (core-set) batches down, generated batches up
                 for _ in range(cfg.objective.n_energy_steps):
-                    idx = torch.from_numpy(sampler.sample_data_indices()).to(self.device)
-                    x_real = data.index_select(0, idx)  # (B, *input_shape)
-                    with torch.no_grad():
-                        x_fake = self.generator(sampler.sample_prior())
-                    e_real, gp = input_gradient_sq_norm(self.energy_net, x_real)
-                    e_fake = self.energy_net(x_fake)
-                    loss_e = energy_loss(e_real, e_fake, gp, cfg.objective.gp_weight)
-                    self.opt_e.zero_grad(set_to_none=True)
-                    loss_e.backward()
-                    self.opt_e.step()
-                    self._update_average()
-
-                # 2) generator + statistics update: low energy, high entropy (via I(x; z))
-                z = sampler.sample_prior()  # (B, latent)
-                x_gen = self.generator(z)
-                z_shuffled = z.index_select(
-                    0, torch.randperm(len(z), generator=perm_gen, device=self.device)
-                )
-                mi = jsd_mutual_information(
-                    self.stats_net(x_gen, z), self.stats_net(x_gen, z_shuffled)
-                )
-                e_gen = self.energy_net(x_gen)
-                loss_g = generator_loss(e_gen, mi)
-                self.opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                self.opt_g.step()
-
-                # 3) bookkeeping: time, metrics, checkpoints
+                    loss_e, e_real, e_fake, gp = self.energy_step(data)
+                loss_g, mi = self.generator_step()
                 self.step += 1
                 self.seconds += time.perf_counter() - t0
-                self.selection_seconds = sampler.selection_seconds - start_selection
-                bar.advance()
-                if self.step in self.snapshot_steps():
-                    self.snapshots.append(
-                        {
-                            k: v.detach().cpu().clone()
-                            for k, v in self.energy_avg.state_dict().items()
-                        }
-                    )
-                if self.step % cfg.schedule.log_every == 0 or self.step == cfg.schedule.n_iter:
-                    record = {
-                        "step": self.step,
-                        "loss_energy": float(loss_e.detach()),
-                        "loss_generator": float(loss_g.detach()),
-                        "mutual_information": float(mi.detach()),
-                        "energy_real": float(e_real.detach().mean()),
-                        "energy_fake": float(e_fake.detach().mean()),
-                        "grad_sq_norm": float(gp.detach().mean()),
-                        "seconds": round(self.seconds, 3),
-                        "selection_seconds": round(self.selection_seconds, 4),
-                    }
-                    if not all(math.isfinite(v) for v in record.values()):
-                        raise FloatingPointError(
-                            f"training diverged at step {self.step} (non-finite loss); "
-                            "try a smaller learning rate or a larger gradient penalty"
-                        )
-                    self._log(record)
-                    bar.set_postfix(f"E(real) {record['energy_real']:.3g}")
-                if (
-                    self.checkpoint_path
-                    and self.checkpoint_every
-                    and self.step % self.checkpoint_every == 0
-                ):
-                    self.save_checkpoint(self.checkpoint_path)
+                self.selection_seconds = self.sampler.selection_seconds - start_selection
+                self.bar.advance()
+                result = StepResult(loss_e, loss_g, mi, e_real, e_fake, gp)
+                for callback in self.callbacks:
+                    callback.on_step_end(self, result)
         if self.checkpoint_path:
             self.save_checkpoint(self.checkpoint_path)
+        _train_only(self.energy_net, self.generator, self.stats_net)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.eval()
         return self
+
+    def energy_step(self, data: torch.Tensor):
+        """One energy update: real (core-set) batches down, negatives up, gradient penalty.
+
+        Returns the loss, the energies of both batches and the penalty's per-sample terms.
+        """
+        _train_only(self.energy_net, frozen=(self.generator, self.stats_net))
+        idx = torch.from_numpy(self.sampler.sample_data_indices()).to(self.device)
+        x_real = data.index_select(0, idx)  # (B, *input_shape)
+        x_fake = self.negatives(self, x_real)
+        e_real, gp = input_gradient_sq_norm(self.energy_net, self._augmented(x_real))
+        e_fake = self.energy_net(self._augmented(x_fake))
+        loss = energy_loss(e_real, e_fake, gp, self.config.objective.gp_weight)
+        loss = self._extra_terms(
+            "energy", loss, x_real=x_real, x_fake=x_fake, e_real=e_real, e_fake=e_fake
+        )
+        self.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_e.step()
+        self._update_average()
+        return loss, e_real, e_fake, gp
+
+    def generator_step(self):
+        """One generator and statistics update: low energy, high entropy (via ``I(x; z)``).
+
+        Returns the loss and the mutual-information estimate.
+        """
+        _train_only(self.generator, self.stats_net, frozen=(self.energy_net,))
+        z = self.sampler.sample_prior()  # (B, *prior.shape)
+        x_gen = self.generator(z)
+        perm = torch.randperm(len(z), generator=self._perm_gen, device=self.device)
+        mi = jsd_mutual_information(
+            self.stats_net(x_gen, z), self.stats_net(x_gen, z.index_select(0, perm))
+        )
+        e_gen = self.energy_net(self._augmented(x_gen))
+        loss = self._extra_terms(
+            "generator", generator_loss(e_gen, mi), x_gen=x_gen, z=z, e_gen=e_gen
+        )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return loss, mi
+
+    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.augment is None else self.augment(x)
+
+    def _extra_terms(self, phase: str, loss: torch.Tensor, **tensors) -> torch.Tensor:
+        for term in self.loss_terms:
+            if term.phase == phase:
+                loss = loss + term(self, **tensors)
+        return loss
 
     def snapshot_steps(self) -> set[int]:
         """Steps after which ``energy_avg`` is kept: evenly over the second half, ending at the
@@ -259,14 +411,8 @@ class MEGTrainer:
             list(self.energy_net.parameters()),
             1.0 - self.config.schedule.ema_decay,
         )
-
-    def _log(self, record: dict) -> None:
-        self.history.append(record)
-        logger.debug("%s", record)
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        for avg, live in zip(self.energy_avg.buffers(), self.energy_net.buffers(), strict=True):
+            avg.copy_(live)
 
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -289,16 +435,8 @@ class MEGTrainer:
 
     def save_checkpoint(self, path) -> None:
         """Write the checkpoint atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @classmethod
     def from_checkpoint(cls, path, *, device="auto", verbose: bool = False, **kwargs) -> MEGTrainer:
@@ -323,6 +461,14 @@ class MEGTrainer:
         trainer.history = json.loads(state["history"])
         trainer.snapshots = list(state["snapshots"])
         return trainer
+
+
+def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
+    """Switch gradients on for ``nets`` and off for ``frozen`` (one phase's networks)."""
+    for net in nets:
+        net.requires_grad_(True)
+    for net in frozen:
+        net.requires_grad_(False)
 
 
 def _bounded(config: MEGConfig, input_shape: tuple[int, ...]) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import gan
 from gan import (
     MEGConfig,
     MEGTrainer,
@@ -164,3 +165,81 @@ def test_snapshots_are_taken_over_the_second_half():
     last = small.snapshots[-1]
     for name, value in small.energy_avg.state_dict().items():
         assert torch.equal(last[name], value)
+
+
+# ------------------------------------------------------------------------------- seams
+class _CountSteps:
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, trainer, result):
+        self.steps.append((trainer.step, float(result.loss_energy.detach())))
+
+
+class _PerturbedData:
+    """Negatives made from the real batch: the energy step never calls the generator."""
+
+    def __call__(self, trainer, x_real):
+        return x_real + 0.5
+
+
+class _EnergyAnchor:
+    phase = "energy"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, trainer, *, x_real, x_fake, e_real, e_fake):
+        self.calls += 1
+        return 0.1 * e_real.pow(2).mean()
+
+
+def test_seams_are_called_and_default_to_meg():
+    X = np.random.default_rng(4).normal(size=(60, 2)).astype(np.float32)
+    counter, term, seen = _CountSteps(), _EnergyAnchor(), []
+
+    def augment(x):
+        seen.append(tuple(x.shape))
+        return x * 0.9
+
+    trainer = MEGTrainer(
+        tiny_config(n_iter=3), (2,), random_state=0, negatives=_PerturbedData(),
+        loss_terms=[term], augment=augment, callbacks=[counter],
+    )  # fmt: skip
+    trainer.fit(X)
+    assert [s for s, _ in counter.steps] == [1, 2, 3]
+    assert term.calls == 3 * 2  # every energy step (2 per iteration)
+    # real, negatives and the gradient-penalty input in each energy step, the generated batch once
+    assert len(seen) == 3 * (2 * 2 + 1)
+    default = MEGTrainer(tiny_config(n_iter=3), (2,), random_state=0).fit(X)
+    assert isinstance(default.negatives, gan.GeneratorSamples)
+    changed = [not torch.equal(p, q) for p, q in zip(trainer.energy_net.parameters(),
+                                                    default.energy_net.parameters())]  # fmt: skip
+    assert any(changed)
+
+
+def test_generator_step_leaves_energy_gradients_empty():
+    X = np.random.default_rng(5).normal(size=(40, 2)).astype(np.float32)
+    trainer = MEGTrainer(tiny_config(n_iter=1), (2,), random_state=0).fit(X)
+    trainer.energy_net.zero_grad(set_to_none=True)
+    trainer.generator_step()
+    assert all(p.grad is None for p in trainer.energy_net.parameters())
+    assert any(p.grad is not None for p in trainer.generator.parameters())
+
+
+def test_weight_average_copies_buffers():
+    trainer = MEGTrainer(tiny_config(), (2,), random_state=0)
+    trainer.energy_net.register_buffer("count", torch.tensor([3.0]))
+    trainer.energy_avg.register_buffer("count", torch.tensor([0.0]))
+    trainer._update_average()
+    assert float(trainer.energy_avg.count) == 3.0
+
+
+def test_custom_prior_feeds_the_generator():
+    from coreset import LatentPrior
+
+    X = np.random.default_rng(6).normal(size=(40, 2)).astype(np.float32)
+    trainer = MEGTrainer(tiny_config(n_iter=1), (2,), random_state=0,
+                         prior=LatentPrior(4, "uniform")).fit(X)  # fmt: skip
+    z = trainer.sampler.sample_prior()
+    assert tuple(z.shape) == (8, 4) and float(z.abs().max()) <= 1.0

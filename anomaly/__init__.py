@@ -5,9 +5,9 @@ The public names: :class:`MEGDetector` (scikit-learn outlier detector), :func:`s
 :func:`auprc_trapezoid`, :func:`evaluate`.
 """
 
-from ._meg import MEGDetector
+from ._meg import MEGDetector, load_model, save_model
 from .metrics import auprc_trapezoid, auroc, average_precision, evaluate
-from .persistence import ModelFileError, load_model, save_model
+from .persistence import ModelFileError
 
 __all__ = [
     "MEGDetector",

@@ -3,30 +3,70 @@
 from __future__ import annotations
 
 import copy
-import numbers
+import inspect
+from dataclasses import MISSING
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 
-from .scoring import SCORE_TYPES, score_columns, score_kinds
+from .persistence import ModelFileError, first_line, read_model, write_model
+from .scoring import score_columns, score_kinds
+from .settings import GROUPS, group_params
 
-__all__ = ["MEGDetector"]
-
-_TRAINING_PARAMS = {f.name for _, f in setting_fields(TRAINING_GROUPS)} - {"bounded_output"}
+__all__ = ["MEGDetector", "load_model", "save_model"]
 
 # Training samples scored to standardise the snapshots and set offset_.
 _MAX_CALIBRATION = 10_000
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
+# Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
+_SETTINGS = [field for _, field in setting_fields(GROUPS)]
+_TRAINING = {field.name for _, field in setting_fields(TRAINING_GROUPS)}
 
 
+def _parameters_doc() -> str:
+    """The numpydoc ``Parameters`` entries of every setting, from its declaration."""
+    lines = []
+    for field in _SETTINGS:
+        default = field.default if field.default is not MISSING else None
+        lines.append(f"    {field.name} : {field.type}, default={default!r}")
+        lines.append(f"        {field.metadata['help'][0].upper()}{field.metadata['help'][1:]}.")
+    return "\n".join(lines).strip()
+
+
+def _init_from_settings(cls):
+    """Give ``cls`` a keyword-only ``__init__`` with one parameter per setting.
+
+    scikit-learn reads the parameters from ``__init__``'s signature (``get_params``, ``clone``),
+    so the signature is built from the settings too; ``__init__`` only stores the values.
+    """
+    defaults = {field.name: field.default for field in _SETTINGS}
+
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {unknown}")
+        for name, default in defaults.items():
+            setattr(self, name, params.get(name, default))
+
+    kind = inspect.Parameter.KEYWORD_ONLY
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, kind, default=value) for name, value in defaults.items()]
+    )
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    cls.__init__ = __init__
+    cls.__doc__ = cls.__doc__.replace("{parameters}", _parameters_doc())
+    return cls
+
+
+@_init_from_settings
 class MEGDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector from an energy-based GAN (MEG) trained on core-set batches (Small-GAN).
 
@@ -43,54 +83,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_iter : int, default=1000
-        Generator updates; each follows ``n_energy_steps`` energy updates.
-    batch_size : int, default=64
-        Size of the core-set batches.
-    n_energy_steps : int, default=5
-        Energy updates per generator update.
-    latent_dim : int, default=32
-        Size of the generator's latent input.
-    network : {"auto", "mlp", "conv"}, default="auto"
-        Convolutional nets for image input (4-D ``X`` or ``image_shape`` given), MLPs otherwise.
-    width : int or None, default=None
-        MLP hidden units (256) or base conv channels (32).
-    image_shape : tuple of int or None, default=None
-        ``(C, H, W)``: read each row of a 2-D ``X`` as an image of this shape.
-    learning_rate : float, default=2e-4
-        Adam step size (betas 0.5, 0.9).
-    gp_weight : float, default=1.0
-        Weight of the zero-centred gradient penalty on real data.
-    prior_factor, data_factor : int, default=4, 8
-        Core-set over-sampling factors; 1 and 1 give plain random batches.
-    projection_dim : int, default=32
-        Random-projection size of the data embeddings used for the selection.
-    embedding : str, default="pixels"
-        Data embedding for the selection: raw values, or a path to a TorchScript extractor.
-    ema_decay : float, default=0.99
-        Decay of the moving average of the energy weights used to score (0 = last iterate).
-    n_snapshots : int, default=10
-        Snapshots of the averaged energy network, taken evenly over the second half of
-        training, whose standardised scores are averaged (1 = the final network only).
-    score_type : {"energy", "gradnorm", "energy+gradnorm"}, default="energy"
-        ``E(x)``, the squared norm of ``grad_x E(x)``, or both: each standardised on the
-        training data, then added (on MNIST the two fail on different digits, and their sum is
-        better than either; README, "How the defaults were chosen").
-    contamination : "auto" or float in (0, 0.5], default="auto"
-        Share of training samples to call outliers; "auto" puts the threshold 3 scaled median
-        absolute deviations below the median training score.
-    scaling : {"auto", "minmax", "standard", "none"}, default="auto"
-        Per-feature scaling fitted on the training data: "minmax" maps each feature's training
-        range to [-1, 1], "standard" to zero mean and unit variance. "auto" is "minmax" for
-        vectors and "none" for images (expected in [-1, 1]).
-    device : str, default="auto"
-        "auto" (CUDA when available), "cpu", "cuda", ...
-    cache_dir : str or None, default=None
-        Folder for cached data embeddings.
-    random_state : int, RandomState or None, default=None
-        Seeds everything in ``fit``; global random states are not touched.
-    verbose : bool, default=False
-        Progress bar on stderr.
+    {parameters}
+
+    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
+    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
+    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
 
     Attributes
     ----------
@@ -135,88 +132,16 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     [1, -1]
     """
 
-    _parameter_constraints: dict = {
-        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
-        "n_energy_steps": [Interval(numbers.Integral, 1, None, closed="left")],
-        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
-        "network": [StrOptions({"auto", "mlp", "conv"})],
-        "width": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "image_shape": [tuple, list, None],
-        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
-        "gp_weight": [Interval(numbers.Real, 0, None, closed="left")],
-        "prior_factor": [Interval(numbers.Integral, 1, None, closed="left")],
-        "data_factor": [Interval(numbers.Integral, 1, None, closed="left")],
-        "projection_dim": [Interval(numbers.Integral, 1, None, closed="left")],
-        "embedding": [str],
-        "ema_decay": [Interval(numbers.Real, 0, 1, closed="left")],
-        "n_snapshots": [Interval(numbers.Integral, 1, None, closed="left")],
-        "score_type": [StrOptions(set(SCORE_TYPES))],
-        "contamination": [StrOptions({"auto"}), Interval(numbers.Real, 0, 0.5, closed="right")],
-        "scaling": [StrOptions({"auto", "minmax", "standard", "none"})],
-        "device": [str],
-        "cache_dir": [str, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
-
-    def __init__(
-        self,
-        *,
-        n_iter=1000,
-        batch_size=64,
-        n_energy_steps=5,
-        latent_dim=32,
-        network="auto",
-        width=None,
-        image_shape=None,
-        learning_rate=2e-4,
-        gp_weight=1.0,
-        prior_factor=4,
-        data_factor=8,
-        projection_dim=32,
-        embedding="pixels",
-        ema_decay=0.99,
-        n_snapshots=10,
-        score_type="energy",
-        contamination="auto",
-        scaling="auto",
-        device="auto",
-        cache_dir=None,
-        random_state=None,
-        verbose=False,
-    ):
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.n_energy_steps = n_energy_steps
-        self.latent_dim = latent_dim
-        self.network = network
-        self.width = width
-        self.image_shape = image_shape
-        self.learning_rate = learning_rate
-        self.gp_weight = gp_weight
-        self.prior_factor = prior_factor
-        self.data_factor = data_factor
-        self.projection_dim = projection_dim
-        self.embedding = embedding
-        self.ema_decay = ema_decay
-        self.n_snapshots = n_snapshots
-        self.score_type = score_type
-        self.contamination = contamination
-        self.scaling = scaling
-        self.device = device
-        self.cache_dir = cache_dir
-        self.random_state = random_state
-        self.verbose = verbose
-
     # ------------------------------------------------------------------ helpers
+    def _settings(self) -> dict:
+        """The parameters as validated settings groups (raises ValueError naming a bad one)."""
+        grouped = group_params(self.get_params())
+        return {name: group(**grouped[name]) for name, group in GROUPS.items()}
+
     def _config(self) -> MEGConfig:
-        """The trainer's config, built from the parameters and the fitted input shape."""
-        params = self.get_params()
-        return MEGConfig.from_params(
-            **{k: v for k, v in params.items() if k in _TRAINING_PARAMS},
-            bounded_output=len(self.input_shape_) == 3,
-        )
+        """The trainer's config: the training groups of the parameters."""
+        settings = self._settings()
+        return MEGConfig(**{name: settings[name] for name in TRAINING_GROUPS})
 
     def _validate(self, X, *, reset: bool) -> np.ndarray:
         """Check ``X`` and bring it to the networks' layout ``(n, *input_shape_)`` as float32.
@@ -278,7 +203,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.scale_ = np.where(spread > 1e-8, spread, 1.0).astype(np.float32)
 
     # ---------------------------------------------------------------------- API
-    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the energy GAN on ``X`` (assumed normal) and set the threshold ``offset_``.
 
@@ -292,13 +216,14 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         -------
         self
         """
+        config = self._config()  # checks every setting before any work
         X = self._validate(X, reset=True)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         rng = check_random_state(self.random_state)
         self.device_ = resolve_device(self.device)
         trainer = MEGTrainer(
-            self._config(),
+            config,
             self.input_shape_,
             device=self.device_,
             random_state=rng,
@@ -369,17 +294,84 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> None:
-        """Save to a folder (weights + JSON config), atomically; see :func:`anomaly.save_model`."""
-        from .persistence import save_model
-
+        """Save to a folder (weights + ``model.json``), atomically; see :func:`save_model`."""
         save_model(self, path)
 
     @classmethod
     def load(cls, path, *, device="cpu") -> MEGDetector:
-        """Load a detector saved with :meth:`save`; see :func:`anomaly.load_model`."""
-        from .persistence import load_model
-
+        """Load a detector saved with :meth:`save`; see :func:`load_model`."""
         return load_model(path, device=device)
+
+    def fitted_state(self) -> tuple[dict, dict]:
+        """``(state, weights)``: what a saved model holds. ``state`` is JSON-ready (settings by
+        group, input shape, preprocessing, standardisation, threshold, training summary);
+        ``weights`` holds CPU tensors."""
+        check_is_fitted(self)
+        settings = group_params(self.get_params())
+        if settings["run"].get("image_shape") is not None:
+            settings["run"]["image_shape"] = list(settings["run"]["image_shape"])
+        settings["objective"]["betas"] = list(settings["objective"]["betas"])
+        state = {
+            "class": type(self).__name__,
+            "settings": settings,
+            "input_shape": list(self.input_shape_),
+            "n_features_in": int(self.n_features_in_),
+            "offset": float(self.offset_),
+            "energy_mean": self.energy_mean_.tolist(),
+            "energy_std": self.energy_std_.tolist(),
+            "preprocessing": {
+                "shift": None if self.shift_ is None else self.shift_.tolist(),
+                "scale": None if self.scale_ is None else self.scale_.tolist(),
+            },
+            "training": {
+                "seconds": float(self.train_seconds_),
+                "selection_seconds": float(self.selection_seconds_),
+                "history": self.history_,
+            },
+        }
+        weights = {
+            "energy_nets": [_cpu_state(net) for net in self.energy_nets_],
+            "generator": _cpu_state(self.generator_),
+        }
+        return state, weights
+
+    @classmethod
+    def from_fitted_state(cls, state: dict, weights: dict, *, device="cpu") -> MEGDetector:
+        """The detector :meth:`fitted_state` describes, on ``device``.
+
+        Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state.
+        """
+        if "settings" in state:
+            params = {k: v for group in state["settings"].values() for k, v in group.items()}
+        else:  # format 1: a flat dict of parameters
+            params = dict(state["params"])
+        if params.get("image_shape") is not None:
+            params["image_shape"] = tuple(params["image_shape"])
+        if params.get("betas") is not None:
+            params["betas"] = tuple(params["betas"])
+        det = cls(**params)
+        det._settings()  # a tampered file gets the same checks as fit
+        det.input_shape_ = tuple(state["input_shape"])
+        det.n_features_in_ = int(state["n_features_in"])
+        det.offset_ = float(state["offset"])
+        pre = state["preprocessing"]
+        det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
+        det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        det.history_ = state["training"]["history"]
+        det.train_seconds_ = state["training"]["seconds"]
+        det.selection_seconds_ = state["training"]["selection_seconds"]
+        det.device_ = resolve_device(device)
+        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
+        for name in ("energy_mean", "energy_std"):
+            values = np.asarray(state[name], dtype=np.float64)
+            if values.size != n_nets * n_kinds:
+                raise ValueError("weights and model.json disagree on the number of snapshots")
+            setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
+        det._rebuild_networks(n_nets)
+        for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
+            net.load_state_dict(net_state)
+        det.generator_.load_state_dict(weights["generator"])
+        return det
 
     def _rebuild_networks(self, n_energy: int) -> None:
         """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
@@ -390,8 +382,43 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 cfg.networks.latent_dim,
                 kind=cfg.networks.network,
                 width=cfg.networks.width,
-                bounded=cfg.networks.bounded_output,
+                bounded=cfg.bounded_output(self.input_shape_),
             )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()
+
+
+def _cpu_state(net: torch.nn.Module) -> dict:
+    return {k: v.cpu() for k, v in net.state_dict().items()}
+
+
+def save_model(detector: MEGDetector, path):
+    """Write a fitted detector to the folder ``path``, atomically.
+
+    The folder is created, or replaced when it is a model folder (or empty); anything else at
+    ``path`` is refused with :class:`~anomaly.ModelFileError`.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    state, weights = detector.fitted_state()
+    return write_model(path, state, weights, detector.history_)
+
+
+def load_model(path, *, device="cpu") -> MEGDetector:
+    """Load a detector written by :func:`save_model` onto ``device`` (CPU by default).
+
+    Raises
+    ------
+    ModelFileError
+        When the folder or a file in it is missing, corrupt, or from another program.
+    """
+    state, weights = read_model(path)
+    try:
+        return MEGDetector.from_fitted_state(state, weights, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ModelFileError(
+            f"{path} does not hold a consistent model: {first_line(err)}"
+        ) from None

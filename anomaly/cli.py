@@ -6,11 +6,13 @@ stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
-import os
+import numbers
 import sys
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -18,9 +20,15 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from anomaly.persistence import first_line
+from anomaly.settings import IMAGE_DATASETS
+from common import atomic_path
+
 try:  # recent typer ships its own copy of click
+    from typer._click import core as click_core
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - typer releases built on the click package
+    from click import core as click_core
     from click import exceptions as click_exceptions
 
 __all__ = ["app", "main"]
@@ -45,18 +53,6 @@ class Dataset(str, Enum):
 class Protocol(str, Enum):
     heldout = "heldout"
     one_class = "one-class"
-
-
-class Network(str, Enum):
-    auto = "auto"
-    mlp = "mlp"
-    conv = "conv"
-
-
-class Score(str, Enum):
-    energy = "energy"
-    gradnorm = "gradnorm"
-    both = "energy+gradnorm"
 
 
 class CliError(Exception):
@@ -138,8 +134,108 @@ def _metrics_line(metrics: dict) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------ fit
+#: Iterations of the built-in digits demo (about 25 s on two cores); other data get the preset.
+_DEMO_N_ITER = 600
+
+
+def _setting_options(command):
+    """Add one ``--option`` per setting (anomaly.settings.GROUPS) to a typer command.
+
+    The command is called with the values given on the command line as ``settings`` (a dict of
+    the setting names given; unset options are absent), so presets and ``--config`` files can
+    fill the rest.
+    """
+    from anomaly.settings import GROUPS, PRESETS
+    from gan.config import setting_fields
+
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.name != "settings"]
+    annotations = {k: v for k, v in command.__annotations__.items() if k != "settings"}
+    names = []
+    for _, field in setting_fields(GROUPS):
+        meta = field.metadata
+        if meta["option"] is None:
+            continue
+        option = "--" + (meta["option"] or field.name).replace("_", "-")
+        kind = meta["kind"]
+        annotation = {numbers.Real: float, tuple: tuple[float, float]}.get(kind, kind)
+        defaults = [f"{field.default}"] + [
+            f"{family} {values[field.name]}"
+            for family, values in PRESETS.items()
+            if field.name in values
+        ]
+        if meta["choices"]:  # an Enum: typer lists and checks the choices
+            annotation = Enum(field.name, {c: c for c in meta["choices"]}, type=str)
+        if annotation is bool:
+            option = f"{option}/--no-{option[2:]}"
+        info = typer.Option(
+            None,
+            option,
+            help=f"{meta['help'][0].upper()}{meta['help'][1:]} [default: {'; '.join(defaults)}].",
+            show_default=False,
+            rich_help_panel="Settings",
+        )
+        params.append(
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                              annotation=annotation | None)
+        )  # fmt: skip
+        annotations[field.name] = annotation | None
+        names.append(field.name)
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        given = {name: kwargs.pop(name) for name in names}
+        given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
+        return command(settings={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = annotations
+    return wrapper
+
+
+def _read_config(path: Path) -> dict:
+    """A ``--config`` file: JSON as ``anomaly fit --dry-run`` prints it."""
+    from anomaly.settings import GROUPS
+
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CliError(f"{path} is not a readable JSON config: {first_line(err)}") from None
+    if not isinstance(config, dict):
+        raise CliError(f"{path} must hold a JSON object like 'anomaly fit --dry-run' prints")
+    unknown = sorted(set(config) - set(_RUN_KEYS) - {"settings"})
+    settings = config.get("settings", {})
+    if not isinstance(settings, dict) or not all(isinstance(g, dict) for g in settings.values()):
+        raise CliError(f"{path}: 'settings' must map group names to objects")
+    unknown += sorted(f"settings.{g}" for g in set(settings) - set(GROUPS))
+    known = {g: {f.name for f in dataclasses.fields(cls)} for g, cls in GROUPS.items()}
+    for group, values in settings.items():
+        unknown += sorted(f"settings.{group}.{k}" for k in set(values) - known.get(group, set()))
+    if unknown:
+        raise CliError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return config
+
+
+#: The run options a --config file may hold besides the settings, and their defaults.
+_RUN_KEYS = {
+    "data": None,
+    "dataset": None,
+    "protocol": "heldout",
+    "class": 0,
+    "out": "anomaly-model",
+    "label_column": None,
+    "image_size": None,
+    "data_root": None,
+}
+
+
 @app.command()
+@_setting_options
 def fit(
+    ctx: typer.Context,
     data: Path | None = typer.Argument(
         None,
         help="A CSV, .npy/.npz file or image folder of normal samples. "
@@ -162,116 +258,103 @@ def fit(
         None, help="CSV column holding labels, dropped from the features."
     ),
     image_size: int | None = typer.Option(None, help="Resize images in DATA to this side."),
-    n_iter: int | None = typer.Option(
-        None, help="Generator updates [default: 1000; 600 for digits]."
-    ),
-    batch_size: int = typer.Option(64, help="Core-set batch size."),
-    n_energy_steps: int = typer.Option(5, help="Energy updates per generator update."),
-    latent_dim: int | None = typer.Option(
-        None, help="Latent size of the generator [default: 64 for images, 32 for vectors]."
-    ),
-    network: Network = typer.Option(Network.auto, help="Network family."),
-    width: int | None = typer.Option(
-        None, help="MLP hidden units / base conv channels [default: 256 / 16]."
-    ),
-    learning_rate: float = typer.Option(2e-4, help="Adam learning rate."),
-    gp_weight: float = typer.Option(1.0, help="Weight of the zero-centred gradient penalty."),
     coreset: bool = typer.Option(
         True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
     ),
-    prior_factor: int = typer.Option(4, help="Latent over-sampling factor for k-center."),
-    data_factor: int | None = typer.Option(
+    contamination: str | None = typer.Option(
         None,
-        help="Data over-sampling factor for k-center [default: 1 (latents only) for images, "
-        "8 for vectors].",
-    ),
-    ema_decay: float = typer.Option(0.99, help="Weight-average decay of the scoring energy net."),
-    embedding: str = typer.Option(
-        "pixels",
-        help="Embedding for core-set selection: 'pixels' or a TorchScript feature extractor "
-        "file (e.g. an Inception network).",
-    ),
-    cache_dir: Path | None = typer.Option(None, help="Folder to cache data embeddings in."),
-    score: Score | None = typer.Option(
-        None,
-        help="Anomaly score: energy, gradient norm, or both added [default: energy+gradnorm for "
-        "images, energy for vectors].",
-    ),
-    contamination: str = typer.Option(
-        "auto", help="'auto' or the share of training samples called outliers, in (0, 0.5]."
+        help="'auto' or the share of training samples called outliers, in (0, 0.5] "
+        "[default: auto].",
+        rich_help_panel="Settings",
+        show_default=False,
     ),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     out: Path = typer.Option(Path("anomaly-model"), help="Folder the fitted model is saved to."),
+    config: Path | None = typer.Option(
+        None,
+        help="JSON file as --dry-run prints it; options given on the command line override it.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the resolved options and exit without training."
+        False, "--dry-run", help="Print the resolved options and settings and exit."
     ),
+    settings: dict | None = None,
 ):
-    """Train a detector on DATA (or a built-in split), save it, and report test metrics."""
+    """Train a detector on DATA (or a built-in split), save it, and report test metrics.
+
+    Settings come from the detector's defaults, then the data family's preset (images: MNIST,
+    Fashion-MNIST, CIFAR-10 or an image folder; vectors: the rest), then --config, then the
+    options given here.
+    """
     from anomaly import MEGDetector, evaluate, save_model
-    from anomaly.benchmarks._config import IMAGE_DATASETS, detector_params
+    from anomaly.persistence import check_model_destination
+    from anomaly.settings import group_params, preset
 
     _configure_logging(quiet)
-    if contamination != "auto":
-        try:
-            contamination_value: str | float = float(contamination)
-        except ValueError:
-            raise CliError(
-                f"--contamination must be 'auto' or a number, got {contamination!r}"
-            ) from None
-    else:
-        contamination_value = "auto"
-    source = "file" if data is not None else (dataset or Dataset.digits).value
+    given = {k for k in ctx.params if _from_command_line(ctx, k)}
+    file = _read_config(config) if config is not None else {}
+    run = {**_RUN_KEYS, **{k: v for k, v in file.items() if k != "settings"}}
+    cli_values = dict(
+        data=data,
+        dataset=dataset,
+        protocol=protocol,
+        out=out,
+        data_root=data_root,
+        label_column=label_column,
+        image_size=image_size,
+        **{"class": cls},
+    )
+    run.update(
+        {k: v for k, v in cli_values.items() if k == "class" and "cls" in given or k in given}
+    )
+    data = None if run["data"] is None else Path(run["data"])
+    dataset, out = run["dataset"], Path(run["out"])
+    protocol, cls = Protocol(run["protocol"]), int(run["class"])
     if data is not None and dataset is not None:
         raise CliError("give either DATA or --dataset, not both")
-    # One set of defaults per data family, shared with the benchmarks; options override it.
+    source = "file" if data is not None else Dataset(dataset or Dataset.digits).value
     is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
-    # The detector's own defaults, overlaid with the family's preset.
-    preset = {
-        **MEGDetector().get_params(),
-        **detector_params(IMAGE_DATASETS[0] if is_images else "vectors"),
-    }
-    if n_iter is None:
-        n_iter = 600 if source == "digits" else preset["n_iter"]
-    params = dict(
-        n_iter=n_iter,
-        batch_size=batch_size,
-        n_energy_steps=n_energy_steps,
-        latent_dim=latent_dim or preset["latent_dim"],
-        network=network.value,
-        width=width or preset["width"],
-        learning_rate=learning_rate,
-        gp_weight=gp_weight,
-        prior_factor=prior_factor if coreset else 1,
-        data_factor=(preset["data_factor"] if data_factor is None else data_factor)
-        if coreset
-        else 1,
-        ema_decay=ema_decay,
-        embedding=embedding,
-        cache_dir=None if cache_dir is None else str(cache_dir),
-        score_type=preset["score_type"] if score is None else score.value,
-        contamination=contamination_value,
-        device=device,
-        random_state=seed,
-        verbose=not quiet,
-    )
+    params = {**MEGDetector().get_params(), **preset("images" if is_images else "vectors")}
+    if source == "digits":
+        params["n_iter"] = _DEMO_N_ITER
+    params["random_state"] = seed
+    for group in file.get("settings", {}).values():
+        params.update(group)
+    params.update(settings or {})
+    if "seed" in given:
+        params["random_state"] = seed
+    if "quiet" in given or "verbose" not in file.get("settings", {}).get("run", {}):
+        params["verbose"] = not quiet
+    if contamination is not None:
+        params["contamination"] = _contamination(contamination)
+    if not coreset:
+        params.update(prior_factor=1, data_factor=1)
+    for key in ("betas", "image_shape"):
+        if params.get(key) is not None:
+            params[key] = tuple(params[key])
+    detector = MEGDetector(**params)
+    detector._settings()  # every setting checked before anything is read or trained
     if dry_run:
+        grouped = group_params(params)
+        grouped["objective"]["betas"] = list(params["betas"])
         resolved = {
             "data": str(data) if data else None,
-            "dataset": source,
+            "dataset": source if data is None else None,
             "protocol": protocol.value,
             "class": cls,
             "out": str(out),
-            "params": params,
+            "label_column": run["label_column"],
+            "image_size": run["image_size"],
+            "data_root": None if run["data_root"] is None else str(run["data_root"]),
+            "settings": grouped,
         }
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
         return
-    detector = MEGDetector(**params)
+    check_model_destination(out)  # refuse a folder that is not ours before training
 
     if data is not None:
-        user = load_user_data(data, label_column=label_column, image_size=image_size)
+        user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
         detector.fit(user.X)
         save_model(detector, out)
         result = {
@@ -285,7 +368,9 @@ def fit(
 
     from datasets import load_benchmark
 
-    split = load_benchmark(source, protocol.value, cls, root=data_root, random_state=seed)
+    root = None if run["data_root"] is None else Path(run["data_root"])
+    seed = params["random_state"]
+    split = load_benchmark(source, protocol.value, cls, root=root, random_state=seed)
     detector.fit(split.X_train)
     save_model(detector, out)
     anomaly_score = -detector.score_samples(split.X_test)
@@ -310,6 +395,19 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _from_command_line(ctx, name: str) -> bool:
+    return ctx.get_parameter_source(name) == click_core.ParameterSource.COMMANDLINE
+
+
+def _contamination(text: str) -> str | float:
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(f"--contamination must be 'auto' or a number, got {text!r}") from None
 
 
 @app.command()
@@ -450,20 +548,13 @@ def benchmark(
 
 
 def _write_csv_atomic(table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every failure into one line and an exit code."""
-    from anomaly.persistence import ModelFileError, first_line
+    from anomaly.persistence import ModelFileError
     from datasets import DataError
 
     try:

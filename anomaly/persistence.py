@@ -1,22 +1,21 @@
-"""Save and load a fitted :class:`~anomaly.MEGDetector` as a folder of two files.
+"""The model folder's file format; :meth:`MEGDetector.save` / ``load`` fill and read it.
 
 ``weights.pt``
     The energy and generator state dicts, loaded with ``torch.load(weights_only=True)``.
 ``model.json``
-    Parameters, preprocessing, ``offset_``, input shape, training summary and library versions.
+    The settings by group, the fitted state (input shape, preprocessing, standardisation,
+    ``offset_``), a training summary and library versions.
 ``metrics.jsonl``
     The training metrics, one JSON object per line.
 
 The folder is written beside the destination and swapped in by renames, so a crash mid-save leaves
-any previous model at the destination intact.
+any previous model at the destination intact. This module knows files, not detectors: it never
+imports the estimator.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -24,12 +23,20 @@ import numpy as np
 import sklearn
 import torch
 
-from .scoring import score_kinds
+from common import atomic_path
 
-__all__ = ["FORMAT", "ModelFileError", "first_line", "load_model", "save_model"]
+__all__ = [
+    "FORMAT",
+    "ModelFileError",
+    "check_model_destination",
+    "first_line",
+    "read_model",
+    "write_model",
+]
 
 FORMAT = "coreset-meg-model"
-FORMAT_VERSION = 1
+#: 2: settings grouped as in anomaly.settings (1: a flat "params" dict, still read).
+FORMAT_VERSION = 2
 WEIGHTS, CONFIG, METRICS = "weights.pt", "model.json", "metrics.jsonl"
 
 
@@ -43,7 +50,8 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of this package and of the libraries a model file depends on."""
     try:
         ours = metadata.version("coreset-meg")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -56,77 +64,53 @@ def _versions() -> dict[str, str]:
     }
 
 
-def save_model(detector, path) -> Path:
-    """Write a fitted detector to the folder ``path`` (created or atomically replaced)."""
-    from sklearn.utils.validation import check_is_fitted
+def check_model_destination(path) -> Path:
+    """Raise unless ``path`` is free, an empty folder, or a model folder this program wrote.
 
-    check_is_fitted(detector)
+    Saving replaces the destination, so anything else there (a user's data, a working folder) is
+    refused, before any training is spent.
+    """
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if not path.exists():
+        return path
+    if not path.is_dir():
         raise ModelFileError(f"{path} exists and is not a model folder; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = detector.get_params()
-    if params.get("image_shape") is not None:
-        params["image_shape"] = list(params["image_shape"])
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "class": type(detector).__name__,
-        "params": params,
-        "input_shape": list(detector.input_shape_),
-        "n_features_in": int(detector.n_features_in_),
-        "offset": float(detector.offset_),
-        "energy_mean": detector.energy_mean_.tolist(),
-        "energy_std": detector.energy_std_.tolist(),
-        "preprocessing": {
-            "shift": None if detector.shift_ is None else detector.shift_.tolist(),
-            "scale": None if detector.scale_ is None else detector.scale_.tolist(),
-        },
-        "training": {
-            "seconds": float(detector.train_seconds_),
-            "selection_seconds": float(detector.selection_seconds_),
-            "history": detector.history_,
-        },
-        "versions": _versions(),
-    }
-    weights = {
-        "energy_nets": [
-            {k: v.cpu() for k, v in net.state_dict().items()} for net in detector.energy_nets_
-        ],
-        "generator": {k: v.cpu() for k, v in detector.generator_.state_dict().items()},
-    }
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    if not any(path.iterdir()):
+        return path
     try:
-        torch.save(weights, tmp / WEIGHTS)
-        (tmp / CONFIG).write_text(json.dumps(config, indent=1))
-        # The training metrics once more as JSON lines, for tools that read logs.
-        lines = [json.dumps(record) for record in detector.history_]
-        (tmp / METRICS).write_text("".join(line + "\n" for line in lines))
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.replace(path, old / "model")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        ours = json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ModelFileError(
+            f"{path} is a folder that is not a model folder; refusing to replace it "
+            "(choose a new or empty folder)"
+        )
     return path
 
 
-def load_model(path, *, device="cpu"):
-    """Load a detector written by :func:`save_model` onto ``device`` (CPU by default).
+def write_model(path, config: dict, weights: dict, history: list[dict]) -> Path:
+    """Write ``model.json`` (``config`` plus format and versions), the weights and the metrics
+    to the folder ``path``, created or atomically replaced (see :func:`check_model_destination`).
+    """
+    path = check_model_destination(path)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **config, "versions": versions()}
+    with atomic_path(path, directory=True) as tmp:
+        torch.save(weights, tmp / WEIGHTS)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1))
+        # The training metrics once more as JSON lines, for tools that read logs.
+        (tmp / METRICS).write_text("".join(json.dumps(record) + "\n" for record in history))
+    return path
+
+
+def read_model(path) -> tuple[dict, dict]:
+    """``(config, weights)`` of a model folder, checked to be ours and readable.
 
     Raises
     ------
     ModelFileError
         When the folder or a file in it is missing, corrupt, or from another program.
     """
-    from gan import resolve_device
-
-    from ._meg import MEGDetector
-
     path = Path(path)
     if not path.is_dir():
         raise ModelFileError(f"model folder not found: {path}")
@@ -150,34 +134,4 @@ def load_model(path, *, device="cpu"):
         raise ModelFileError(
             f"{path / WEIGHTS} is corrupt or not a weights file: {first_line(err)}"
         ) from None
-
-    try:
-        params = dict(config["params"])
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        det = MEGDetector(**params)
-        det.input_shape_ = tuple(config["input_shape"])
-        det.n_features_in_ = int(config["n_features_in"])
-        det.offset_ = float(config["offset"])
-        pre = config["preprocessing"]
-        det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
-        det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
-        det.history_ = config["training"]["history"]
-        det.train_seconds_ = config["training"]["seconds"]
-        det.selection_seconds_ = config["training"]["selection_seconds"]
-        det.device_ = resolve_device(device)
-        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
-        for name in ("energy_mean", "energy_std"):
-            values = np.asarray(config[name], dtype=np.float64)
-            if values.size != n_nets * n_kinds:
-                raise ValueError("weights and model.json disagree on the number of snapshots")
-            setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
-        det._rebuild_networks(n_nets)
-        for net, state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
-            net.load_state_dict(state)
-        det.generator_.load_state_dict(weights["generator"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(
-            f"{path} does not hold a consistent model: {first_line(err)}"
-        ) from None
-    return det
+    return config, weights

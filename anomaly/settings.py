@@ -33,9 +33,10 @@ class Scoring(SettingsGroup):
 
     score_type: str = setting(
         "energy",
-        "anomaly score: E(x), the squared norm of its input "
-        "gradient, or both standardised and added",
+        "anomaly score: E(x), the squared norm of its input gradient, or both standardised "
+        "and added",
         choices=SCORE_TYPES,
+        option="score",
     )
     contamination: str | float = setting(
         "auto",

@@ -255,6 +255,11 @@ class MEGConfig:
             raise TypeError(f"unknown MEG setting(s): {', '.join(unknown)}")
         return cls(**{name: group.pick(params) for name, group in TRAINING_GROUPS.items()})
 
+    def bounded_output(self, input_shape: tuple[int, ...]) -> bool:
+        """Whether an MLP generator ends with tanh: as set, or (None) for images only."""
+        bounded = self.networks.bounded_output
+        return len(input_shape) == 3 if bounded is None else bool(bounded)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The settings as ``{group: {name: value}}``, ready for JSON."""
         out = {name: dataclasses.asdict(getattr(self, name)) for name in TRAINING_GROUPS}

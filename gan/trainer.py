@@ -284,7 +284,7 @@ class MEGTrainer:
                 cfg.networks.latent_dim,
                 kind=cfg.networks.network,
                 width=cfg.networks.width,
-                bounded=_bounded(cfg, self.input_shape),
+                bounded=cfg.bounded_output(self.input_shape),
             )
         self.energy_avg = _copy_frozen(self.energy_net)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
@@ -469,12 +469,6 @@ def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
         net.requires_grad_(True)
     for net in frozen:
         net.requires_grad_(False)
-
-
-def _bounded(config: MEGConfig, input_shape: tuple[int, ...]) -> bool:
-    """Whether an MLP generator ends with tanh: as set, or (None) for images only."""
-    bounded = config.networks.bounded_output
-    return len(input_shape) == 3 if bounded is None else bool(bounded)
 
 
 def _copy_frozen(net: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from anomaly import MEGDetector
 from anomaly.cli import app, main
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
@@ -136,6 +137,44 @@ def test_bad_data_files_and_wrong_feature_count(table, capsys):
     assert scores.read_text() == "old content"  # nothing on disk lost or half-written
 
 
+def _flat(resolved: dict) -> dict:
+    """The settings of a --dry-run output, by name."""
+    return {k: v for group in resolved["settings"].values() for k, v in group.items()}
+
+
+def test_config_file_round_trip_and_command_line_overrides(tmp_path):
+    runner = CliRunner()
+    printed = runner.invoke(app, ["fit", "--dry-run", "--dataset", "mnist", "--width", "8",
+                                  "--betas", "0.4", "0.8", "--class", "3"])  # fmt: skip
+    assert printed.exit_code == 0
+    config = tmp_path / "run.json"
+    config.write_text(printed.output)
+    again = runner.invoke(app, ["fit", "--config", str(config), "--dry-run"])
+    assert json.loads(again.output) == json.loads(printed.output)
+    over = runner.invoke(app, ["fit", "--config", str(config), "--dry-run", "--json",
+                               "--n-iter", "7", "--class", "5"])  # fmt: skip
+    resolved = json.loads(over.output)
+    assert resolved["class"] == 5 and resolved["dataset"] == "mnist"
+    flat = _flat(resolved)
+    assert (flat["n_iter"], flat["width"], flat["betas"]) == (7, 8, [0.4, 0.8])
+    config.write_text('{"settings": {"networks": {"widht": 3}}}')
+    bad = runner.invoke(app, ["fit", "--config", str(config), "--dry-run"])
+    assert bad.exit_code != 0
+
+
+def test_every_setting_is_an_option_and_a_detector_parameter():
+    from anomaly.settings import GROUPS
+    from gan.config import setting_fields
+
+    names = {field.name for _, field in setting_fields(GROUPS)}
+    assert names == set(MEGDetector().get_params())
+    help_text = CliRunner().invoke(app, ["fit", "--help"]).output
+    for _, field in setting_fields(GROUPS):
+        if field.metadata["option"] is not None:
+            option = field.metadata["option"] or field.name
+            assert "--" + option.replace("_", "-") in help_text
+
+
 def test_help_and_dry_run_with_cli_runner():
     runner = CliRunner()
     result = runner.invoke(app, ["fit", "--help"])
@@ -144,12 +183,12 @@ def test_help_and_dry_run_with_cli_runner():
         assert option in result.output
     result = runner.invoke(app, ["fit", "--dry-run", "--json", "--no-coreset", "--seed", "3"])
     assert result.exit_code == 0
-    resolved = json.loads(result.output)
-    assert resolved["params"]["data_factor"] == 1 and resolved["params"]["prior_factor"] == 1
-    assert resolved["params"]["random_state"] == 3
+    resolved = _flat(json.loads(result.output))
+    assert resolved["data_factor"] == 1 and resolved["prior_factor"] == 1
+    assert resolved["random_state"] == 3
     # Built-in image data get the benchmarks' image defaults; options override them.
     result = runner.invoke(app, ["fit", "--dry-run", "--json", "--dataset", "mnist"])
-    params = json.loads(result.output)["params"]
+    params = _flat(json.loads(result.output))
     assert (params["prior_factor"], params["data_factor"]) == (4, 1)
     assert params["score_type"] == "energy+gradnorm" and params["width"] == 16
     result = runner.invoke(
@@ -157,9 +196,9 @@ def test_help_and_dry_run_with_cli_runner():
         ["fit", "--dry-run", "--json", "--dataset", "mnist", "--data-factor", "8"]
         + ["--score", "gradnorm"],
     )
-    params = json.loads(result.output)["params"]
+    params = _flat(json.loads(result.output))
     assert params["data_factor"] == 8 and params["score_type"] == "gradnorm"
-    vectors = json.loads(runner.invoke(app, ["fit", "--dry-run", "--json"]).output)["params"]
+    vectors = _flat(json.loads(runner.invoke(app, ["fit", "--dry-run", "--json"]).output))
     assert vectors["data_factor"] == 8 and vectors["score_type"] == "energy"
 
 
@@ -170,7 +209,7 @@ def test_console_script_exit_codes(tmp_path):
         text=True,
         cwd=tmp_path,
     )
-    assert ok.returncode == 0 and "params" in ok.stdout
+    assert ok.returncode == 0 and "settings" in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "anomaly.cli", "score", "nowhere", "x.csv"],
         capture_output=True,

@@ -69,10 +69,12 @@ def test_scores_vary_and_weights_move(mixture_detector):
 
 
 def test_digits_heldout_auroc_well_above_chance():
+    # 150 iterations sat on a cliff edge (AUROC 0.48-0.80 over seeds 0-5); after 300 it was
+    # 0.92-0.99 over the same seeds, so 0.85 leaves a margin across seeds and versions.
     split = load_benchmark("digits", "heldout", 0, random_state=0)
-    det = MEGDetector(n_iter=150, random_state=0).fit(split.X_train)
+    det = MEGDetector(n_iter=300, random_state=0).fit(split.X_train)
     score = auroc(split.y_test, -det.score_samples(split.X_test))
-    assert score > 0.8
+    assert score > 0.85
 
 
 def test_predict_matches_decision_function_and_contamination(mixture_detector):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import progress
+from common import atomic_path, progress
 
 __all__ = [
     "Embedder",
@@ -230,18 +229,11 @@ def _read_cache(path: Path, n: int) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, emb: np.ndarray) -> None:
-    """Write ``emb`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, emb, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``emb`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def compute_embeddings(

@@ -11,13 +11,12 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import progress
+from common import atomic_path, progress
 
 from .errors import DataError
 
@@ -56,11 +55,9 @@ def _fetch(url: str, dest: Path, md5: str | None, *, timeout: float, verbose: bo
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in _SCHEMES:
         raise DataError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)")
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dest, suffix=".part") as tmp:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else 0
             with progress(total, f"Downloading {dest.name}", enabled=verbose and total > 0) as bar:
@@ -73,10 +70,6 @@ def _fetch(url: str, dest: Path, md5: str | None, *, timeout: float, verbose: bo
             raise DataError(
                 f"md5 mismatch for {dest.name} from {url}: got {got}, expected {md5.lower()}"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def download_file(

@@ -235,3 +235,17 @@ def test_benchmark_command_writes_its_outputs(tmp_path, capsys):
     assert code == 1 and "--resume" in err and "cost" in err
     code, _, err = run(["benchmark", "heldout", "--jobs", "0", "--quick"], capsys)
     assert code == 2 and "--jobs" in err
+
+
+def test_fit_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(60, 3)), columns=list("abc")).to_csv(tmp_path / "good.csv")
+    keep = tmp_path / "d"
+    (keep / "sub").mkdir(parents=True)
+    (keep / "notes.txt").write_text("keep")
+    code = main(["fit", str(tmp_path / "good.csv"), "--out", str(keep), *FAST])
+    assert code == 1 and "not a model folder" in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "keep" and (keep / "sub").is_dir()
+    # A model folder written by this program is replaced; an empty folder is used.
+    assert main(["fit", str(tmp_path / "good.csv"), "--out", str(tmp_path / "m"), *FAST]) == 0
+    assert main(["fit", str(tmp_path / "good.csv"), "--out", str(tmp_path / "m"), *FAST]) == 0

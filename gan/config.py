@@ -155,6 +155,9 @@ class Objective(SettingsGroup):
     gp_weight: float = setting(
         1.0, "weight of the zero-centred gradient penalty on real data", low=0
     )
+    entropy_weight: float = setting(
+        1.0, "weight of the generator's entropy term I(x; z) (MEG: 1)", low=0
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -57,6 +57,8 @@ def jsd_mutual_information(t_joint: torch.Tensor, t_marginal: torch.Tensor) -> t
     return (-F.softplus(-t_joint)).mean() - F.softplus(t_marginal).mean()
 
 
-def generator_loss(e_fake: torch.Tensor, mutual_information: torch.Tensor) -> torch.Tensor:
+def generator_loss(
+    e_fake: torch.Tensor, mutual_information: torch.Tensor, entropy_weight: float = 1.0
+) -> torch.Tensor:
     """Generator loss: lower the energy of samples while keeping their entropy high."""
-    return e_fake.mean() - mutual_information
+    return e_fake.mean() - entropy_weight * mutual_information

@@ -381,7 +381,11 @@ class MEGTrainer:
         )
         e_gen = self.energy_net(self._augmented(x_gen))
         loss = self._extra_terms(
-            "generator", generator_loss(e_gen, mi), x_gen=x_gen, z=z, e_gen=e_gen
+            "generator",
+            generator_loss(e_gen, mi, self.config.objective.entropy_weight),
+            x_gen=x_gen,
+            z=z,
+            e_gen=e_gen,
         )
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()

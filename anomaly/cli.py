@@ -295,19 +295,11 @@ def fit(
     given = {k for k in ctx.params if _from_command_line(ctx, k)}
     file = _read_config(config) if config is not None else {}
     run = {**_RUN_KEYS, **{k: v for k, v in file.items() if k != "settings"}}
-    cli_values = dict(
-        data=data,
-        dataset=dataset,
-        protocol=protocol,
-        out=out,
-        data_root=data_root,
-        label_column=label_column,
-        image_size=image_size,
-        **{"class": cls},
-    )
-    run.update(
-        {k: v for k, v in cli_values.items() if k == "class" and "cls" in given or k in given}
-    )
+    cli_values = dict(data=data, dataset=dataset, protocol=protocol, out=out, data_root=data_root,
+                      label_column=label_column, image_size=image_size)  # fmt: skip
+    run.update({k: v for k, v in cli_values.items() if k in given})
+    if "cls" in given:
+        run["class"] = cls
     data = None if run["data"] is None else Path(run["data"])
     dataset, out = run["dataset"], Path(run["out"])
     protocol, cls = Protocol(run["protocol"]), int(run["class"])
@@ -315,6 +307,8 @@ def fit(
         raise CliError("give either DATA or --dataset, not both")
     source = "file" if data is not None else Dataset(dataset or Dataset.digits).value
     is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
+
+    # Settings: defaults < family preset < --config < the command line.
     params = {**MEGDetector().get_params(), **preset("images" if is_images else "vectors")}
     if source == "digits":
         params["n_iter"] = _DEMO_N_ITER
@@ -322,14 +316,7 @@ def fit(
     for group in file.get("settings", {}).values():
         params.update(group)
     params.update(settings or {})
-    if "seed" in given:
-        params["random_state"] = seed
-    if "quiet" in given or "verbose" not in file.get("settings", {}).get("run", {}):
-        params["verbose"] = not quiet
-    if contamination is not None:
-        params["contamination"] = _contamination(contamination)
-    if not coreset:
-        params.update(prior_factor=1, data_factor=1)
+    params.update(_flag_settings(given, file, seed, quiet, contamination, coreset))
     for key in ("betas", "image_shape"):
         if params.get(key) is not None:
             params[key] = tuple(params[key])
@@ -395,6 +382,20 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _flag_settings(given, file, seed, quiet, contamination, coreset) -> dict:
+    """The settings the hand-written options set (when given, or not set by --config)."""
+    out: dict = {}
+    if "seed" in given:
+        out["random_state"] = seed
+    if "quiet" in given or "verbose" not in file.get("settings", {}).get("run", {}):
+        out["verbose"] = not quiet
+    if contamination is not None:
+        out["contamination"] = _contamination(contamination)
+    if not coreset:
+        out.update(prior_factor=1, data_factor=1)
+    return out
 
 
 def _from_command_line(ctx, name: str) -> bool:

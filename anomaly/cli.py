@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import numbers
+import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -339,6 +340,7 @@ def fit(
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
         return
     check_model_destination(out)  # refuse a folder that is not ours before training
+    _check_writable(out)
 
     if data is not None:
         user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
@@ -415,7 +417,9 @@ def _contamination(text: str) -> str | float:
 def score(
     model: Path = typer.Argument(..., help="Model folder written by 'anomaly fit'."),
     data: Path = typer.Argument(..., help="A CSV, .npy/.npz file or image folder to score."),
-    out: Path = typer.Option(Path("scores.csv"), help="CSV to write, one row per sample."),
+    out: Path = typer.Option(
+        Path("scores.csv"), help="CSV to write, one row per sample ('-': standard output)."
+    ),
     labels: Path | None = typer.Option(
         None, help="File of 0/1 labels (1 = anomaly), one per sample: also print AUROC / AUPRC."
     ),
@@ -433,6 +437,9 @@ def score(
     from datasets import check_labels
 
     _configure_logging(quiet)
+    to_stdout = str(out) == "-"
+    if not to_stdout:
+        _check_output_file(out, inputs=[data, labels])
     detector = load_model(model, device=device)
     if data.is_dir() and len(detector.input_shape_) != 3:
         raise CliError(f"{model} was trained on vectors; it cannot score the image folder {data}")
@@ -459,13 +466,22 @@ def score(
             "is_anomaly": flagged.astype(int),
         }
     )
-    _write_csv_atomic(table, out)
+    if to_stdout:
+        table.to_csv(sys.stdout, index=False)
+    elif out.exists() and not out.is_file():
+        table.to_csv(out, index=False)
+    else:
+        _write_csv_atomic(table, out)
     result = {"n": len(table), "n_anomalies": int(flagged.sum()), "out": str(out)}
-    lines = [f"scored {len(table)} samples, {int(flagged.sum())} flagged as anomalies; wrote {out}"]
+    summary = f"scored {len(table)} samples, {int(flagged.sum())} flagged as anomalies"
+    lines = [f"{summary}; wrote {out}"]
     if y is not None:
         metrics = evaluate(y.astype(int), -normality)
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
+    if to_stdout:  # the table is the output; the summary goes to stderr
+        typer.echo("; ".join([summary, *lines[1:]]), err=True)
+        return
     _emit(result, as_json, lines)
 
 
@@ -546,6 +562,29 @@ def benchmark(
         if dataset is not None:
             kwargs["dataset"] = dataset
     typer.echo(BENCHMARKS[name.value](**kwargs))
+
+
+def _check_output_file(out: Path, inputs: list[Path | None]) -> None:
+    """Refuse, before any work, an output that would replace an input or a non-regular file,
+    or that cannot be written."""
+    for source in inputs:
+        if source is not None and source.exists() and out.exists() and out.samefile(source):
+            raise CliError(f"--out {out} is an input of this command; refusing to overwrite it")
+    if out.is_dir():
+        raise CliError(f"--out {out} is a folder; give a file name")
+    if out.exists() and not out.is_file():  # /dev/stdout, a pipe: written into, never replaced
+        return
+    _check_writable(out)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise unless ``path`` could be created or replaced (its nearest existing folder is
+    writable)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise CliError(f"cannot write {path}: {folder} is not writable")
 
 
 def _write_csv_atomic(table, path: Path) -> None:

@@ -8,6 +8,8 @@ make them private).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -24,6 +26,48 @@ def _umask() -> int:
     return mask
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _recover(path: Path) -> None:
+    """Clean up after a save that was killed: put a moved-aside folder back if ``path`` is
+    missing, and remove the temporary and old copies left beside it."""
+    leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) + sorted(
+        path.parent.glob(f".{path.name}.tmp-*")
+    )
+    for old in leftovers:
+        kept = old / path.name
+        if not path.exists() and old.name.startswith(f".{path.name}.old-") and kept.is_dir():
+            os.replace(kept, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Put the folder ``tmp`` at ``path``: swapped in one step where the system can, else by two
+    renames (a kill between them leaves the old folder aside, and the next save restores it)."""
+    if not path.exists():
+        os.replace(tmp, path)
+    elif _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+    else:
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+        os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, directory: bool = False, suffix: str = ".tmp"
@@ -35,8 +79,9 @@ def atomic_path(
     path : str or os.PathLike
         Final location; its parent folders are created.
     directory : bool, default=False
-        Yield an empty folder rather than a file name. An existing folder at ``path`` is moved
-        aside, the new one renamed in, and the old one removed.
+        Yield an empty folder rather than a file name. An existing folder at ``path`` is
+        swapped with the new one in one step (Linux; elsewhere moved aside first), then removed;
+        what an interrupted earlier save left beside ``path`` is recovered or removed first.
     suffix : str, default=".tmp"
         Suffix of a temporary file (matplotlib, for one, picks the format from it).
 
@@ -52,6 +97,7 @@ def atomic_path(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if directory:
+        _recover(path)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
         os.chmod(tmp, 0o777 & ~_umask())
     else:
@@ -61,11 +107,8 @@ def atomic_path(
         os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
-        if directory and path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+        if directory:
+            _replace_folder(tmp, path)
         else:
             os.replace(tmp, path)
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -249,3 +251,33 @@ def test_fit_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, capsys):
     # A model folder written by this program is replaced; an empty folder is used.
     assert main(["fit", str(tmp_path / "good.csv"), "--out", str(tmp_path / "m"), *FAST]) == 0
     assert main(["fit", str(tmp_path / "good.csv"), "--out", str(tmp_path / "m"), *FAST]) == 0
+
+
+def test_score_output_never_replaces_an_input_or_a_device(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "x.csv"
+    pd.DataFrame(rng.normal(size=(40, 3)), columns=list("abc")).to_csv(data, index=False)
+    assert main(["fit", str(data), "--out", str(tmp_path / "m"), *FAST]) == 0
+    before = data.read_bytes()
+    assert main(["score", str(tmp_path / "m"), str(data), "--out", str(data), "-q"]) == 1
+    assert "input" in capsys.readouterr().err and data.read_bytes() == before
+    assert main(["score", str(tmp_path / "m"), str(data), "--out", "-", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("index,anomaly_score") and len(captured.out.splitlines()) == 41
+    assert not (tmp_path / "-").exists() and not pathlib.Path("-").exists()
+    assert main(["score", str(tmp_path / "m"), str(data), "--out", "/dev/null", "-q"]) == 0
+    assert pathlib.Path("/dev/null").is_char_device()
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import anomaly.cli as cli
+
+    data = tmp_path / "x.csv"
+    pd.DataFrame(np.ones((20, 2)), columns=["a", "b"]).to_csv(data, index=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: p != locked and real_access(p, mode))
+    monkeypatch.setattr(cli, "load_user_data", lambda *a, **k: pytest.fail("read before check"))
+    code = main(["fit", str(data), "--out", str(locked / "new" / "m"), *FAST])
+    assert code == 1 and "not writable" in capsys.readouterr().err

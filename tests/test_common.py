@@ -45,3 +45,35 @@ def test_atomic_folder_replaces_the_old_one_whole(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "other").stat().st_mode) == 0o750
+
+
+def test_folder_swap_is_one_step_and_a_killed_save_is_recovered(tmp_path, monkeypatch):
+    import common.io as cio
+
+    target = tmp_path / "model"
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "w.txt").write_text("old")
+    # Where the system cannot swap in one step, a kill between the two renames leaves the old
+    # folder aside; the next save puts it back before anything else, and removes leftovers.
+    monkeypatch.setattr(cio, "_exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def killed_after_first_rename(src, dst):
+        calls.append(dst)
+        real_replace(src, dst)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # stands in for the kill
+
+    monkeypatch.setattr(cio.os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt), atomic_path(target, directory=True) as tmp:
+        (tmp / "w.txt").write_text("new")
+    monkeypatch.setattr(cio.os, "replace", real_replace)
+    assert not target.exists()  # the dangerous moment
+    cio._recover(target)
+    assert (target / "w.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    monkeypatch.undo()
+    with atomic_path(target, directory=True) as tmp:  # the one-step swap where available
+        (tmp / "w.txt").write_text("newer")
+    assert (target / "w.txt").read_text() == "newer"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -3,14 +3,22 @@
 Small-GAN embeds every training image once (Inception pool3 features), projects the embeddings
 to a low dimension and caches them. An embedder here is any callable mapping a batch of samples
 to a float32 matrix, with a stable ``identity`` string that names everything its output depends
-on (used in cache keys).
+on (used in cache keys). Pretrained image networks (EfficientNet-Lite0, the FID Inception, a
+user's TorchScript or torchvision model) are in :mod:`coreset.features`; they all take images
+through :func:`prepare_images`.
+
+The cache writes embeddings in chunks, so an interrupted run continues with the first chunk it
+had not finished, and a finished cache is read memory-mapped.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -19,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, progress
+from common import atomic_path, progress, write_text_atomic
 
 __all__ = [
     "Embedder",
@@ -27,12 +35,15 @@ __all__ = [
     "TorchScriptEmbedder",
     "compute_embeddings",
     "embedding_cache_path",
+    "prepare_images",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Bump when the cache file layout or the meaning of the key changes.
-_CACHE_FORMAT = "coreset-embeddings-v1"
+_CACHE_FORMAT = "coreset-embeddings-v2"
+# Samples per cache chunk: what an interrupted run may have to recompute.
+DEFAULT_CHUNK_SIZE = 2048
 
 
 @runtime_checkable
@@ -73,22 +84,106 @@ class PixelEmbedder:
         return "PixelEmbedder()"
 
 
-def _sha256_file(path: Path) -> str:
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, remembered per (path, size, modification time) in this process."""
+    stat = os.stat(path)
+    return _sha256_cached(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def load_torchscript(path: str | os.PathLike[str], device: str | torch.device = "cpu"):
+    """Load a TorchScript module in eval mode, or raise a one-line ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"TorchScript model file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is the format of the shared feature extractors; recent torch releases
+            # flag torch.jit as deprecated, which users cannot act on here.
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location=torch.device(device))
+    except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors, ...
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"could not load TorchScript model {path}: {first_line}") from None
+    return model.eval()
+
+
+def prepare_images(
+    batch: np.ndarray | torch.Tensor, image_size: int, *, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Turn a batch of images into float32 RGB values in 0..255 of side ``image_size``.
+
+    Parameters
+    ----------
+    batch : numpy.ndarray or torch.Tensor of shape (N, C, H, W) with C in {1, 3}, or (N, H, W)
+        ``uint8`` images are taken as 0..255; floating-point images as the project's model
+        input in [-1, 1] (``x / 127.5 - 1``, see ``datasets.to_model_input``), mapped back by
+        ``(x + 1) * 127.5`` and clipped to 0..255. Channels come first.
+    image_size : int
+        Side of the square output; other sizes are resized with bilinear, antialiased
+        interpolation (``align_corners=False``).
+    device : str or torch.device, default="cpu"
+        Where the result lives (the conversion and resizing run there).
+
+    Returns
+    -------
+    torch.Tensor of shape (N, 3, image_size, image_size), float32 in 0..255
+        Grey images are repeated to three channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = prepare_images(np.full((2, 1, 8, 8), 255, dtype=np.uint8), 4)
+    >>> tuple(x.shape), float(x.min()), float(x.max())
+    ((2, 3, 4, 4), 255.0, 255.0)
+    >>> float(prepare_images(np.zeros((1, 3, 4, 4), dtype=np.float32), 4)[0, 0, 0, 0])
+    127.5
+    """
+    if isinstance(batch, np.ndarray) and not batch.flags.writeable:
+        batch = batch.copy()  # e.g. slices of a read-only memory map: torch wants writable arrays
+    x = torch.as_tensor(batch)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must have shape (N, C, H, W) with C in {{1, 3}} or (N, H, W), got "
+            f"{tuple(x.shape)} (channels-last arrays need .transpose(0, 3, 1, 2))"
+        )
+    if x.dtype == torch.uint8:
+        x = x.to(device=device, dtype=torch.float32)  # 0..255 already
+    elif x.is_floating_point():
+        x = x.to(device=device, dtype=torch.float32)
+        x = x.add(1.0).mul_(127.5).clamp_(0.0, 255.0)  # [-1, 1] -> 0..255
+    else:
+        raise ValueError(
+            f"images must be uint8 (0..255) or floating point in [-1, 1], got {x.dtype}"
+        )
+    size = int(image_size)
+    if x.shape[2:] != (size, size):
+        # Resize before repeating grey channels: a third of the work. The weights are
+        # non-negative and sum to one, so only rounding leaves 0..255.
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        ).clamp_(0.0, 255.0)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # (N, 3, S, S)
+
+
 class TorchScriptEmbedder:
     """Embed images with any TorchScript feature extractor (e.g. the FID Inception network).
 
-    Images arrive as floats in [-1, 1] of shape (N, C, H, W) with C in {1, 3} (or (N, H, W) for
-    grey images). Each batch is mapped to 0..255, grey images are repeated to three channels,
-    resized bilinearly to ``image_size`` x ``image_size``, scaled as ``x / 128 - 1`` (the input
-    convention of the FID Inception network) and passed through the model; its output is
-    flattened to (N, p).
+    Images go through :func:`prepare_images` (``uint8`` 0..255 or floats in [-1, 1], grey
+    repeated to three channels, resized bilinearly with antialiasing to ``image_size``), are
+    scaled as ``x / 128 - 1`` (the input convention of the FID Inception network) and passed
+    through the model; its output is flattened to (N, p). For the FID Inception at sizes other
+    than 299 use :func:`coreset.features.fid_inception`: that file's own forward only takes 299.
 
     Parameters
     ----------
@@ -122,46 +217,18 @@ class TorchScriptEmbedder:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.image_size = int(image_size)
         self.device = torch.device(device)
-        if not self.path.is_file():
-            raise ValueError(f"TorchScript model file not found: {self.path}")
-        try:
-            with warnings.catch_warnings():
-                # TorchScript is the format of the shared feature extractors; recent torch
-                # releases flag torch.jit as deprecated, which users cannot act on here.
-                warnings.filterwarnings(
-                    "ignore", "`torch.jit.load` is deprecated", DeprecationWarning
-                )
-                model = torch.jit.load(str(self.path), map_location=self.device)
-        except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors, ...
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(
-                f"could not load TorchScript model {self.path}: {first_line}"
-            ) from None
-        self.model = model.eval()
-        self.sha256 = _sha256_file(self.path)
+        self.model = load_torchscript(self.path, self.device)
+        self.sha256 = file_sha256(self.path)
 
     @property
     def identity(self) -> str:
-        """``torchscript-v1:sha256=<hash of the file>:image_size=<size>``."""
-        return f"torchscript-v1:sha256={self.sha256}:image_size={self.image_size}"
+        """``torchscript-v2:sha256=<hash of the file>:image_size=<size>``."""
+        # v2: antialiased resizing (v1 did not antialias when shrinking).
+        return f"torchscript-v2:sha256={self.sha256}:image_size={self.image_size}"
 
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Turn images in [-1, 1] into the model's input, (N, 3, image_size, image_size)."""
-        x = torch.as_tensor(batch).to(device=self.device, dtype=torch.float32)
-        if x.dim() == 3:
-            x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(
-                f"images must have shape (N, C, H, W) with C in {{1, 3}}, got {tuple(x.shape)}"
-            )
-        x = ((x + 1.0) * 127.5).clamp_(0.0, 255.0)  # [-1, 1] -> 0..255
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[2:] != (self.image_size, self.image_size):
-            x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-            )
-        return x / 128.0 - 1.0  # (N, 3, S, S)
+        """Turn images into the model's input, (N, 3, image_size, image_size)."""
+        return prepare_images(batch, self.image_size, device=self.device) / 128.0 - 1.0
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -208,32 +275,93 @@ def _to_numpy(X: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _read_cache(path: Path, n: int) -> np.ndarray | None:
-    """Cached embeddings at ``path``, or None when absent or unusable (logged)."""
+    """The finished cache at ``path`` memory-mapped read-only, or None when absent or unusable."""
     if not path.is_file():
         return None
     try:
-        emb = np.load(path, allow_pickle=False)
+        emb = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # truncated or garbage file: numpy raises several types
         logger.warning("ignoring unreadable embedding cache %s (%s); recomputing", path, exc)
         return None
-    if (
-        not isinstance(emb, np.ndarray)
-        or emb.ndim != 2
-        or emb.shape[0] != n
-        or emb.dtype != np.float32
-        or not np.isfinite(emb).all()
-    ):
+    if not _well_formed(emb, n):
         logger.warning("ignoring malformed embedding cache %s; recomputing", path)
         return None
     return emb
 
 
-def _write_cache(path: Path, emb: np.ndarray) -> None:
+def _well_formed(emb: object, n: int, dim: int | None = None) -> bool:
+    return (
+        isinstance(emb, np.ndarray)
+        and emb.ndim == 2
+        and emb.shape[0] == n
+        and emb.dtype == np.float32
+        and (dim is None or emb.shape[1] == dim)
+    )
+
+
+def _write_npy(path: Path, emb: np.ndarray) -> None:
     """Write ``emb`` to ``path`` atomically, flushed to disk before the rename."""
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.save(fh, emb, allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _chunks_dir(path: Path) -> Path:
+    """Folder of the finished chunks of an unfinished cache file ``path``."""
+    return path.with_name(path.stem + ".parts")
+
+
+def _open_chunks(folder: Path, manifest: dict[str, object]) -> int:
+    """Prepare the chunk folder for ``manifest``; return the chunk size to use.
+
+    A folder left by an interrupted run is kept when its manifest matches in everything but the
+    chunk size (the folder's chunk size is then used); otherwise it is emptied and restarted.
+    """
+    manifest_path = folder / "manifest.json"
+    try:
+        old = json.loads(manifest_path.read_text())
+        if {k: v for k, v in old.items() if k != "chunk_size"} == {
+            k: v for k, v in manifest.items() if k != "chunk_size"
+        } and int(old["chunk_size"]) >= 1:
+            return int(old["chunk_size"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    return int(manifest["chunk_size"])
+
+
+def _read_chunk(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
+    """A finished chunk of ``rows`` embeddings, or None when absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        chunk = np.load(path, allow_pickle=False)
+    except Exception as exc:  # see _read_cache
+        logger.warning("ignoring unreadable embedding chunk %s (%s)", path, exc)
+        return None
+    return chunk if _well_formed(chunk, rows, dim) else None
+
+
+def _embed_rows(
+    X: np.ndarray, start: int, stop: int, embedder: Embedder, batch_size: int, bar
+) -> np.ndarray:
+    """Embeddings of ``X[start:stop]``, ``batch_size`` samples per call, as one float32 array."""
+    parts = []
+    for lo in range(start, stop, batch_size):
+        hi = min(lo + batch_size, stop)
+        out = np.asarray(embedder(X[lo:hi]), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != hi - lo:
+            raise ValueError(
+                f"embedder returned shape {out.shape} for a batch of {hi - lo} samples; "
+                "expected (batch, p)"
+            )
+        parts.append(out)
+        bar.advance(hi - lo)
+    return np.concatenate(parts, axis=0)
 
 
 def compute_embeddings(
@@ -242,6 +370,7 @@ def compute_embeddings(
     *,
     batch_size: int = 256,
     cache_dir: str | os.PathLike[str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     verbose: bool = True,
 ) -> np.ndarray:
     """Embed every sample of ``X`` in batches, optionally through a content-keyed disk cache.
@@ -249,22 +378,31 @@ def compute_embeddings(
     Parameters
     ----------
     X : numpy.ndarray or torch.Tensor of shape (n_samples, ...)
-        The samples (for images: floats in [-1, 1], (N, C, H, W)).
+        The samples (for images: ``uint8`` 0..255 or floats in [-1, 1], (N, C, H, W)).
     embedder : Embedder
-        E.g. :class:`PixelEmbedder` or :class:`TorchScriptEmbedder`.
+        E.g. :class:`PixelEmbedder`, :class:`TorchScriptEmbedder`, or one from
+        :func:`coreset.features.make_embedder`.
     batch_size : int, default=256
         Samples per call to ``embedder``. Not part of the cache key: embeddings do not depend
         on it (beyond floating-point rounding).
     cache_dir : str or os.PathLike, optional
         Folder of the cache. The file is named by a hash of the data (shape, dtype and bytes)
         and the embedder identity (see :func:`embedding_cache_path`), so a stale cache is never
-        read; it is written atomically, and an unreadable or malformed file is recomputed.
+        read. While embedding, every ``chunk_size`` samples are written (atomically) to a
+        ``.parts`` folder beside it, with a small manifest; a run that was interrupted resumes
+        after the last finished chunk. The finished array is written atomically and the folder
+        removed. An unreadable or malformed file or chunk is recomputed.
+    chunk_size : int, default=2048
+        Samples per cache chunk (only with ``cache_dir``). A resumed run keeps the chunk size
+        of the run it continues.
     verbose : bool, default=True
         Show a progress bar (only on a terminal).
 
     Returns
     -------
     numpy.ndarray of shape (n_samples, p), float32
+        Read from the cache, a read-only memory map of the cache file (replace that file only
+        by renaming onto it, as this module does, while such arrays are in use).
 
     Examples
     --------
@@ -277,33 +415,45 @@ def compute_embeddings(
         raise ValueError("X must contain at least one sample")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     batch_size = int(batch_size)
     n = len(Xn)
 
-    path = None
-    if cache_dir is not None:
-        path = embedding_cache_path(Xn, embedder, cache_dir)
-        cached = _read_cache(path, n)
-        if cached is not None:
-            logger.info("read %d embeddings from cache %s", n, path)
-            return cached
+    if cache_dir is None:
+        with progress(n, "Embedding", enabled=verbose) as bar:
+            emb = _embed_rows(Xn, 0, n, embedder, batch_size, bar)
+        logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
+        return emb
 
+    path = embedding_cache_path(Xn, embedder, cache_dir)
+    cached = _read_cache(path, n)
+    if cached is not None:
+        logger.info("read %d embeddings from cache %s", n, path)
+        return cached
+
+    folder = _chunks_dir(path)
+    manifest = {"format": _CACHE_FORMAT, "n": n, "identity": embedder.identity}
+    chunk_size = _open_chunks(folder, {**manifest, "chunk_size": int(chunk_size)})
+    parts: list[np.ndarray] = []
+    dim = None
     with progress(n, "Embedding", enabled=verbose) as bar:
-        parts = []
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            out = np.asarray(embedder(Xn[start:stop]), dtype=np.float32)
-            if out.ndim != 2 or out.shape[0] != stop - start:
-                raise ValueError(
-                    f"embedder returned shape {out.shape} for a batch of {stop - start} samples; "
-                    "expected (batch, p)"
-                )
-            parts.append(out)
-            bar.advance(stop - start)
+        for index, start in enumerate(range(0, n, chunk_size)):
+            stop = min(start + chunk_size, n)
+            chunk_path = folder / f"chunk-{index:06d}.npy"
+            chunk = _read_chunk(chunk_path, stop - start, dim)
+            if chunk is None:
+                chunk = _embed_rows(Xn, start, stop, embedder, batch_size, bar)
+                _write_npy(chunk_path, chunk)
+            else:
+                bar.advance(stop - start)
+                logger.info("chunk %d (samples %d-%d) read from %s", index, start, stop, folder)
+            dim = chunk.shape[1]
+            parts.append(chunk)
     emb = np.concatenate(parts, axis=0)
     logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
 
-    if path is not None:
-        _write_cache(path, emb)
-        logger.info("wrote embedding cache %s", path)
+    _write_npy(path, emb)
+    shutil.rmtree(folder, ignore_errors=True)
+    logger.info("wrote embedding cache %s", path)
     return emb

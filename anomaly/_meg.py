@@ -166,7 +166,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if reset:
             self._fit_scaling(X)
         if self.shift_ is not None:
-            X = (X - self.shift_) / self.scale_
+            with np.errstate(over="ignore"):
+                X = (X - self.shift_) / self.scale_
+            if not np.isfinite(X).all():
+                raise ValueError(
+                    "X has values that overflow after scaling (far outside the training range)"
+                )
         return X
 
     def _input_shape(self, X: np.ndarray) -> tuple[int, ...]:
@@ -288,9 +293,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
-        """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
+        """+1 for inliers, -1 for outliers (``decision_function < 0``, or not finite)."""
         decision = self.decision_function(X)
-        return np.where(decision < 0, -1, 1)
+        return np.where(np.isfinite(decision) & (decision >= 0), 1, -1)
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -351,12 +356,26 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             params["betas"] = tuple(params["betas"])
         det = cls(**params)
         det._settings()  # a tampered file gets the same checks as fit
-        det.input_shape_ = tuple(state["input_shape"])
+        det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.n_features_in_ = int(state["n_features_in"])
+        if min(det.input_shape_) < 1 or int(np.prod(det.input_shape_)) != det.n_features_in_:
+            raise ValueError(f"input_shape {det.input_shape_} does not hold n_features_in values")
         det.offset_ = float(state["offset"])
         pre = state["preprocessing"]
         det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
         det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        checks = {
+            "offset": np.isfinite(det.offset_),
+            "shift": det.shift_ is None or det.shift_.shape == det.input_shape_,
+            "scale": (det.scale_ is None) == (det.shift_ is None)
+            and (det.scale_ is None or det.scale_.shape == det.input_shape_),
+        }
+        for name, values in (("shift", det.shift_), ("scale", det.scale_)):
+            checks[name] = checks[name] and (values is None or bool(np.isfinite(values).all()))
+        checks["scale"] = checks["scale"] and (det.scale_ is None or bool((det.scale_ > 0).all()))
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid {bad[0]} in the model file")
         det.history_ = state["training"]["history"]
         det.train_seconds_ = state["training"]["seconds"]
         det.selection_seconds_ = state["training"]["selection_seconds"]
@@ -366,6 +385,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             values = np.asarray(state[name], dtype=np.float64)
             if values.size != n_nets * n_kinds:
                 raise ValueError("weights and model.json disagree on the number of snapshots")
+            if not np.isfinite(values).all() or (name == "energy_std" and (values <= 0).any()):
+                raise ValueError(f"invalid {name} in the model file")
             setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
         det._rebuild_networks(n_nets)
         for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):

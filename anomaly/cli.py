@@ -457,7 +457,7 @@ def score(
             f"{tuple(detector.input_shape_)}"
         )
     normality = detector.score_samples(user.X)
-    flagged = normality - detector.offset_ < 0
+    flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
     table = pd.DataFrame(
         {
             "index": np.arange(len(normality)),

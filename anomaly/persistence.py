@@ -122,7 +122,10 @@ def read_model(path) -> tuple[dict, dict]:
         raise ModelFileError(f"{path / CONFIG} is corrupt: {err}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{path / CONFIG} is not a {FORMAT} file")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path / CONFIG} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was saved by a newer version (format {config['format_version']}); upgrade"
         )

@@ -209,3 +209,38 @@ def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path, mixture_dete
     (tmp_path / "f" / "model.json").write_text("{truncated")
     with pytest.raises(ModelFileError, match="corrupt"):
         load_model(tmp_path / "f")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(offset=float("nan")), "offset"),
+        (lambda c: c.update(format_version=-1), "format_version"),
+        (lambda c: c.update(format_version="2"), "format_version"),
+        (lambda c: c["preprocessing"].update(scale=[0.0, 1.0]), "scale"),
+        (lambda c: c["preprocessing"].update(scale=[1.0]), "scale"),
+        (lambda c: c.update(energy_std=[[0.0]] * len(c["energy_std"])), "energy_std"),
+        (lambda c: c["settings"]["networks"].update(width=0), "width"),
+    ],
+)
+def test_tampered_model_files_are_refused(tmp_path, mixture_detector, edit, message):
+    det, _, _ = mixture_detector
+    save_model(det, tmp_path / "m")
+    path = tmp_path / "m" / "model.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(tmp_path / "m")
+
+
+def test_non_finite_scores_are_never_inliers(mixture_detector):
+    det, _, X = mixture_detector
+    tiny = clone(det).set_params(n_iter=2).fit(X[:100] * 1e-3)  # scale_ about 1e-3
+    with pytest.raises(ValueError, match="overflow"):
+        tiny.score_samples(np.full((1, 2), 1e37))
+    broken = clone(det).set_params(n_iter=2).fit(X[:100])
+    broken.offset_ = float("nan")
+    assert (broken.predict(X[:5]) == -1).all()
+    with pytest.raises(ValueError, match="unknown device"):
+        MEGDetector(n_iter=1, device="tpu").fit(X[:10])

@@ -6,6 +6,17 @@ from coreset.embeddings import (
     TorchScriptEmbedder,
     compute_embeddings,
     embedding_cache_path,
+    prepare_images,
+)
+from coreset.features import (
+    EfficientNetLite0,
+    FeatureEmbedder,
+    FIDInceptionFeatures,
+    MissingWeightsError,
+    efficientnet_lite0,
+    fid_inception,
+    make_embedder,
+    torchvision_embedder,
 )
 from coreset.kcenter import (
     check_random_state,
@@ -19,19 +30,28 @@ from coreset.sampler import CoresetSampler, LatentPrior, Prior, make_prior, make
 
 __all__ = [
     "CoresetSampler",
+    "EfficientNetLite0",
     "Embedder",
+    "FIDInceptionFeatures",
+    "FeatureEmbedder",
     "GaussianProjection",
     "LatentPrior",
+    "MissingWeightsError",
     "PixelEmbedder",
     "Prior",
     "TorchScriptEmbedder",
     "check_random_state",
     "compute_embeddings",
     "covering_radius",
+    "efficientnet_lite0",
     "embedding_cache_path",
+    "fid_inception",
     "greedy_k_center",
     "greedy_k_center_many",
+    "make_embedder",
     "make_prior",
     "make_sampler",
     "pairwise_k_center_reference",
+    "prepare_images",
+    "torchvision_embedder",
 ]

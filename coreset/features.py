@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from coreset.embeddings import (
     Embedder,
@@ -133,6 +134,9 @@ class FeatureEmbedder:
     max_batch : int, default=64
         Images per forward pass: larger batches from the caller are split, so that memory stays
         bounded at large ``image_size``.
+    channels_last : bool, default=True
+        Run the network in channels-last memory format (EfficientNet-Lite0 runs about 1.7x
+        faster so on a CPU; the output changes only by rounding).
 
     Examples
     --------
@@ -158,13 +162,15 @@ class FeatureEmbedder:
         std: float | Sequence[float],
         device: str | torch.device = "cpu",
         max_batch: int = 64,
+        channels_last: bool = True,
     ):
         self.name = name
         self.weights_sha256 = weights_sha256
         self.image_size = _check_size(image_size, 1, name)
         self.device = torch.device(device)
         self.max_batch = _check_size(max_batch, 1, "max_batch")
-        self.network = network.to(self.device).eval()
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.network = network.to(self.device, memory_format=self._memory_format).eval()
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
 
@@ -176,7 +182,7 @@ class FeatureEmbedder:
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The network's input for a batch of images, (N, 3, image_size, image_size)."""
         x = prepare_images(batch, self.image_size, device=self.device)
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).contiguous(memory_format=self._memory_format)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -309,6 +315,21 @@ class EfficientNetLite0(nn.Module):
         "_bn2": "project.bn",
     }
 
+    @torch.no_grad()
+    def fuse_batchnorm(self) -> EfficientNetLite0:
+        """Fold every batch norm into its convolution, for inference (about 1.5x faster on a CPU).
+
+        The network must be in eval mode; the output changes only by rounding (about 1e-6
+        relative). Returns ``self``.
+        """
+        if self.training:
+            raise ValueError("fuse_batchnorm needs eval mode: call .eval() first")
+        for module in self.modules():
+            if isinstance(module, _ConvBN) and isinstance(module.bn, nn.BatchNorm2d):
+                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+                module.bn = nn.Identity()
+        return self
+
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]) -> EfficientNetLite0:
         """Load a state dict in the EfficientNet-PyTorch layout (``_blocks.3._bn1.weight``).
 
@@ -365,7 +386,7 @@ def efficientnet_lite0(
         raise ValueError(f"could not load weights {path}: {first_line}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict")
-    network = EfficientNetLite0().load_reference_state_dict(state)
+    network = EfficientNetLite0().load_reference_state_dict(state).eval().fuse_batchnorm()
     return FeatureEmbedder(
         network,
         name="efficientnet-lite0-v1",

@@ -211,7 +211,8 @@ def fit(
 ):
     """Train a detector on DATA (or a built-in split), save it, and report test metrics."""
     from anomaly import MEGDetector, evaluate, save_model
-    from anomaly.benchmarks._config import IMAGE_DATASETS, detector_params
+    from anomaly.settings import IMAGE_DATASETS
+    from anomaly.settings import preset as detector_params
 
     _configure_logging(quiet)
     if contamination != "auto":

@@ -25,8 +25,7 @@ from anomaly.benchmarks import (
 )
 from anomaly.benchmarks._grid import Cell, run_grid
 from anomaly.benchmarks._io import fmt_mean_std, write_meta
-from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE
-from anomaly.benchmarks._reports import heldout_report
+from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE, heldout_report
 from anomaly.benchmarks.detectors import anomaly_score
 from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
 from anomaly.benchmarks.protocols import COLUMNS, subsample

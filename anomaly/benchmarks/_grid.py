@@ -10,6 +10,7 @@ already in the output folder are kept as they are and only the missing ones are 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import multiprocessing
@@ -24,7 +25,7 @@ import pandas as pd
 
 from common import progress
 
-from ._io import json_safe, product, read_json, write_csv, write_text
+from ._io import json_safe, read_json, write_csv, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ def check_resumable(out: Path, settings: Mapping[str, Any]) -> None:
         )
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def load_cells(out: Path, axes: Sequence[str], columns: Sequence[str]) -> dict[tuple, Cell]:
     """The cells of ``out/results.csv``, keyed by their coordinates (none if there is no file)."""
     path = out / "results.csv"
@@ -68,7 +65,7 @@ def load_cells(out: Path, axes: Sequence[str], columns: Sequence[str]) -> dict[t
         raise ValueError(f"cannot resume: {path} lacks the columns {sorted(missing)}")
     cells: dict[tuple, Cell] = {}
     for row in results[list(columns)].to_dict("records"):
-        key = tuple(_plain(row[a]) for a in axes)
+        key = tuple(row[a] for a in axes)
         cells.setdefault(key, Cell(key, [])).rows.append(row)
     return cells
 
@@ -84,103 +81,91 @@ def run_grid(
     load: Callable[[Path, dict[tuple, Cell]], dict[tuple, Cell]] | None = None,
     save: Callable[[Path, list[Cell]], None] | None = None,
     jobs: int = 1,
-    worker_init: Callable[..., None] | None = None,
     label: str = "",
     verbose: bool = False,
 ) -> list[Cell]:
-    """Measure the missing cells of a grid; keep the others; write ``results.csv`` as it goes.
+    """Measure the missing cells of a grid, keep the others, write ``results.csv`` as it goes.
 
     Parameters
     ----------
     out : pathlib.Path
         Output folder.
     settings : mapping
-        What the results depend on; recorded in ``settings.json`` and checked on resume.
+        What the results depend on: recorded in ``settings.json``, checked on resume.
     axes : mapping
-        ``{column: values asked for}``, in loop order (the last axis varies fastest).
+        ``{column: values asked for}`` in loop order (the last varies fastest).
     measure : callable
         ``measure(**coordinates) -> Cell``; picklable when ``jobs > 1``.
     columns : sequence of str
-        Columns of ``results.csv``, in order.
+        Columns of ``results.csv``.
     resume : bool, optional
-        Keep the cells of an earlier run in ``out`` (refused when its settings differ).
-    load : callable, optional
-        ``load(out, cells) -> cells``: adds what else a kept cell has (scores, samples) and drops
-        incomplete cells, which are measured again.
-    save : callable, optional
-        ``save(out, cells)``: writes what else the cells have, after every cell.
+        Keep the cells of an earlier run with the same settings in ``out``.
+    load, save : callable, optional
+        ``load(out, cells) -> cells`` adds what else kept cells have (scores, samples) and drops
+        incomplete ones; ``save(out, cells)`` writes it after every cell.
     jobs : int, optional
-        Cells measured at once, each in its own process (``worker_init(threads, log_level)``
-        starts each process).
+        Cells measured at once, each in its own process sharing the cores.
     label : str, optional
-        Progress bar text.
-    verbose : bool, optional
-        Progress bar on stderr.
+        Progress bar text (shown when ``verbose``).
 
     Returns
     -------
     list of Cell
-        Every cell measured or kept, in grid order: asked values first on each axis, then kept
-        values not asked for this time (resuming never drops results from disk).
+        Every cell measured or kept, in grid order: the values asked for first on each axis,
+        then the kept ones (resuming never drops results from disk).
     """
-    names = list(axes)
     done: dict[tuple, Cell] = {}
     if resume and (out / "results.csv").exists():
         check_resumable(out, settings)
-        done = load_cells(out, names, columns)
+        done = load_cells(out, list(axes), columns)
         done = load(out, done) if load else done
     write_settings(out, settings)
-    asked = product([list(v) for v in axes.values()])
-    todo = [key for key in asked if key not in done]
+    asked = list(itertools.product(*axes.values()))
+    todo = [dict(zip(axes, key, strict=True)) for key in asked if key not in done]
     if done:
         logger.info("%s: resuming, %d of %d cells kept", label, len(asked) - len(todo), len(asked))
     order = [
-        list(dict.fromkeys([*values, *sorted({k[i] for k in done})]))
-        for i, values in enumerate(axes.values())
+        list(dict.fromkeys([*v, *sorted({k[i] for k in done})]))
+        for i, v in enumerate(axes.values())
     ]
-    finished = dict(done)
+    cells = dict(done)
 
-    def record(cell: Cell) -> list[Cell]:
-        finished[cell.key] = cell
-        cells = [finished[k] for k in product(order) if k in finished]
-        rows = [r for c in cells for r in c.rows]
+    def record(cell: Cell | None = None) -> list[Cell]:
+        if cell is not None:
+            cells[cell.key] = cell
+        ordered = [cells[k] for k in itertools.product(*order) if k in cells]
+        rows = [r for c in ordered for r in c.rows]
         write_csv(pd.DataFrame(rows, columns=list(columns)), out / "results.csv")
         if save:
-            save(out, cells)
-        return cells
+            save(out, ordered)
+        return ordered
 
-    cells = [finished[k] for k in product(order) if k in finished]
     with progress(len(asked), label, enabled=verbose) as bar:
         bar.advance(len(asked) - len(todo))
-        tasks = [dict(zip(names, key, strict=True)) for key in todo]
-        if jobs == 1 or len(tasks) <= 1:
-            for task in tasks:
-                cells = record(measure(**task))
+        if jobs == 1 or len(todo) <= 1:
+            for task in todo:
+                record(measure(**task))
                 bar.advance()
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
+            context = multiprocessing.get_context("spawn")
             level = logging.getLogger().getEffectiveLevel()
+            threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(
-                max_workers=min(jobs, len(tasks)),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=worker_init,
-                initargs=(threads, level) if worker_init else (),
+                min(jobs, len(todo)), context, _init, (threads, level)
             ) as pool:
-                futures = [pool.submit(measure, **task) for task in tasks]
+                futures = [pool.submit(measure, **task) for task in todo]
                 try:
                     for future in as_completed(futures):
-                        cells = record(future.result())
+                        record(future.result())
                         bar.advance()
                 except BaseException:  # fail fast: cells not started yet are dropped
                     for future in futures:
                         future.cancel()
                     raise
-    if not tasks:
-        cells = record(cells[0]) if cells else cells
-    return cells
+    return record()
 
 
-def init_worker(threads: int, log_level: int) -> None:
+def _init(threads: int, log_level: int) -> None:
     """Limit a worker's torch and BLAS threads so that the workers share the cores."""
     import torch
     from threadpoolctl import threadpool_limits

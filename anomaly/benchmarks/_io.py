@@ -7,6 +7,7 @@ half-written CSV, table or figure. Figures use matplotlib's Agg canvas
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Parent folder of each benchmark's output when no ``out_dir`` is given (ignored by git).
 DEFAULT_OUT_ROOT = Path("results") / "benchmarks"
+#: Packages whose versions ``meta.json`` records.
+PACKAGES = ("coreset-meg", "torch", "numpy", "scikit-learn", "pandas", "matplotlib")
 #: Placeholder for a cell with no value.
 MISSING = "–"
 #: First line of every report of a quick (smoke-test) run.
@@ -39,13 +43,8 @@ QUICK_NOTE = (
 
 
 def int_list(values: Iterable[int] | None, name: str) -> list[int]:
-    """Check a list option (classes, seeds, sides): integers, at least one, no repeats.
-
-    Raises ``ValueError`` otherwise.
-
-    >>> int_list(range(3), "seeds")
-    [0, 1, 2]
-    """
+    """A list option (classes, seeds, sides) as integers: ``ValueError`` unless at least one and
+    no repeats."""
     if values is None or isinstance(values, str | bytes):
         raise ValueError(f"{name} must be a list of integers, got {values!r}")
     try:
@@ -123,12 +122,12 @@ def fmt_mean_std(values: Iterable[float], digits: int = 3) -> str:
 
 def markdown_table(
     header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None
-) -> list[str]:
-    """Lines of a Markdown table; ``align``: ``l`` or ``r`` per column (default ``lrr...``)."""
+) -> str:
+    """A Markdown table; ``align``: ``l`` or ``r`` per column (default ``lrr...``)."""
     align = align or "l" + "r" * (len(header) - 1)
     rule = {"l": ":---", "r": "---:"}
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 #: A summary column: (header, results column, digits, how): ``how`` is "±" (mean ± std over the
@@ -141,26 +140,14 @@ def summary_table(
     by: Sequence[tuple[str, str, Sequence[Any]]],
     columns: Sequence[Column],
     missing: Mapping[str, str] | None = None,
-) -> list[str]:
-    """The table of per-group summaries: a row per combination of ``by`` values present.
+) -> str:
+    """The one table formatter of summaries: a row per combination of the ``by`` values present.
 
-    Parameters
-    ----------
-    results : pandas.DataFrame
-        Rows to summarise.
-    by : sequence of (header, column, ordered values)
-        Grouping columns, shown first; numeric ones right-aligned.
-    columns : sequence of :data:`Column`
-        The value columns.
-    missing : mapping, optional
-        ``{header: text}`` shown instead of a dash where a group has no value.
-
-    Returns
-    -------
-    list of str
+    ``by`` lists ``(header, column, ordered values)`` to group on, shown first (numbers
+    right-aligned); ``missing`` gives ``{header: text}`` shown instead of a dash.
     """
     rows = []
-    for keys in product([values for *_, values in by]):
+    for keys in itertools.product(*[values for *_, values in by]):
         mask = np.ones(len(results), dtype=bool)
         for (_, name, _), key in zip(by, keys, strict=True):
             mask &= (results[name] == key).to_numpy()
@@ -173,22 +160,9 @@ def summary_table(
             text = fmt_mean_std(v, digits) if how == "±" else fmt(float(v.mean()), digits)
             cells.append((missing or {}).get(header, text) if text == MISSING else text)
         rows.append([str(k) for k in keys] + cells)
-    align = "".join("r" if is_number(values) else "l" for *_, values in by)
+    align = "".join("r" if all(isinstance(v, Real) for v in vs) else "l" for *_, vs in by)
     header = [h for h, *_ in by] + [c[0] for c in columns]
     return markdown_table(header, rows, align + "r" * len(columns))
-
-
-def is_number(values: Sequence[Any]) -> bool:
-    """Whether every value is a number (not a bool or string)."""
-    return all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values)
-
-
-def product(axes: Sequence[Sequence[Any]]) -> list[tuple]:
-    """Every combination of one value per axis, the last axis varying fastest."""
-    out: list[tuple] = [()]
-    for values in axes:
-        out = [(*prefix, v) for prefix in out for v in values]
-    return out
 
 
 def listing(values: Iterable[Any]) -> str:
@@ -215,13 +189,6 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> No
 # -------------------------------------------------------------------------------- meta.json
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def write_meta(
     out_dir: str | os.PathLike[str],
     benchmark: str,
@@ -231,12 +198,9 @@ def write_meta(
     device: str,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``meta.json``: the options, library versions, machine and wall time of a run.
-
-    ``wall_seconds`` is this sitting's time. When ``options["resume"]`` is true the run continues
-    the one whose ``meta.json`` is there: ``sittings_wall_seconds`` lists every sitting's time
-    and ``total_wall_seconds`` is their sum. ``extra`` entries are added as they are.
-    """
+    """Write ``meta.json``: options, versions, machine and wall time (``wall_seconds``, this
+    sitting; a resumed run adds it to the earlier ``sittings_wall_seconds``, summed in
+    ``total_wall_seconds``), plus the ``extra`` entries."""
     import torch
 
     cuda = device.startswith("cuda") and torch.cuda.is_available()
@@ -246,13 +210,7 @@ def write_meta(
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": round(time.time() - started, 3),
-        "versions": {
-            "python": platform.python_version(),
-            **{
-                p: _version(p)
-                for p in ("coreset-meg", "torch", "numpy", "scikit-learn", "pandas", "matplotlib")
-            },
-        },
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "machine": {
             "system": platform.system(),
             "architecture": platform.machine(),
@@ -269,6 +227,13 @@ def write_meta(
     meta["total_wall_seconds"] = round(sum(sittings), 3)
     meta.update(json_safe(dict(extra or {})))
     write_text(json.dumps(meta, indent=2), path)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _earlier_sittings(path: Path) -> list[float]:

@@ -1,8 +1,14 @@
-"""The Markdown reports of the benchmarks: prose as templates, tables from the results alone.
+"""The benchmark reports: prose as templates, published figures as data, tables from the results.
 
-Each report is a template below filled with tables and computed figures; an empty optional part
-leaves no blank lines behind. A report is a function of the ``results.csv`` rows (and the settings
-listed under it), so it can be written again from the CSV.
+A report is a function of the ``results.csv`` rows (and the settings listed under it), so it can
+be written again from the CSV. An empty optional part of a template leaves no blank lines.
+
+The published figures are copied from the papers, never measured here. Held-out MNIST AUPRC
+(trapezoidal, anomaly = positive) from the MEG paper's table, with its VAE and BiGAN-sigma
+baselines; the Small-GAN paper's MEG + core-set figures could not be checked against its text.
+The published runs used a split in which most "normal" test images were also training images,
+so they are reference points, not like-for-like comparisons. One-class CIFAR-10 mean AUROC of
+well-known methods (Deep SVDD, AnoGAN, GEOM, CSI), rounded.
 """
 
 from __future__ import annotations
@@ -17,37 +23,26 @@ import pandas as pd
 
 from datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
 
-from ._io import (
-    QUICK_NOTE,
-    fmt,
-    fmt_mean_std,
-    listing,
-    markdown_table,
-    summary_table,
-)
-from ._reference import (
-    PUBLISHED_HELDOUT_AUPRC,
-    PUBLISHED_MEG,
-    PUBLISHED_NOTE,
-    PUBLISHED_ONE_CLASS_AUROC,
-    TARGET_DIGITS,
-)
+from ._io import QUICK_NOTE, fmt, fmt_mean_std, markdown_table, summary_table
 
+#: Held-out MNIST AUPRC per digit, by method (published, not measured).
+PUBLISHED_HELDOUT_AUPRC: dict[str, dict[int, float]] = {
+    "VAE": {1: 0.063, 4: 0.337, 5: 0.325, 7: 0.148, 9: 0.104},
+    "MEG": {1: 0.281, 4: 0.401, 5: 0.402, 7: 0.290, 9: 0.342},
+    "BiGAN-σ": {1: 0.287, 4: 0.443, 5: 0.514, 7: 0.347, 9: 0.307},
+    "MEG + core-set, unverified": {1: 0.35, 4: 0.45, 5: 0.42, 7: 0.34, 9: 0.36},
+}
+#: One-class mean AUROC over the ten classes, by data set and method (published, not measured).
+PUBLISHED_ONE_CLASS_AUROC = {
+    "cifar10": {"Deep SVDD": 0.65, "AnoGAN": 0.62, "GEOM": 0.86, "CSI": 0.94}
+}
+#: The words that mark every published figure.
+PUBLISHED_NOTE = "published, not measured"
+#: Digits with published held-out figures.
+TARGET_DIGITS = (1, 4, 5, 7, 9)
 MEG_CORESET, MEG_RANDOM, KNN = "MEG + core-set", "MEG + random batches", "kNN distance"
-_CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}
-
-
-def dataset_key(dataset: str) -> str:
-    """Canonical data-set name: ``"CIFAR-10"`` -> ``"cifar10"``."""
-    key = str(dataset).lower().replace("_", "-")
-    return {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
-
-
-def class_label(dataset: str) -> Callable[[int], str]:
-    """Text of a class: its number, and its name where the data set has names."""
-    names = _CLASS_NAMES.get(dataset_key(dataset))
-    return str if names is None else (lambda c: f"{c} ({names[c]})")
-
+RUN = {"seeds": "seed", "classes": "cls"}  # listed in the reports' text
+CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}
 
 HELDOUT = """\
 # Held-out class benchmark: {dataset}
@@ -64,7 +59,7 @@ within each seed first.
 
 {auprc}
 
-{published_note}
+{published}
 
 ## Targets
 
@@ -81,7 +76,7 @@ Verdicts computed from the measured numbers above.
 
 {tail}"""
 
-PUBLISHED_COLUMNS = f"""\
+HELDOUT_PUBLISHED = f"""\
 Columns marked ({PUBLISHED_NOTE}) are copied from the MEG and Small-GAN papers: they were not \
 measured here, they used a split in which most normal test images were also training images, and \
 the MEG + core-set figures are unverified."""
@@ -96,7 +91,7 @@ on the whole test split, every other class being an anomaly. Normal classes {cla
 {seeds}; every method ran on the same split for each class and seed. Cells are mean ± standard \
 deviation over seeds; the mean row averages over classes within each seed first.
 
-{data_note}
+{data}
 
 ## AUROC
 
@@ -130,7 +125,7 @@ DETECTION_TAIL = """\
 
 Anomaly share of the test sets: {share} (the AUPRC of a random score).
 
-MEG parameters (random batches: prior_factor=1, data_factor=1): {params}."""
+{params}"""
 
 MIXTURE = """\
 # Mode coverage on 2-D Gaussian grids
@@ -151,10 +146,6 @@ Verdicts computed from the measured numbers above.
 
 {training}"""
 
-MIXTURE_TRAINING = """\
-Training: {n_train} samples from the mixture, {config}; coverage measured on {n_generated} \
-generated samples."""
-
 COST = """\
 # Cost of core-set selection per training step
 
@@ -169,7 +160,7 @@ is measured per seed against the random-batch step.
 
 Timed steps per run: {steps}."""
 
-#: Per-detector timing columns of the held-out and one-class reports.
+#: Summary columns (header, results column, decimals, "±" or "mean") of each table.
 TIMING_COLUMNS = [
     ("fit s", "fit_seconds", 1, "mean"),
     ("score s", "score_seconds", 2, "mean"),
@@ -191,17 +182,29 @@ COST_COLUMNS = [
 ]
 
 
-def fill(template: str, **parts: Any) -> str:
-    """``template`` filled in; empty parts leave no extra blank lines; one final newline."""
-    text = template.format(**parts)
+def fill(template: str, results: pd.DataFrame, quick: bool, **parts: Any) -> str:
+    """``template`` filled with ``parts``, the quick-mode note and the classes and seeds run."""
+    listed = {
+        k: ", ".join(map(str, sorted(results[c].unique()))) for k, c in RUN.items() if c in results
+    }
+    text = template.format(quick=QUICK_NOTE if quick else "", **listed, **parts)
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
 
 
-def _counts(results: pd.DataFrame) -> dict[str, str]:
-    return {
-        "classes": listing(sorted(int(c) for c in results["cls"].unique())),
-        "seeds": listing(sorted(int(s) for s in results["seed"].unique())),
-    }
+def dataset_key(dataset: str) -> str:
+    """Canonical data-set name: ``"CIFAR-10"`` -> ``"cifar10"``."""
+    key = str(dataset).lower().replace("_", "-")
+    return {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
+
+
+def class_label(dataset: str) -> Callable[[int], str]:
+    """Text of a class: its number, and its name where the data set has names."""
+    names = CLASS_NAMES.get(dataset_key(dataset))
+    return str if names is None else (lambda c: f"{c} ({names[c]})")
+
+
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
 
 
 # --------------------------------------------------------------------- held-out, one-class
@@ -218,16 +221,13 @@ def seed_means(results: pd.DataFrame, metric: str, method: str, classes=None) ->
 def metric_table(
     results: pd.DataFrame,
     metric: str,
-    *,
     class_label: Callable[[int], str] = str,
     published: Mapping[str, Mapping[int, float]] | None = None,
     subsets: Sequence[tuple[str, Sequence[int]]] = (),
-) -> list[str]:
-    """Per class, mean ± std over seeds of one metric for every detector.
-
-    ``published`` adds fixed reference columns (``{name: {cls: value}}``); mean rows follow, over
-    every class and over each of ``subsets`` (``(label, classes)``) whose classes all ran.
-    """
+) -> str:
+    """Per class, mean ± std over seeds of one metric for every detector; ``published`` adds
+    reference columns (``{name: {cls: value}}``); mean rows over every class and over each of
+    ``subsets`` (``(label, classes)``) whose classes all ran."""
     methods = list(dict.fromkeys(results["method"]))
     classes = sorted(int(c) for c in results["cls"].unique())
     published = published or {}
@@ -239,13 +239,9 @@ def metric_table(
         cells = [fmt_mean_std(values.get((cls, m), [])) for m in methods]
         rows.append([class_label(cls), *cells, *(fmt(ref.get(cls)) for ref in published.values())])
     plural = "class" if len(classes) == 1 else "classes"
-    mean_rows = [(f"mean over {len(classes)} {plural}", classes)]
-    mean_rows += [
-        (label, sorted(subset))
-        for label, subset in subsets
-        if set(subset) <= set(classes) and sorted(subset) != classes
-    ]
-    for label, subset in mean_rows:
+    means = [(f"mean over {len(classes)} {plural}", classes)]
+    means += [(label, sorted(s)) for label, s in subsets if set(classes) > set(s)]
+    for label, subset in means:
         cells = [fmt_mean_std(seed_means(results, metric, m, subset)) for m in methods]
         for ref in published.values():
             known = [ref[c] for c in subset if c in ref]
@@ -259,105 +255,83 @@ def _tail(results: pd.DataFrame, params: Mapping[str, Any] | None) -> str:
     span = f"{share.min():.1%}"
     if share.max() - share.min() >= 0.0005:
         span += f" to {share.max():.1%}"
+    methods = [("method", "method", list(dict.fromkeys(results["method"])))]
     results = results.assign(selection_percent=100 * results["selection_share"])
-    methods = list(dict.fromkeys(results["method"]))
-    timing = summary_table(results, [("method", "method", methods)], TIMING_COLUMNS)
-    text = DETECTION_TAIL.format(
-        timing="\n".join(timing),
+    listed = ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+    return DETECTION_TAIL.format(
+        timing=summary_table(results, methods, TIMING_COLUMNS),
         share=span,
-        params=", ".join(f"{k}={v}" for k, v in (params or {}).items()),
+        params=listed
+        and f"MEG parameters (random batches: prior_factor=1, data_factor=1): {listed}.",
     )
-    return text if params else text.rsplit("\n\n", 1)[0]
 
 
-def heldout_report(
-    results: pd.DataFrame, *, dataset: str, params: Mapping[str, Any] | None = None, quick=False
-) -> str:
-    """The report of a held-out run from its ``results.csv`` rows; published figures and
-    targets apply to MNIST."""
-    mnist = str(dataset).lower() == "mnist"
-    digits = listing(TARGET_DIGITS)
+def heldout_report(results: pd.DataFrame, *, dataset: str, params=None, quick=False) -> str:
+    """The report of a held-out run; published figures and targets apply to MNIST."""
+    mnist = dataset_key(dataset) == "mnist"
+    subsets = [(f"mean over digits {', '.join(map(str, TARGET_DIGITS))}", TARGET_DIGITS)]
     return fill(
         HELDOUT,
+        results,
+        quick,
         dataset=dataset,
-        quick=QUICK_NOTE if quick else "",
-        **_counts(results),
-        auprc="\n".join(
-            metric_table(
-                results,
-                "auprc",
-                published=PUBLISHED_HELDOUT_AUPRC if mnist else None,
-                subsets=[(f"mean over digits {digits}", TARGET_DIGITS)],
-            )
+        auprc=metric_table(
+            results, "auprc", str, PUBLISHED_HELDOUT_AUPRC if mnist else None, subsets
         ),
-        published_note=PUBLISHED_COLUMNS if mnist else "",
+        published=HELDOUT_PUBLISHED if mnist else "",
         targets="\n".join(heldout_targets(results, dataset)),
-        auroc="\n".join(metric_table(results, "auroc")),
-        average_precision="\n".join(metric_table(results, "average_precision")),
+        auroc=metric_table(results, "auroc"),
+        average_precision=metric_table(results, "average_precision"),
         tail=_tail(results, params),
     )
 
 
-def _verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
 def heldout_targets(results: pd.DataFrame, dataset: str) -> list[str]:
     """One line per target, each verdict computed from the measured means over seeds."""
-    classes = set(int(c) for c in results["cls"].unique())
-    mnist = str(dataset).lower() == "mnist"
-    ref = PUBLISHED_HELDOUT_AUPRC[PUBLISHED_MEG]
-    ours, present = results[results["method"] == MEG_CORESET], set(results["method"])
+    classes, present = set(results["cls"]), set(results["method"])
+    ours, ref = results[results["method"] == MEG_CORESET], PUBLISHED_HELDOUT_AUPRC["MEG"]
     if MEG_CORESET not in present:
         return [f"- not measured ({MEG_CORESET} not run)"]
     lines = []
     for digit in TARGET_DIGITS:
-        goal = f"digit {digit}: {MEG_CORESET} AUPRC > published MEG {ref[digit]:.3f}"
+        goal = f"- digit {digit}: {MEG_CORESET} AUPRC > published MEG {ref[digit]:.3f}"
         got = ours[ours["cls"] == digit]["auprc"]
-        if not mnist:
-            lines.append(f"- {goal}: not measured (published figures are for MNIST, not {dataset})")
+        if dataset_key(dataset) != "mnist":
+            lines.append(f"{goal}: not measured (published figures are for MNIST, not {dataset})")
         elif digit not in classes:
-            lines.append(f"- {goal}: not measured (digit {digit} not run)")
+            lines.append(f"{goal}: not measured (digit {digit} not run)")
         else:
-            ok = got.mean() > ref[digit]
-            lines.append(f"- {goal}: {_verdict(ok)} ({fmt_mean_std(got)} vs {ref[digit]:.3f})")
+            verdict = _verdict(got.mean() > ref[digit])
+            lines.append(f"{goal}: {verdict} ({fmt_mean_std(got)} vs {ref[digit]:.3f})")
     mine, knn = seed_means(results, "auprc", MEG_CORESET), seed_means(results, "auprc", KNN)
     mean_mine, mean_knn = (sum(v) / len(v) if v else float("nan") for v in (mine, knn))
     goal = f"- 10-class mean AUPRC: {MEG_CORESET} > {KNN}"
-    if KNN not in present:
-        pass
-    elif set(range(10)) <= classes:
+    if KNN in present and set(range(10)) <= classes:
         verdict = _verdict(mean_mine > mean_knn)
         lines.append(f"{goal}: {verdict} ({fmt_mean_std(mine)} vs {fmt_mean_std(knn)})")
-    else:
+    elif KNN in present:
+        run = f"{len(classes)} of 10 classes run; over those: {fmt(mean_mine)} vs {fmt(mean_knn)}"
+        lines.append(f"{goal}: not measured ({run})")
+    if MEG_RANDOM in present:
+        coreset = ours.set_index(["cls", "seed"])["auprc"]
+        random = results[results["method"] == MEG_RANDOM].set_index(["cls", "seed"])["auprc"]
+        by_class = coreset.groupby("cls").mean()
+        wins = int((by_class >= random.groupby("cls").mean()).sum())
         lines.append(
-            f"{goal}: not measured ({len(classes)} of 10 classes run; over those: "
-            f"{fmt(mean_mine)} vs {fmt(mean_knn)})"
+            f"- {MEG_CORESET} >= {MEG_RANDOM} (mean AUPRC over every class and seed run): "
+            f"{_verdict(coreset.mean() >= random.mean())} ({fmt(coreset.mean())} vs "
+            f"{fmt(random.mean())}; at least as good on {wins} of {len(by_class)} classes)"
         )
-    if MEG_RANDOM not in present:
-        return lines
-    coreset = ours.set_index(["cls", "seed"])["auprc"]
-    random = results[results["method"] == MEG_RANDOM].set_index(["cls", "seed"])["auprc"]
-    by_class = coreset.groupby("cls").mean()
-    wins = int((by_class >= random.groupby("cls").mean()).sum())
-    lines.append(
-        f"- {MEG_CORESET} >= {MEG_RANDOM} (mean AUPRC over every class and seed run): "
-        f"{_verdict(coreset.mean() >= random.mean())} ({fmt(coreset.mean())} vs "
-        f"{fmt(random.mean())}; at least as good on {wins} of {len(by_class)} classes)"
-    )
     return lines
 
 
-def one_class_report(
-    results: pd.DataFrame, *, dataset: str, params: Mapping[str, Any] | None = None, quick=False
-) -> str:
-    """The report of a one-class run from its ``results.csv`` rows; published figures for
-    CIFAR-10."""
+def one_class_report(results: pd.DataFrame, *, dataset: str, params=None, quick=False) -> str:
+    """The report of a one-class run; published figures for CIFAR-10."""
     key, label = dataset_key(dataset), class_label(dataset)
-    data_note = ""
+    data = ""
     if key == "cifar10":
-        jpeg = "JPEG" in " ".join(results["split"].astype(str).unique())
-        data_note = CIFAR_JPEG if jpeg else "Data: the official CIFAR-10 files."
+        jpeg = results["split"].astype(str).str.contains("JPEG").any()
+        data = CIFAR_JPEG if jpeg else "Data: the official CIFAR-10 files."
     published = ""
     if key in PUBLISHED_ONE_CLASS_AUROC:
         n = results["cls"].nunique()
@@ -367,16 +341,16 @@ def one_class_report(
             for m in dict.fromkeys(results["method"])
         ]
         table = markdown_table(["method", "mean AUROC", "source"], rows, "lrl")
-        published = ONE_CLASS_PUBLISHED.format(table="\n".join(table))
+        published = ONE_CLASS_PUBLISHED.format(table=table)
     return fill(
         ONE_CLASS,
+        results,
+        quick,
         dataset=dataset,
-        quick=QUICK_NOTE if quick else "",
-        **_counts(results),
-        data_note=data_note,
-        auroc="\n".join(metric_table(results, "auroc", class_label=label)),
+        data=data,
+        auroc=metric_table(results, "auroc", label),
         published=published,
-        average_precision="\n".join(metric_table(results, "average_precision", class_label=label)),
+        average_precision=metric_table(results, "average_precision", label),
         tail=_tail(results, params),
     )
 
@@ -384,17 +358,9 @@ def one_class_report(
 # ------------------------------------------------------------------------- mixture, cost
 
 
-def mixture_report(
-    results: pd.DataFrame,
-    *,
-    spacing: float,
-    std: float,
-    config: Mapping[str, Any] | None = None,
-    quick: bool = False,
-) -> str:
-    """The report of a mixture run from its ``results.csv`` rows: grids of modes ``spacing``
-    apart with ``std``; ``config`` (:func:`~.mixture.mixture_params`) is listed under the
-    table."""
+def mixture_report(results: pd.DataFrame, *, spacing, std, config=None, quick=False) -> str:
+    """The report of a mixture run on grids of modes ``spacing`` apart with ``std``; ``config``
+    (:func:`~.mixture.mixture_params`) is listed under the table."""
     results = results.assign(
         high_quality_percent=100 * results["high_quality_fraction"],
         ms_per_step=1000 * results["seconds_per_step"],
@@ -416,26 +382,28 @@ def mixture_report(
     training = ""
     if config:
         listed = ", ".join(f"{k}={v}" for k, v in config["config"].items())
-        training = MIXTURE_TRAINING.format(**{**config, "config": listed})
+        training = (
+            f"Training: {config['n_train']} samples from the mixture, {listed}; coverage "
+            f"measured on {config['n_generated']} generated samples."
+        )
     return fill(
         MIXTURE,
-        quick=QUICK_NOTE if quick else "",
+        results,
+        quick,
         spacing=spacing,
         std=std,
-        seeds=listing(sorted(int(s) for s in results["seed"].unique())),
-        table="\n".join(summary_table(results, by, MIXTURE_COLUMNS)),
+        table=summary_table(results, by, MIXTURE_COLUMNS),
         targets="\n".join(targets),
         training=training,
     )
 
 
 def cost_report(results: pd.DataFrame, *, device: str = "", quick: bool = False) -> str:
-    """The report of a cost run from its ``results.csv`` rows (``device``: named in the text)."""
-    random = results[results["prior_factor"] * results["data_factor"] == 1]
-    baseline = random.groupby(["data", "seed"])["ms_per_step"].mean()
+    """The report of a cost run; ``device`` is named in the text."""
+    coreset = (results["prior_factor"] * results["data_factor"] > 1).to_numpy()
+    baseline = results[~coreset].groupby(["data", "seed"])["ms_per_step"].mean()
     keys = pd.MultiIndex.from_frame(results[["data", "seed"]])
     ratio = results["ms_per_step"].to_numpy() / baseline.reindex(keys).to_numpy()
-    coreset = (results["prior_factor"] * results["data_factor"] > 1).to_numpy()
     results = results.assign(
         selection_percent=100 * results["selection_share"],
         overhead_percent=np.where(coreset, 100 * (ratio - 1), np.nan),
@@ -444,14 +412,13 @@ def cost_report(results: pd.DataFrame, *, device: str = "", quick: bool = False)
         ("data", "data", list(results["data"].unique())),
         ("setting", "setting", list(dict.fromkeys(results["setting"]))),
     ]
-    table = summary_table(results, by, COST_COLUMNS, {"overhead vs random %": "(baseline)"})
     steps = results.groupby("data", sort=False)["steps"].first()
     return fill(
         COST,
-        quick=QUICK_NOTE if quick else "",
+        results,
+        quick,
         on=f" on {device}" if device else "",
         cpus=os.cpu_count(),
-        seeds=listing(sorted(int(s) for s in results["seed"].unique())),
-        table="\n".join(table),
+        table=summary_table(results, by, COST_COLUMNS, {"overhead vs random %": "(baseline)"}),
         steps=", ".join(f"{d}: {n}" for d, n in steps.items()),
     )

@@ -52,20 +52,12 @@ NAME = "cost"
 #: The two settings compared.
 SETTINGS = (BatchSetting("random batches", 64, 1, 1), BatchSetting("core-set", 64, 4, 8))
 
+# fmt: off
 COLUMNS = (
-    "benchmark",
-    "data",
-    "setting",
-    "batch_size",
-    "prior_factor",
-    "data_factor",
-    "seed",
-    "steps",
-    "seconds",
-    "ms_per_step",
-    "selection_ms_per_step",
-    "selection_share",
+    "benchmark", "data", "setting", "batch_size", "prior_factor", "data_factor", "seed", "steps",
+    "seconds", "ms_per_step", "selection_ms_per_step", "selection_share",
 )
+# fmt: on
 
 _MEG_FIELDS = {f.name for _, f in setting_fields(TRAINING_GROUPS)}
 
@@ -110,28 +102,11 @@ def run_cost(
 ) -> str:
     """Time training steps with and without core-set selection; return the Markdown report.
 
-    Parameters
-    ----------
-    classes, data_root : ignored
-        Accepted so that every benchmark takes the same options (the data are synthetic).
-    seeds : iterable of int, optional
-        One timing of each setting per seed (data, networks and batches seeded by it).
-    device : str, optional
-        Torch device ("auto" = CUDA when available).
-    quick : bool, optional
-        Smoke test: 3 steps of tiny networks.
-    out_dir : str, os.PathLike or None, optional
-        Output folder; ``results/benchmarks/cost`` by default.
-    verbose : bool, optional
-        Progress bar on stderr.
-
-    Returns
-    -------
-    str
-        The report, also written to ``out_dir/table.md``.
+    One timing of each setting per seed (data, networks and batches seeded by it); ``quick``: 3
+    steps of tiny networks; ``out_dir`` defaults to ``results/benchmarks/cost``. ``classes`` and
+    ``data_root`` are ignored (every benchmark takes them; the data are synthetic).
     """
-    started = time.time()
-    seeds = int_list(seeds, "seeds")
+    started, seeds = time.time(), int_list(seeds, "seeds")
     options = {"seeds": seeds, "device": device, "quick": quick, "out_dir": out_dir}
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))

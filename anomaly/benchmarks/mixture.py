@@ -51,25 +51,13 @@ NAME = "mixture"
 SPACING = 2.0
 STD = 0.05
 
+# fmt: off
 COLUMNS = (
-    "benchmark",
-    "side",
-    "n_modes",
-    "setting",
-    "batch_size",
-    "prior_factor",
-    "data_factor",
-    "seed",
-    "modes_recovered",
-    "recovered_fraction",
-    "high_quality_fraction",
-    "kl_uniform",
-    "steps",
-    "seconds",
-    "seconds_per_step",
-    "selection_seconds",
-    "selection_share",
+    "benchmark", "side", "n_modes", "setting", "batch_size", "prior_factor", "data_factor",
+    "seed", "modes_recovered", "recovered_fraction", "high_quality_fraction", "kl_uniform",
+    "steps", "seconds", "seconds_per_step", "selection_seconds", "selection_share",
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -91,16 +79,10 @@ MIXTURE_SETTINGS = (
 
 
 def mixture_params(quick: bool = False) -> dict[str, Any]:
-    """Training settings of the mixture benchmark.
-
-    Returns
-    -------
-    dict
-        ``n_train`` (samples drawn from the mixture to train on), ``n_generated`` (samples
-        drawn from the generator to measure coverage) and ``config``: the flat
-        :class:`~gan.MEGConfig` settings shared by the batch settings (an MLP with a uniform
-        latent prior and an unbounded output, as in the third-party reproduction).
-    """
+    """Training settings: ``n_train`` samples of the mixture to train on, ``n_generated`` samples
+    of the generator to measure coverage, and the flat :class:`~gan.MEGConfig` settings
+    ``config`` shared by the batch settings (an MLP with a uniform latent prior and an unbounded
+    output, as in the third-party reproduction)."""
     config: dict[str, Any] = {
         "n_iter": 2000,
         "n_energy_steps": 5,
@@ -173,13 +155,7 @@ def measure_setting(side: int, seed: int, setting: str, *, params, device) -> Ce
         "selection_seconds": trainer.selection_seconds,
         "selection_share": trainer.selection_seconds / trainer.seconds,
     }
-    logger.info(
-        "mixture %d modes, %s, seed %d: %d recovered",
-        mixture.n_modes,
-        setting,
-        seed,
-        coverage["modes_recovered"],
-    )
+    logger.info("mixture %d, %s, seed %d: %d modes", side, setting, seed, row["modes_recovered"])
     return Cell((side, seed, setting), [row], {"samples": generated})
 
 
@@ -187,13 +163,11 @@ def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
     """Add the kept generated samples to the cells (every row is kept, with samples or not)."""
     if (out / "samples.npz").exists():
         with np.load(out / "samples.npz") as arrays:
-            for key in arrays.files:
-                parts = key.split("/")  # "side/setting/seed"; older files lack the seed
-                cell = (
-                    cells.get((int(parts[0]), int(parts[2]), parts[1])) if len(parts) == 3 else None
-                )
-                if cell is not None:
-                    cell.extra["samples"] = arrays[key]
+            for name in arrays.files:
+                side, setting, *seed = name.split("/")  # older files lack the seed: not kept
+                key = (int(side), int(seed[0]), setting) if seed else None
+                if key in cells:
+                    cells[key].extra["samples"] = arrays[name]
     return cells
 
 
@@ -209,45 +183,19 @@ def run_mixture(
     verbose: bool = False,
     resume: bool = False,
 ) -> str:
-    """Run the mode-coverage benchmark and write its files; return the Markdown report.
+    """Run the mode-coverage benchmark, write its files and return the Markdown report.
 
-    Parameters
-    ----------
-    sides : iterable of int, optional
-        Grid sides: 5, 7, 10 give mixtures of 25, 49 and 100 modes.
-    classes, data_root : ignored
-        Accepted so that every benchmark takes the same options.
-    seeds : iterable of int, optional
-        Seeds of the training samples, networks, batches and generated samples.
-    device : str, optional
-        Torch device ("auto" = CUDA when available).
-    quick : bool, optional
-        Smoke test: 5 steps of tiny networks, 2,000 training and 1,000 generated samples.
-    out_dir : str, os.PathLike or None, optional
-        Output folder; ``results/benchmarks/mixture`` by default.
-    verbose : bool, optional
-        Progress bar on stderr.
-    resume : bool, optional
-        Keep the (grid, seed, setting) rows of a run with the same settings in ``out_dir`` and
-        train only the others.
-
-    Returns
-    -------
-    str
-        The report, also written to ``out_dir/table.md``.
+    ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``seeds`` seed the training samples,
+    networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000 training
+    and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with the
+    same settings left in ``out_dir`` (default ``results/benchmarks/mixture``). ``classes`` and
+    ``data_root`` are ignored (every benchmark takes them).
     """
-    started = time.time()
+    started, options = time.time(), dict(locals())
     sides, seeds = int_list(sides, "sides"), int_list(seeds, "seeds")
     if min(sides) < 1:
         raise ValueError(f"sides must be >= 1, got {sides}")
-    options = {
-        "sides": sides,
-        "seeds": seeds,
-        "device": device,
-        "quick": quick,
-        "out_dir": out_dir,
-        "resume": resume,
-    }
+    options.update(sides=sides, seeds=seeds)
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)

@@ -1,6 +1,6 @@
 """Which batches should be core-sets: data, latents, both or neither? One-class MNIST AUROC.
 
-Fits the benchmark's MNIST detector (``anomaly.benchmarks.detector_params("mnist")``) on
+Fits the benchmark's MNIST detector (``anomaly.settings.preset("mnist")``) on
 one-class MNIST splits with four batch settings, all else equal, and prints AUROC side by side::
 
     python benchmarks/bench_data_selection.py --classes 1,3,8,9 --seeds 0 --jobs 2
@@ -32,13 +32,13 @@ def fit_one(args: tuple[int, int, str, str]) -> tuple[int, int, str, float, floa
     import torch
 
     from anomaly import MEGDetector, evaluate
-    from anomaly.benchmarks import detector_params
+    from anomaly.settings import preset
     from datasets import load_benchmark
 
     torch.set_num_threads(1)
     split = load_benchmark("mnist", "one-class", cls, root=root, random_state=seed)
     prior_factor, data_factor = SETTINGS[setting]
-    params = {**detector_params("mnist"), "prior_factor": prior_factor, "data_factor": data_factor}
+    params = {**preset("mnist"), "prior_factor": prior_factor, "data_factor": data_factor}
     start = time.perf_counter()
     det = MEGDetector(**params, random_state=seed).fit(split.X_train)
     seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """Which detector settings give the best energy? MNIST AUPRC / AUROC on validation splits.
 
-Fits the benchmark's MNIST detector (``anomaly.benchmarks.detector_params("mnist")``) with a
+Fits the benchmark's MNIST detector (``anomaly.settings.preset("mnist")``) with a
 few settings changed, on MNIST validation splits, and prints AUPRC and AUROC side by side for
 the energy score, the gradient-norm score and their sum (each standardised on training samples)
 of the same fitted networks::
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: Settings compared: changes to ``detector_params("mnist")``.
+#: Settings compared: changes to ``preset("mnist")``.
 SETTINGS: dict[str, dict] = {
     "core-set data+latents (4,8)": {},
     "core-set latents (4,1)": {"data_factor": 1},
@@ -125,7 +125,7 @@ def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
     from sklearn.model_selection import train_test_split
 
     from anomaly import MEGDetector
-    from anomaly.benchmarks import detector_params
+    from anomaly.settings import preset
 
     torch.set_num_threads(1)
     split = validation_split(protocol, cls, seed, root)
@@ -134,7 +134,7 @@ def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
         X_test, _, y_test, _ = train_test_split(
             X_test, y_test, train_size=N_TEST, stratify=y_test, random_state=seed
         )
-    params = {**detector_params("mnist"), **SETTINGS[setting]}
+    params = {**preset("mnist"), **SETTINGS[setting]}
     start = time.perf_counter()
     det = MEGDetector(**params, random_state=seed).fit(split.X_train)
     seconds = time.perf_counter() - start
@@ -190,6 +190,7 @@ def main() -> None:
         "scores (after a combination was added)",
     )
     args = parser.parse_args()
+    from common import atomic_path
     from datasets import default_data_root
 
     root = str(args.data_root or default_data_root())
@@ -215,9 +216,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        tmp = out.with_suffix(".tmp")
-        done.to_csv(tmp, index=False)
-        tmp.replace(out)
+        with atomic_path(out, suffix=".csv") as tmp:
+            done.to_csv(tmp, index=False)
 
     if args.rescore and not done.empty:
         done = rescore(done, scores_dir)

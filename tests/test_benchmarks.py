@@ -15,21 +15,26 @@ from sklearn.metrics import roc_auc_score
 from anomaly import MEGDetector
 from anomaly.benchmarks import (
     BENCHMARKS,
-    _detection,
-    detector_params,
+    DETECTORS,
+    outlier_detector,
+    protocols,
     run_cost,
     run_heldout,
     run_mixture,
     run_one_class,
 )
-from anomaly.benchmarks import heldout as heldout_module
-from anomaly.benchmarks._config import MIXTURE_SETTINGS, family
-from anomaly.benchmarks._detection import COLUMNS, METHODS, subsample
+from anomaly.benchmarks._grid import Cell, run_grid
 from anomaly.benchmarks._io import fmt_mean_std, write_meta
-from anomaly.benchmarks._reference import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE
+from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE, heldout_report
+from anomaly.benchmarks.detectors import anomaly_score
+from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
+from anomaly.benchmarks.protocols import COLUMNS, subsample
+from anomaly.settings import family
+from anomaly.settings import preset as detector_params
 from datasets import DataError, load_benchmark
 
 METRICS = ["auroc", "auprc", "average_precision"]
+METHODS = list(DETECTORS)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +178,7 @@ def test_heldout_quick_table(heldout_run):
     assert meta["machine"]["cpu_count"] >= 1
     assert meta["detector"]["n_iter"] == 5
     # The report is a function of the CSV alone.
-    again = heldout_module.report(
+    again = heldout_report(
         pd.read_csv(out / "results.csv"), dataset="digits", params=meta["detector"], quick=True
     )
     assert again == text
@@ -230,13 +235,13 @@ def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):
     run_heldout(classes=[1], **options)
     first = pd.read_csv(tmp_path / "results.csv")
     measured = []
-    real = _detection.score_methods
+    real = protocols.score_split
 
-    def counting(split, seed, params, device):
+    def counting(split, *args):
         measured.append(split.description)
-        return real(split, seed, params, device)
+        return real(split, *args)
 
-    monkeypatch.setattr(_detection, "score_methods", counting)
+    monkeypatch.setattr(protocols, "score_split", counting)
     text = run_heldout(classes=[1, 3], resume=True, **options)
     assert len(measured) == 1 and "3" in measured[0]  # class 1 was kept, not re-measured
     both = pd.read_csv(tmp_path / "results.csv")
@@ -279,7 +284,7 @@ def test_heldout_targets_from_measured_numbers():
         "Isolation Forest": 0.3,
         "PCA reconstruction": 0.4,
     }
-    text = heldout_module.report(_fake_results(values), dataset="mnist")
+    text = heldout_report(_fake_results(values), dataset="mnist")
     for digit in (1, 4, 5, 7, 9):
         assert f"digit {digit}: MEG + core-set AUPRC > published MEG" in text
     assert text.count("published MEG") == 5
@@ -300,7 +305,7 @@ def test_heldout_targets_from_measured_numbers():
 
 def test_heldout_targets_not_measured_for_missing_digits():
     values = dict.fromkeys(METHODS, 0.5)
-    text = heldout_module.report(_fake_results(values, classes=[4]), dataset="mnist")
+    text = heldout_report(_fake_results(values, classes=[4]), dataset="mnist")
     assert "digit 1 not run" in text
     assert "MET (0.505 ± 0.007 vs 0.401)" in text
     assert "not measured (1 of 10 classes run" in text
@@ -449,3 +454,60 @@ def test_energy_settings_rescore_adds_combinations_from_saved_scores(tmp_path):
     assert fit.loc["gradnorm", "auroc"] < 0.5 < fit.loc["energy+|gradnorm|", "auroc"]
     # a fit without saved scores keeps its rows
     assert new[new["cls"] == 5].to_dict("records") == old[old["cls"] == 5].to_dict("records")
+
+
+# ---------------------------------------------------------------------- detector registry
+
+
+@pytest.mark.parametrize("name", ["kNN distance", "Isolation Forest", "PCA reconstruction"])
+def test_baselines_follow_the_sklearn_convention(name):
+    # Two obvious outliers beside a cluster score lowest (score_samples: higher = more normal).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2, 3)).astype(np.float32)  # any shape: flattened to rows
+    X_test = np.concatenate([X[:20], np.full((2, 2, 3), 8.0, dtype=np.float32)])
+    detector = DETECTORS[name]("digits", 0, "cpu", True).fit(X)
+    normal = detector.score_samples(X_test)
+    assert normal.shape == (22,) and set(np.argsort(normal)[:2]) == {20, 21}
+    np.testing.assert_array_equal(anomaly_score(detector, X_test), -normal)
+
+
+def test_a_registered_detector_becomes_a_column(tmp_path, monkeypatch):
+    from sklearn.covariance import EllipticEnvelope
+    from sklearn.neighbors import LocalOutlierFactor
+
+    monkeypatch.setitem(DETECTORS, "LOF", outlier_detector(LocalOutlierFactor, novelty=True))
+    monkeypatch.setitem(DETECTORS, "Elliptic", outlier_detector(EllipticEnvelope))
+    monkeypatch.delitem(DETECTORS, "MEG + random batches")  # registry entries come and go
+    text = run_heldout(dataset="digits", classes=[1], seeds=[0], quick=True, out_dir=tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results["method"]) == list(DETECTORS)
+    assert results.loc[results["method"] == "LOF", "auroc"].between(0, 1).all()
+    header = next(line for line in text.splitlines() if line.startswith("| class |"))
+    assert "| LOF |" in header and "| Elliptic |" in header and "random batches" not in header
+    with np.load(tmp_path / "scores.npz") as arrays:
+        assert {"1/0/lof", "1/0/elliptic"} <= set(arrays.files)
+
+
+# --------------------------------------------------------------------------- grid runner
+
+
+def test_grid_runner_resumes_only_the_missing_cells(tmp_path):
+    measured = []
+
+    def measure(a, b):
+        measured.append((a, b))
+        return Cell((a, b), [{"a": a, "b": b, "value": a * 10 + b / 3}])
+
+    settings = {"what": 1}
+    axes = {"a": [1, 2], "b": [0]}
+    run_grid(tmp_path, settings, axes, measure, columns=("a", "b", "value"))
+    before = (tmp_path / "results.csv").read_bytes()
+    asked = {"a": [3, 1], "b": [0]}
+    cells = run_grid(tmp_path, settings, asked, measure, columns=("a", "b", "value"), resume=True)
+    assert measured == [(1, 0), (2, 0), (3, 0)]  # (1, 0) and (2, 0) were kept
+    assert [c.key for c in cells] == [(3, 0), (1, 0), (2, 0)]  # asked first, then kept
+    lines = (tmp_path / "results.csv").read_bytes().splitlines()
+    kept = before.splitlines()
+    assert lines[0] == kept[0] and set(kept[1:]) <= set(lines)  # kept rows byte for byte
+    with pytest.raises(ValueError, match="^cannot resume: .* other settings"):
+        run_grid(tmp_path, {"what": 2}, axes, measure, columns=("a", "b", "value"), resume=True)

@@ -2,25 +2,27 @@
 
 Every entry point takes ``classes``, ``seeds``, ``device``, ``quick``, ``data_root``, ``out_dir``
 and ``verbose`` (plus ``dataset`` or ``sides`` where they apply), writes a CSV of raw results,
-``table.md``, PNG plots and ``meta.json`` into ``out_dir``, and returns the Markdown table.
+``table.md``, PNG plots and ``meta.json`` into ``out_dir``, and returns the Markdown report.
 
-* :func:`run_heldout`: held-out digit protocol (MNIST), AUPRC beside the published figures.
-* :func:`run_one_class`: one-class protocol (MNIST, CIFAR-10), AUROC.
+* :data:`run_heldout`: held-out class protocol (MNIST), AUPRC beside the published figures.
+* :data:`run_one_class`: one-class protocol (MNIST, CIFAR-10), AUROC.
 * :func:`run_mixture`: mode coverage of the generator on 2-D Gaussian grids.
 * :func:`run_cost`: time per training step with and without core-set selection.
+
+The detectors compared by the first two are the registry :data:`DETECTORS`.
 """
 
 from collections.abc import Callable
 
-from ._config import detector_params
 from .cost import run_cost
-from .heldout import run_heldout
+from .detectors import DETECTORS, outlier_detector
 from .mixture import run_mixture
-from .one_class import run_one_class
+from .protocols import run_heldout, run_one_class
 
 __all__ = [
     "BENCHMARKS",
-    "detector_params",
+    "DETECTORS",
+    "outlier_detector",
     "run_cost",
     "run_heldout",
     "run_mixture",

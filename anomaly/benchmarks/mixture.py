@@ -3,17 +3,13 @@
 Small-GAN's claim: a small core-set batch drops fewer modes than a small random batch, as a large
 batch would. For each grid (``side`` x ``side`` modes, spacing 2, std 0.05) and seed, the MEG
 generator (an MLP, uniform latent prior, unbounded output) is trained on samples of the mixture
-under three batch settings: random batches of 64, core-set batches of 64 (prior factor 4, data
-factor 8), and random batches of 512. Then 10,000 generated samples are scored with
+under each of :data:`MIXTURE_SETTINGS`. Then generated samples are scored with
 :func:`datasets.mode_coverage`: modes recovered, share of high-quality samples (within 4 std of a
-mode) and KL divergence of the mode histogram from uniform. Seconds per training step are
-recorded too.
+mode) and KL divergence of the mode histogram from uniform. Seconds per step are recorded too.
 
-Files written to ``out_dir``: ``results.csv`` (one row per grid x setting x seed),
-``samples.npz`` (lowest seed's generated samples), ``table.md``, ``samples.png``,
-``settings.json`` and ``meta.json``. With ``resume=True`` the rows already in ``results.csv`` (of
-a run with the same settings, finished or interrupted) are kept and only the missing ones are
-trained.
+Files written to ``out_dir``: ``results.csv`` (one row per grid x seed x setting),
+``samples.npz`` (lowest seed's generated samples, keys ``"<side>/<setting>/<seed>"``),
+``table.md``, ``samples.png``, ``settings.json`` and ``meta.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +19,8 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +28,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common import progress
-from datasets import GaussianMixture, grid_mixture, mode_coverage
+from datasets import grid_mixture, mode_coverage
 from gan import MEGConfig, MEGTrainer, resolve_device
 
-from ._config import MIXTURE_SETTINGS, BatchSetting, mixture_params
+from ._grid import Cell, run_grid
 from ._io import (
-    QUICK_NOTE,
-    atomic_write,
-    check_resumable,
-    fmt,
-    fmt_mean_std,
     int_list,
-    markdown_table,
     new_figure,
     prepare_out_dir,
     save_figure,
-    write_csv,
     write_meta,
-    write_settings,
-    write_table,
+    write_npz,
+    write_text,
 )
+from ._reports import mixture_report
 
-__all__ = ["generate", "report", "run_mixture", "train_setting"]
+__all__ = ["MIXTURE_SETTINGS", "BatchSetting", "generate", "mixture_params", "run_mixture"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,55 +51,62 @@ NAME = "mixture"
 SPACING = 2.0
 STD = 0.05
 
+# fmt: off
 COLUMNS = (
-    "benchmark",
-    "side",
-    "n_modes",
-    "setting",
-    "batch_size",
-    "prior_factor",
-    "data_factor",
-    "seed",
-    "modes_recovered",
-    "recovered_fraction",
-    "high_quality_fraction",
-    "kl_uniform",
-    "steps",
-    "seconds",
-    "seconds_per_step",
-    "selection_seconds",
-    "selection_share",
+    "benchmark", "side", "n_modes", "setting", "batch_size", "prior_factor", "data_factor",
+    "seed", "modes_recovered", "recovered_fraction", "high_quality_fraction", "kl_uniform",
+    "steps", "seconds", "seconds_per_step", "selection_seconds", "selection_share",
+)
+# fmt: on
+
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """How the batches of one mixture / cost setting are drawn."""
+
+    name: str  # label in tables and plots
+    batch_size: int  # samples (and latents) the networks see per step
+    prior_factor: int  # latent candidates per kept latent (1 = no selection)
+    data_factor: int  # data candidates per kept sample (1 = no selection)
+
+
+#: The three settings of the mixture benchmark (Small-GAN's comparison).
+MIXTURE_SETTINGS = (
+    BatchSetting("random 64", 64, 1, 1),
+    BatchSetting("core-set 64", 64, 4, 8),
+    BatchSetting("random 512", 512, 1, 1),
 )
 
 
+def mixture_params(quick: bool = False) -> dict[str, Any]:
+    """Training settings: ``n_train`` samples of the mixture to train on, ``n_generated`` samples
+    of the generator to measure coverage, and the flat :class:`~gan.MEGConfig` settings
+    ``config`` shared by the batch settings (an MLP with a uniform latent prior and an unbounded
+    output, as in the third-party reproduction)."""
+    config: dict[str, Any] = {
+        "n_iter": 2000,
+        "n_energy_steps": 5,
+        "latent_dim": 2,
+        "network": "mlp",
+        "width": 256,
+        "learning_rate": 2e-4,
+        "gp_weight": 0.1,
+        "projection_dim": 32,
+        "prior": "uniform",
+        "bounded_output": False,
+    }
+    n_train, n_generated = 20_000, 10_000
+    if quick:
+        config.update(n_iter=5, width=16)
+        n_train, n_generated = 2_000, 1_000
+    return {"n_train": n_train, "n_generated": n_generated, "config": config}
+
+
 def train_setting(
-    X: np.ndarray,
-    setting: BatchSetting,
-    config: dict[str, Any],
-    *,
-    seed: int,
-    device: str,
+    X: np.ndarray, setting: BatchSetting, config: dict[str, Any], *, seed: int, device: str
 ) -> MEGTrainer:
-    """Train the MEG generator on 2-D samples with one batch setting.
-
-    Parameters
-    ----------
-    X : numpy.ndarray of shape (n, 2)
-        Training samples.
-    setting : BatchSetting
-        Batch size and core-set factors.
-    config : dict
-        The other :class:`~gan.MEGConfig` fields (:func:`~._config.mixture_params`).
-    seed : int
-        Seed of the networks and batches.
-    device : str
-        Torch device.
-
-    Returns
-    -------
-    gan.MEGTrainer
-        The trained trainer (``seconds``, ``step``, ``selection_seconds``, ``generator``).
-    """
+    """Train the MEG generator on samples ``X`` (n, d) with one batch setting; ``config`` holds
+    the other flat :class:`~gan.MEGConfig` settings."""
     cfg = MEGConfig.from_params(
         **config,
         batch_size=setting.batch_size,
@@ -120,21 +118,57 @@ def train_setting(
 
 @torch.no_grad()
 def generate(trainer: MEGTrainer, n: int, seed: int) -> np.ndarray:
-    """Draw ``n`` samples from the trained generator, with latents from its training prior.
-
-    Returns
-    -------
-    numpy.ndarray of float32, shape (n, d)
-    """
-    generator = trainer.generator.eval()
-    cfg = trainer.config
+    """``n`` samples (n, d) of the trained generator, latents drawn from its training prior."""
     gen = torch.Generator(device=trainer.device).manual_seed(int(seed))
-    shape = (n, cfg.networks.latent_dim)
-    if cfg.batches.prior == "uniform":
+    # LATENT DRAW: the one place that knows how the trainer's prior draws latents. Replace it by
+    # ``z = trainer.prior.draw(n, gen)`` once the trainer has a prior object.
+    shape = (n, trainer.config.networks.latent_dim)
+    if trainer.config.batches.prior == "uniform":
         z = torch.rand(shape, generator=gen, device=trainer.device) * 2.0 - 1.0
     else:
         z = torch.randn(shape, generator=gen, device=trainer.device)
-    return generator(z).float().cpu().numpy()  # (n, d)
+    return trainer.generator.eval()(z).float().cpu().numpy()  # (n, d)
+
+
+def measure_setting(side: int, seed: int, setting: str, *, params, device) -> Cell:
+    """Train one batch setting on one grid and seed, and measure its mode coverage."""
+    batches = next(s for s in MIXTURE_SETTINGS if s.name == setting)
+    mixture = grid_mixture(side, spacing=SPACING, std=STD)
+    X, _ = mixture.sample(params["n_train"], random_state=seed)
+    trainer = train_setting(X, batches, params["config"], seed=seed, device=device)
+    generated = generate(trainer, params["n_generated"], seed)
+    coverage = mode_coverage(generated, mixture)
+    row = {
+        "benchmark": NAME,
+        "side": side,
+        "n_modes": coverage["n_modes"],
+        **dataclasses.asdict(batches),
+        "setting": setting,
+        "seed": seed,
+        "modes_recovered": coverage["modes_recovered"],
+        "recovered_fraction": coverage["modes_recovered"] / coverage["n_modes"],
+        "high_quality_fraction": coverage["high_quality_fraction"],
+        "kl_uniform": coverage["kl_uniform"],
+        "steps": trainer.step,
+        "seconds": trainer.seconds,
+        "seconds_per_step": trainer.seconds / trainer.step,
+        "selection_seconds": trainer.selection_seconds,
+        "selection_share": trainer.selection_seconds / trainer.seconds,
+    }
+    logger.info("mixture %d, %s, seed %d: %d modes", side, setting, seed, row["modes_recovered"])
+    return Cell((side, seed, setting), [row], {"samples": generated})
+
+
+def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
+    """Add the kept generated samples to the cells (every row is kept, with samples or not)."""
+    if (out / "samples.npz").exists():
+        with np.load(out / "samples.npz") as arrays:
+            for name in arrays.files:
+                side, setting, *seed = name.split("/")  # older files lack the seed: not kept
+                key = (int(side), int(seed[0]), setting) if seed else None
+                if key in cells:
+                    cells[key].extra["samples"] = arrays[name]
+    return cells
 
 
 def run_mixture(
@@ -149,154 +183,61 @@ def run_mixture(
     verbose: bool = False,
     resume: bool = False,
 ) -> str:
-    """Run the mode-coverage benchmark and write its results; return the Markdown report.
+    """Run the mode-coverage benchmark, write its files and return the Markdown report.
 
-    Parameters
-    ----------
-    sides : iterable of int, optional
-        Grid sides: 5, 7, 10 give mixtures of 25, 49 and 100 modes.
-    classes : ignored
-        Accepted so that every benchmark takes the same options.
-    seeds : iterable of int, optional
-        Seeds of the training samples, networks, batches and generated samples.
-    device : str, optional
-        Torch device ("auto" = CUDA when available).
-    quick : bool, optional
-        Smoke-test sizes: 5 steps of tiny networks, 2,000 training and 1,000 generated samples.
-    data_root : ignored
-        The mixtures are generated, not read.
-    out_dir : str, os.PathLike or None, optional
-        Output folder; ``results/benchmarks/mixture`` by default.
-    verbose : bool, optional
-        Progress bar on stderr.
-    resume : bool, optional
-        Keep the (grid, setting, seed) rows already in ``out_dir/results.csv`` and train only
-        the others. Refused when that run had other training settings.
-
-    Returns
-    -------
-    str
-        The Markdown report, also written to ``out_dir/table.md``.
+    ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``seeds`` seed the training samples,
+    networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000 training
+    and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with the
+    same settings left in ``out_dir`` (default ``results/benchmarks/mixture``). ``classes`` and
+    ``data_root`` are ignored (every benchmark takes them).
     """
-    started = time.time()
+    started, options = time.time(), dict(locals())
     sides, seeds = int_list(sides, "sides"), int_list(seeds, "seeds")
     if min(sides) < 1:
         raise ValueError(f"sides must be >= 1, got {sides}")
-    options = {
-        "sides": sides,
-        "seeds": seeds,
-        "device": device,
-        "quick": quick,
-        "out_dir": out_dir,
-        "resume": resume,
-    }
+    options.update(sides=sides, seeds=seeds)
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)
-    settings = {"benchmark": NAME, "quick": quick, "training": params}
-    rows, samples = _load_done(out, settings) if resume else ([], {})
-    write_settings(out, settings)
-    done = {(r["side"], r["setting"], r["seed"]) for r in rows}
-    if done:
-        logger.info("mixture: resuming, %d rows already measured", len(done))
-    total = len(sides) * len(seeds) * len(MIXTURE_SETTINGS)
-    with progress(total, "mixture", enabled=verbose) as bar:
-        for side in sides:
-            mixture = grid_mixture(side, spacing=SPACING, std=STD)
-            for seed in seeds:
-                X, _ = mixture.sample(params["n_train"], random_state=seed)
-                for setting in MIXTURE_SETTINGS:
-                    if (side, setting.name, seed) in done:
-                        bar.advance()
-                        continue
-                    trainer = train_setting(X, setting, params["config"], seed=seed, device=dev)
-                    generated = generate(trainer, params["n_generated"], seed)
-                    coverage = mode_coverage(generated, mixture)
-                    rows.append(_row(side, setting, seed, trainer, coverage))
-                    logger.info(
-                        "mixture %d modes, %s, seed %d: %d recovered, %.1f%% high quality",
-                        mixture.n_modes,
-                        setting.name,
-                        seed,
-                        coverage["modes_recovered"],
-                        100 * coverage["high_quality_fraction"],
-                    )
-                    kept = samples.get((side, setting.name))
-                    if kept is None or seed < kept[0]:  # plot the lowest seed measured
-                        samples[(side, setting.name)] = (seed, generated)
-                    write_csv(pd.DataFrame(rows, columns=list(COLUMNS)), out / "results.csv")
-                    bar.advance()
-    results = pd.DataFrame(rows, columns=list(COLUMNS))
-    with atomic_write(out / "samples.npz") as tmp, open(tmp, "wb") as fh:
-        arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
-        np.savez_compressed(fh, **arrays)
+    cells = run_grid(
+        out,
+        {"benchmark": NAME, "quick": quick, "training": params},
+        {"side": sides, "seed": seeds, "setting": [s.name for s in MIXTURE_SETTINGS]},
+        partial(measure_setting, params=params, device=dev),
+        columns=COLUMNS,
+        resume=resume,
+        load=_load_samples,
+        label=NAME,
+        verbose=verbose,
+    )
+    samples: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+    for cell in cells:  # the plot shows the lowest seed with samples
+        side, seed, setting = cell.key
+        if "samples" in cell.extra and seed < samples.get((side, setting), (seed + 1,))[0]:
+            samples[(side, setting)] = (seed, cell.extra["samples"])
+    arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
+    write_npz(arrays, out / "samples.npz")
     plot_samples(samples, sides, out / "samples.png")
-    text = report(results, config=params, quick=quick)
-    write_table(text, out)
+    results = pd.DataFrame([r for c in cells for r in c.rows], columns=list(COLUMNS))
+    text = mixture_report(results, spacing=SPACING, std=STD, config=params, quick=quick)
+    write_text(text, out / "table.md")
     write_meta(out, NAME, options, started=started, device=dev, extra={"training": params})
     return text
 
 
-def _load_done(
-    out: Path, settings: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[tuple[int, str], tuple[int, np.ndarray]]]:
-    """The rows and the kept generated samples (``(side, setting) -> (seed, samples)``) of an
-    earlier run in ``out`` with the same settings, finished or interrupted (none when there is
-    no earlier run)."""
-    results_path = out / "results.csv"
-    if not results_path.exists():
-        return [], {}
-    check_resumable(out, settings)
-    results = pd.read_csv(results_path)
-    missing = set(COLUMNS) - set(results.columns)
-    if missing:
-        raise ValueError(f"cannot resume: {results_path} lacks the columns {sorted(missing)}")
-    rows = results[list(COLUMNS)].to_dict("records")
-    samples: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
-    if (out / "samples.npz").exists():
-        with np.load(out / "samples.npz") as arrays:
-            for key in arrays.files:
-                parts = key.split("/")
-                if len(parts) == 3:  # "side/setting/seed"; older files lack the seed: not kept
-                    samples[(int(parts[0]), parts[1])] = (int(parts[2]), arrays[key])
-    return rows, samples
-
-
-def _row(side: int, setting: BatchSetting, seed: int, trainer: MEGTrainer, coverage: dict):
-    return {
-        "benchmark": NAME,
-        "side": side,
-        "n_modes": coverage["n_modes"],
-        **{k: v for k, v in dataclasses.asdict(setting).items() if k != "name"},
-        "setting": setting.name,
-        "seed": seed,
-        "modes_recovered": coverage["modes_recovered"],
-        "recovered_fraction": coverage["modes_recovered"] / coverage["n_modes"],
-        "high_quality_fraction": coverage["high_quality_fraction"],
-        "kl_uniform": coverage["kl_uniform"],
-        "steps": trainer.step,
-        "seconds": trainer.seconds,
-        "seconds_per_step": trainer.seconds / trainer.step,
-        "selection_seconds": trainer.selection_seconds,
-        "selection_share": trainer.selection_seconds / trainer.seconds,
-    }
-
-
-def plot_samples(
-    samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides: list[int], path: Path
-) -> Path:
-    """Generated samples over the mode centres: rows = mixture size, columns = setting.
+def plot_samples(samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides, path) -> None:
+    """Generated samples over the mode centres: rows = grid, columns = setting.
 
     ``samples`` maps ``(side, setting name)`` to ``(seed, samples)``; a panel without samples
     shows the mode centres only."""
     names = [s.name for s in MIXTURE_SETTINGS]
     fig, axes = new_figure(len(sides), len(names), size=(3.2, 3.2))
     for i, side in enumerate(sides):
-        mixture: GaussianMixture = grid_mixture(side, spacing=SPACING, std=STD)
+        mixture = grid_mixture(side, spacing=SPACING, std=STD)
         lim = (side - 1) / 2 * SPACING + 1.5
         for j, name in enumerate(names):
             ax = axes[i, j]
-            seed, pts = samples.get((side, name), (None, None))
+            _, pts = samples.get((side, name), (None, None))
             if pts is not None:
                 ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3, color="C0", rasterized=True)
             c = mixture.centers
@@ -311,78 +252,4 @@ def plot_samples(
     fig.suptitle(
         f"generated samples (blue) and mode centres (red), {label} {', '.join(map(str, shown))}"
     )
-    return save_figure(fig, path)
-
-
-def report(results: pd.DataFrame, *, config: dict | None = None, quick: bool = False) -> str:
-    """The Markdown report of a mixture run, from its ``results.csv`` rows.
-
-    Parameters
-    ----------
-    results : pandas.DataFrame
-        Rows as written to ``results.csv``.
-    config : dict, optional
-        Training settings (:func:`~._config.mixture_params`), listed under the table.
-    quick : bool, optional
-        Mark the report as a smoke test.
-
-    Returns
-    -------
-    str
-    """
-    seeds = sorted(int(s) for s in results["seed"].unique())
-    lines = ["# Mode coverage on 2-D Gaussian grids", ""]
-    if quick:
-        lines += [QUICK_NOTE, ""]
-    lines += [
-        f"Grids of modes with spacing {SPACING:g} and std {STD:g}; a generated sample is high "
-        "quality within 4 std of a mode, and a mode is recovered when it has a high-quality "
-        "sample. KL: divergence of the high-quality samples' mode histogram from uniform (0 is "
-        f"perfectly even). Mean ± standard deviation over seeds {', '.join(map(str, seeds))}.",
-        "",
-    ]
-    rows = []
-    order = [s.name for s in MIXTURE_SETTINGS]
-    for n_modes in sorted(results["n_modes"].unique()):
-        for name in order:
-            r = results[(results["n_modes"] == n_modes) & (results["setting"] == name)]
-            if not len(r):
-                continue
-            rows.append(
-                [
-                    str(n_modes),
-                    name,
-                    fmt_mean_std(r["modes_recovered"], 1),
-                    fmt_mean_std(100 * r["high_quality_fraction"], 1),
-                    fmt_mean_std(r["kl_uniform"], 3),
-                    fmt_mean_std(1000 * r["seconds_per_step"], 1),
-                    fmt(100 * r["selection_share"].mean(), 1),
-                ]
-            )
-    header = [
-        "modes",
-        "setting",
-        "modes recovered",
-        "high quality %",
-        "KL to uniform",
-        "ms/step",
-        "selection share %",
-    ]
-    lines += markdown_table(header, rows, ["r", "l", "r", "r", "r", "r", "r"])
-    lines += ["", "## Targets", "", "Verdicts computed from the measured numbers above."]
-    for n_modes in sorted(results["n_modes"].unique()):
-        r = results[results["n_modes"] == n_modes].groupby("setting")["modes_recovered"].mean()
-        if {"core-set 64", "random 64"} <= set(r.index):
-            ok = r["core-set 64"] >= r["random 64"]
-            lines.append(
-                f"- {n_modes} modes: core-set 64 recovers at least as many modes as random 64: "
-                f"{'MET' if ok else 'NOT MET'} ({r['core-set 64']:.1f} vs {r['random 64']:.1f})"
-            )
-    if config:
-        cfg = ", ".join(f"{k}={v}" for k, v in config["config"].items())
-        lines += [
-            "",
-            f"Training: {config['n_train']} samples from the mixture, {cfg}; coverage measured on "
-            f"{config['n_generated']} generated samples.",
-        ]
-    return "\n".join(lines) + "\n"
+    save_figure(fig, path)

@@ -1,0 +1,371 @@
+"""The held-out and one-class benchmarks: one detection protocol runner, two instances.
+
+For each class and seed one split of :func:`datasets.load_benchmark` is built, and every detector
+of :data:`~.detectors.DETECTORS` is fitted and scored on that same split in the same run.
+
+* :data:`run_heldout`: one class is the anomaly, the other nine are normal (MNIST held-out
+  digit protocol, leak-free split); AUPRC beside the published MNIST figures.
+* :data:`run_one_class`: one class is normal and the whole test split is scored (Deep SVDD
+  protocol); AUROC.
+
+Files written to ``out_dir``: ``results.csv`` (a row per detector x class x seed),
+``training_history.csv`` (MEG training records), ``scores.npz`` (labels and anomaly scores, keys
+``"<cls>/<seed>/y_test"`` and ``"<cls>/<seed>/<detector slug>"``), ``settings.json``,
+``table.md``, curves and bars plots and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+from sklearn.model_selection import train_test_split
+
+from anomaly.settings import preset
+from datasets import Split, load_benchmark
+from gan import resolve_device
+
+from ..metrics import evaluate
+from . import _reports as reports
+from ._grid import Cell, run_grid
+from ._io import (
+    int_list,
+    new_figure,
+    prepare_out_dir,
+    save_figure,
+    timed,
+    write_csv,
+    write_meta,
+    write_npz,
+    write_text,
+)
+from .detectors import DETECTORS, anomaly_score
+
+__all__ = ["COLUMNS", "Protocol", "run_heldout", "run_one_class", "subsample"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``results.csv``, in order.
+# fmt: off
+COLUMNS = (
+    "benchmark", "dataset", "protocol", "method", "cls", "seed", "auroc", "auprc",
+    "average_precision", "fit_seconds", "score_seconds", "n_iter", "iters_per_second",
+    "selection_seconds", "selection_share", "n_train", "n_test", "anomaly_fraction", "split",
+)
+# fmt: on
+
+
+def slug(text: str) -> str:
+    """``"kNN distance"`` -> ``"knn_distance"`` (keys of ``scores.npz``)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def subsample(split: Split, seed: int, n_train: int = 600, n_test: int = 400) -> Split:
+    """A smaller split for quick runs: random training rows, stratified test rows."""
+    rng = np.random.default_rng(seed)
+    tr, te = np.arange(len(split.X_train)), np.arange(len(split.X_test))
+    if len(tr) > n_train:
+        tr = np.sort(rng.choice(len(tr), n_train, replace=False))
+    if len(te) > n_test:
+        te = np.sort(
+            train_test_split(te, train_size=n_test, stratify=split.y_test, random_state=seed)[0]
+        )
+    return replace(
+        split,
+        X_train=split.X_train[tr],
+        X_test=split.X_test[te],
+        y_test=split.y_test[te],
+        train_index=split.train_index[tr],
+        test_index=split.test_index[te],
+        description=f"{split.description}; quick subsample {len(tr)} train, {len(te)} test",
+    )
+
+
+def score_split(split: Split, seed: int, dataset: str, device: str, quick: bool, detectors):
+    """Fit every detector on ``split.X_train``, score ``split.X_test``: ``{name: (anomaly score,
+    timings and training figures, fitted detector)}``."""
+    out = {}
+    for name, factory in detectors.items():
+        det, fit_s = timed(lambda f=factory: f(dataset, seed, device, quick).fit(split.X_train))
+        score, score_s = timed(lambda d=det: anomaly_score(d, split.X_test))
+        figures = {"fit_seconds": fit_s, "score_seconds": score_s}
+        if hasattr(det, "train_seconds_"):  # MEG: iterations and core-set selection
+            figures.update(
+                n_iter=float(det.n_iter),
+                iters_per_second=det.n_iter / det.train_seconds_,
+                selection_seconds=det.selection_seconds_,
+                selection_share=det.selection_seconds_ / det.train_seconds_,
+            )
+        out[name] = (score, figures, det)
+    return out
+
+
+# A worker's last split: cells come by class, so seeds of a class whose split does not depend on
+# the seed reuse it.
+_SPLIT_CACHE: dict[tuple, Split] = {}
+
+
+def _save(out: Path, cells: list[Cell]) -> None:
+    histories = pd.DataFrame([h for c in cells for h in c.extra["histories"]])
+    if len(histories):
+        write_csv(histories, out / "training_history.csv")
+    arrays = {}
+    for cell in cells:
+        prefix = "/".join(map(str, cell.key))
+        arrays[f"{prefix}/y_test"] = cell.extra["y_test"]
+        arrays.update({f"{prefix}/{slug(m)}": s for m, s in cell.extra["scores"].items()})
+    write_npz(arrays, out / "scores.npz")
+
+
+def _load(out: Path, cells: dict[tuple, Cell], methods: Iterable[str]) -> dict[tuple, Cell]:
+    """The cells with scores of every detector; their scores and histories added."""
+    if not (out / "scores.npz").exists():
+        return {}
+    path = out / "training_history.csv"
+    histories = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["cls", "seed"])
+    complete = {}
+    with np.load(out / "scores.npz") as arrays:
+        for (cls, seed), cell in cells.items():
+            prefix = f"{cls}/{seed}"
+            if {r["method"] for r in cell.rows} != set(methods) or f"{prefix}/y_test" not in arrays:
+                continue
+            mine = histories[(histories["cls"] == cls) & (histories["seed"] == seed)]
+            cell.extra = {
+                "y_test": arrays[f"{prefix}/y_test"],
+                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in methods},
+                "histories": mine.to_dict("records"),
+            }
+            complete[(cls, seed)] = cell
+    return complete
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A detection benchmark: which split, which metric leads, which report. Call it to run."""
+
+    name: str  # benchmark name (``benchmark`` column, default output folder)
+    title: str  # what the plots call it
+    protocol: str  # protocol of datasets.load_benchmark
+    metric: str  # metric of the bar plot
+    curve: str  # "pr" or "roc" curves
+    report: Callable[..., str]  # report(results, *, dataset, params, quick) -> Markdown
+    named_classes: bool = False  # label classes by name where the data set has names
+    published: Mapping[str, Mapping[str, Mapping[int, float]]] = field(default_factory=dict)
+
+    def __call__(
+        self,
+        dataset: str = "mnist",
+        *,
+        classes: Iterable[int] = range(10),
+        seeds: Iterable[int] = (0, 1, 2),
+        device: str = "auto",
+        quick: bool = False,
+        data_root: str | os.PathLike[str] | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+        verbose: bool = False,
+        jobs: int = 1,
+        resume: bool = False,
+    ) -> str:
+        """Run the benchmark, write its files and return the Markdown report.
+
+        Parameters
+        ----------
+        dataset : str, optional
+            ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` (one-class) or ``"digits"``.
+        classes, seeds : iterable of int, optional
+            Classes (the anomaly for held-out, the normal class for one-class) and seeds (of
+            the detectors, and of the split where it is shuffled).
+        device : str, optional
+            Torch device of the MEG detectors ("auto" = CUDA when available).
+        quick : bool, optional
+            Smoke test: 5 iterations of tiny networks on 600 training and 400 test samples.
+        data_root, out_dir : str, os.PathLike or None, optional
+            Data folder; output folder (``results/benchmarks/<name>`` by default).
+        verbose : bool, optional
+            Progress bar on stderr.
+        jobs : int, optional
+            Splits measured at once in separate processes (sharing the cores and the GPU).
+        resume : bool, optional
+            Keep the splits a run with the same settings left in ``out_dir``.
+        """
+        started, options = time.time(), {k: v for k, v in locals().items() if k != "self"}
+        classes, seeds = int_list(classes, "classes"), int_list(seeds, "seeds")
+        options.update(classes=classes, seeds=seeds)
+        if int(jobs) < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        out = prepare_out_dir(out_dir, self.name)
+        dev, params, detectors = (
+            str(resolve_device(device)),
+            preset(dataset, quick),
+            dict(DETECTORS),
+        )
+        root = None if data_root is None else str(data_root)
+        measure = partial(
+            self.measure,
+            dataset=dataset,
+            device=dev,
+            quick=quick,
+            data_root=root,
+            detectors=detectors,
+        )
+        settings = {"benchmark": self.name, "dataset": dataset, "protocol": self.protocol}
+        cells = run_grid(
+            out,
+            {**settings, "quick": quick, "detector": params},
+            {"cls": classes, "seed": seeds},
+            measure,
+            columns=COLUMNS,
+            resume=resume,
+            load=partial(_load, methods=detectors),
+            save=_save,
+            jobs=int(jobs),
+            label=f"{self.name} {dataset}",
+            verbose=verbose,
+        )
+        results = pd.DataFrame([r for c in cells for r in c.rows], columns=list(COLUMNS))
+        label = reports.class_label(dataset) if self.named_classes else str
+        curves = {
+            c.key[0]: c.extra for c in sorted(cells, key=lambda c: c.key) if c.key[1] == seeds[0]
+        }
+        kind = {"pr": "precision-recall", "roc": "ROC"}[self.curve]
+        title = f"{dataset} {self.title}: {kind}, seed {seeds[0]}"
+        plot_curves(curves, out / f"{self.curve}_curves.png", self.curve, label, title)
+        published = self.published.get(reports.dataset_key(dataset))
+        title = f"{dataset} {self.title}: {self.metric.upper()} (mean ± std over seeds)"
+        plot_bars(results, self.metric, out / f"{self.metric}_bars.png", label, published, title)
+        text = self.report(results, dataset=dataset, params=params, quick=quick)
+        write_text(text, out / "table.md")
+        write_meta(out, self.name, options, started=started, device=dev, extra={"detector": params})
+        return text
+
+    def measure(self, cls: int, seed: int, *, dataset, device, quick, data_root, detectors) -> Cell:
+        """Every detector on the split of one class and seed: one grid cell."""
+        seeded = self.protocol == "heldout" or dataset == "digits"
+        key = (dataset, self.protocol, cls, seed if seeded else None, data_root)
+        if key not in _SPLIT_CACHE:
+            _SPLIT_CACHE.clear()
+            _SPLIT_CACHE[key] = load_benchmark(
+                dataset, self.protocol, cls, root=data_root, random_state=seed
+            )
+        split = subsample(_SPLIT_CACHE[key], seed) if quick else _SPLIT_CACHE[key]
+        logger.info("%s: %s", self.name, split.description)
+        rows, histories, scores = [], [], {}
+        for method, (score, figures, det) in score_split(
+            split, seed, dataset, device, quick, detectors
+        ).items():
+            metrics = evaluate(split.y_test, score)
+            rows.append(
+                {
+                    "benchmark": self.name,
+                    "dataset": dataset,
+                    "protocol": self.protocol,
+                    "method": method,
+                    "cls": cls,
+                    "seed": seed,
+                    **metrics,
+                    **figures,
+                    "n_train": len(split.X_train),
+                    "n_test": len(split.X_test),
+                    "anomaly_fraction": split.anomaly_fraction,
+                    "split": split.description,
+                }
+            )
+            histories += [
+                {"method": method, "cls": cls, "seed": seed, **h}
+                for h in getattr(det, "history_", [])
+            ]
+            scores[method] = np.asarray(score, dtype=np.float32)
+            logger.info(
+                "%s class %d seed %d %s: AUPRC %.3f", self.name, cls, seed, method, metrics["auprc"]
+            )
+        return Cell(
+            (cls, seed), rows, {"y_test": split.y_test, "scores": scores, "histories": histories}
+        )
+
+
+def plot_curves(curves: Mapping[int, Mapping[str, Any]], path, kind, class_label, title) -> None:
+    """One subplot per class, one line per detector: PR (``kind="pr"``) or ROC curves."""
+    classes = sorted(curves)
+    ncols = min(5, len(classes))
+    fig, axes = new_figure(-(-len(classes) // ncols), ncols, size=(3.4, 3.0))
+    for ax in axes.ravel()[len(classes) :]:
+        ax.set_visible(False)
+    for ax, cls in zip(axes.ravel(), classes, strict=False):
+        y = curves[cls]["y_test"]
+        for method, score in curves[cls]["scores"].items():
+            if kind == "pr":
+                precision, recall, _ = precision_recall_curve(y, score)
+                ax.plot(recall, precision, label=method, lw=1.2)
+            else:
+                fpr, tpr, _ = roc_curve(y, score)
+                ax.plot(fpr, tpr, label=method, lw=1.2)
+        chance = dict(color="grey", ls=":", lw=1, label="chance")
+        if kind == "pr":
+            ax.axhline(float(np.mean(y)), **chance)
+            ax.set(xlabel="recall", ylabel="precision")
+        else:
+            ax.plot([0, 1], [0, 1], **chance)
+            ax.set(xlabel="false positive rate", ylabel="true positive rate")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), title=f"class {class_label(cls)}")
+    fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_bars(results: pd.DataFrame, metric, path, class_label, published, title) -> None:
+    """Bars of one metric per class and detector (mean, error bar = std over seeds);
+    ``published`` values (``{name: {cls: value}}``) as hatched, unfilled bars."""
+    methods = list(dict.fromkeys(results["method"]))
+    classes = sorted(int(c) for c in results["cls"].unique())
+    refs = {n: ref for n, ref in (published or {}).items() if any(c in ref for c in classes)}
+    n_bars = len(methods) + len(refs)
+    width, x = 0.8 / n_bars, np.arange(len(classes))
+    fig, axes = new_figure(1, 1, size=(max(6.0, 1.1 * len(classes) * n_bars / 3), 3.6))
+    ax = axes[0, 0]
+    values = results.groupby(["method", "cls"])[metric]
+    mean, std = values.mean(), values.std(ddof=1).fillna(0.0)
+    for i, method in enumerate(methods):
+        keys = [(method, c) for c in classes]
+        bars = dict(yerr=std.reindex(keys).fillna(0.0), capsize=2, label=method)
+        ax.bar(x + (i - (n_bars - 1) / 2) * width, mean.reindex(keys), width, **bars)
+    for j, (name, ref) in enumerate(refs.items()):
+        pos = x + (len(methods) + j - (n_bars - 1) / 2) * width
+        heights, color = [ref.get(c, np.nan) for c in classes], f"C{len(methods) + j}"
+        label = f"{name} ({reports.PUBLISHED_NOTE})"
+        ax.bar(pos, heights, width, fill=False, hatch="//", edgecolor=color, label=label)
+    ax.set_xticks(x, [class_label(c) for c in classes])
+    ax.set(xlabel="class", ylabel=metric.upper(), ylim=(0, 1.05), title=title)
+    fig.legend(loc="outside right upper", fontsize=8)
+    save_figure(fig, path)
+
+
+#: Held-out class benchmark (MNIST protocol): AUPRC, published MNIST figures beside it.
+run_heldout = Protocol(
+    "heldout",
+    "held-out class",
+    "heldout",
+    metric="auprc",
+    curve="pr",
+    report=reports.heldout_report,
+    published={"mnist": {"MEG": reports.PUBLISHED_HELDOUT_AUPRC["MEG"]}},
+)
+#: One-class benchmark (Deep SVDD protocol): AUROC.
+run_one_class = Protocol(
+    "one-class",
+    "one-class",
+    "one-class",
+    metric="auroc",
+    curve="roc",
+    report=reports.one_class_report,
+    named_classes=True,
+)

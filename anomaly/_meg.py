@@ -114,6 +114,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Training metrics recorded every 50 iterations.
     train_seconds_ : float
         Wall-clock seconds of the training loop.
+    torch_threads_ : int
+        Torch threads during ``fit`` (scores are bit-reproducible for the same seed, torch build
+        and thread count on a CPU).
 
     References
     ----------
@@ -247,6 +250,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_mean_ = per_net.mean(axis=0)
         self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
         self.history_ = trainer.history
+        self.torch_threads_ = torch.get_num_threads()
         self.train_seconds_ = trainer.seconds
         self.selection_seconds_ = trainer.selection_seconds
         self._set_offset(self._combine(per_net))
@@ -329,6 +333,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
             },
             "training": {
+                # Scores are bit-reproducible on a CPU for the same seed, torch build and
+                # number of threads; another thread count moves them by about 1e-6.
+                "torch_threads": self.torch_threads_,
                 "seconds": float(self.train_seconds_),
                 "selection_seconds": float(self.selection_seconds_),
                 "history": self.history_,
@@ -378,6 +385,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"invalid {bad[0]} in the model file")
         det.history_ = state["training"]["history"]
         det.train_seconds_ = state["training"]["seconds"]
+        det.torch_threads_ = state["training"].get("torch_threads")
         det.selection_seconds_ = state["training"]["selection_seconds"]
         det.device_ = resolve_device(device)
         n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))

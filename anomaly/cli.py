@@ -317,7 +317,7 @@ def fit(
     for group in file.get("settings", {}).values():
         params.update(group)
     params.update(settings or {})
-    params.update(_flag_settings(given, file, seed, quiet, contamination, coreset))
+    params.update(_flag_settings(given, file, seed, quiet, contamination, coreset, settings or {}))
     for key in ("betas", "image_shape"):
         if params.get(key) is not None:
             params[key] = tuple(params[key])
@@ -386,9 +386,13 @@ def fit(
     )
 
 
-def _flag_settings(given, file, seed, quiet, contamination, coreset) -> dict:
+def _flag_settings(given, file, seed, quiet, contamination, coreset, settings) -> dict:
     """The settings the hand-written options set (when given, or not set by --config)."""
     out: dict = {}
+    factors = {k: v for k, v in settings.items() if k in ("prior_factor", "data_factor") and v != 1}
+    if not coreset and factors:
+        name, value = next(iter(factors.items()))
+        raise CliError(f"--no-coreset conflicts with --{name.replace('_', '-')} {value}")
     if "seed" in given:
         out["random_state"] = seed
     if "quiet" in given or "verbose" not in file.get("settings", {}).get("run", {}):

@@ -281,3 +281,8 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
     monkeypatch.setattr(cli, "load_user_data", lambda *a, **k: pytest.fail("read before check"))
     code = main(["fit", str(data), "--out", str(locked / "new" / "m"), *FAST])
     assert code == 1 and "not writable" in capsys.readouterr().err
+
+
+def test_no_coreset_conflicts_with_a_selection_factor():
+    result = CliRunner().invoke(app, ["fit", "--dry-run", "--no-coreset", "--data-factor", "8"])
+    assert result.exit_code != 0 and "--data-factor 8" in str(result.exception)

@@ -169,6 +169,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, mixture_detector)
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["offset"] == det.offset_
     assert "torch" in meta["versions"]
+    assert meta["training"]["torch_threads"] == torch.get_num_threads() == loaded.torch_threads_
     lines = (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [r["step"] for r in det.history_]
     assert loaded.get_params() == det.get_params()

@@ -48,7 +48,7 @@ def lite0() -> dict[int, FeatureEmbedder]:
 
 @pytest.fixture(scope="module")
 def inception() -> FeatureEmbedder:
-    return fid_inception()
+    return fid_inception(image_size=299)
 
 
 def _check_stored(features_: np.ndarray, stored: dict) -> None:
@@ -168,7 +168,8 @@ def test_make_embedder_names(tiny_script):
     assert make_embedder("pixels").identity == "pixels-v1"
     lite = make_embedder("efficientnet-lite0@96")
     assert isinstance(lite, FeatureEmbedder) and lite.image_size == 96
-    assert make_embedder("efficientnet-lite0").image_size == 224
+    assert make_embedder("efficientnet-lite0").image_size == 128  # the benchmarked default
+    assert make_embedder("inception").image_size == 128
     assert make_embedder("inception@80").image_size == 80
     ts = make_embedder(f"torchscript:{tiny_script}@16")
     assert isinstance(ts, TorchScriptEmbedder) and ts.image_size == 16

@@ -18,7 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from coreset.embeddings import Embedder, PixelEmbedder, TorchScriptEmbedder, compute_embeddings
+from coreset.embeddings import Embedder, compute_embeddings
+from coreset.features import make_embedder
 from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
 from coreset.projection import GaussianProjection
 
@@ -329,10 +330,12 @@ def make_sampler(
         Training samples (images as floats in [-1, 1], (N, C, H, W)).
     batch_size, latent_dim, prior_factor, data_factor, prior
         See :class:`CoresetSampler`.
-    embedding : "pixels", path to a TorchScript file, or an Embedder, default="pixels"
-        How samples are embedded: flattened pixels, a TorchScript feature extractor (e.g. the
-        FID Inception network, run on ``device``), or any :class:`~coreset.embeddings.Embedder`.
-        Not used (nothing is embedded) when ``data_factor`` is 1.
+    embedding : str, path to a TorchScript file, or an Embedder, default="pixels"
+        How samples are embedded: a name for :func:`~coreset.features.make_embedder`
+        ("pixels", "efficientnet-lite0[@SIZE]", "inception[@SIZE]", "torchscript:PATH[@SIZE]",
+        "torchvision:ARCH:WEIGHTS[@SIZE]"), a TorchScript file, or any
+        :class:`~coreset.embeddings.Embedder`; networks run on ``device``. Not used (nothing is
+        embedded) when ``data_factor`` is 1.
     projection_dim : int, default=32
         Dimension of the Gaussian random projection of the embeddings.
     cache_dir : str or os.PathLike, optional
@@ -362,12 +365,7 @@ def make_sampler(
             random_state=rng,
             device=device,
         )
-    if isinstance(embedding, str) and embedding == "pixels":
-        embedder: Embedder = PixelEmbedder()
-    elif isinstance(embedding, str | os.PathLike):
-        embedder = TorchScriptEmbedder(embedding, device=device)
-    else:
-        embedder = embedding
+    embedder = make_embedder(embedding, device=device)
     emb = compute_embeddings(X, embedder, cache_dir=cache_dir, verbose=verbose)
     projection = GaussianProjection(projection_dim, random_state=rng.spawn(1)[0])
     projected = projection.fit_transform(emb)

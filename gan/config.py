@@ -186,7 +186,9 @@ class Batches(SettingsGroup):
     )
     embedding: str = setting(
         "pixels",
-        "data embedding for the selection: 'pixels' or a TorchScript feature extractor file",
+        "data embedding for the selection: 'pixels', 'efficientnet-lite0[@SIZE]', "
+        "'inception[@SIZE]', 'torchscript:PATH[@SIZE]', 'torchvision:ARCH:WEIGHTS[@SIZE]' "
+        "or a TorchScript feature extractor file",
     )
     prior: str = setting("normal", "latent prior", choices=("normal", "uniform"))
 

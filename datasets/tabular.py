@@ -170,11 +170,11 @@ def _csv_line(path: Path, data_row: int) -> int:
     return data_row + 2
 
 
-def _check_csv_rows(path: Path, n_fields: int) -> None:
+def _check_csv_rows(path: Path, sep: str = ",") -> None:
     """Raise on the first non-blank row whose field count differs from the header's."""
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        next(reader, None)
+        reader = csv.reader(f, delimiter=sep)
+        n_fields = len(next(reader, []))
         for row in reader:
             if row and len(row) != n_fields:
                 raise DataError(
@@ -197,9 +197,27 @@ def _select_label(columns: list[str], label_column: str | int | None, path: Path
     return label_column % len(columns)
 
 
-def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _csv_dialect(path: Path) -> tuple[str, str]:
+    """``(separator, decimal mark)`` from the header line: commas; or, when the header has no
+    comma, semicolons with decimal commas (the European convention) or tabs."""
     try:
-        df = pd.read_csv(path, skipinitialspace=True)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if "," not in header and ";" in header:
+        return ";", ","
+    if "," not in header and "\t" in header:
+        return "\t", "."
+    return ",", "."
+
+
+def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    sep, decimal = _csv_dialect(path)
+    _check_csv_rows(path, sep)  # pandas would drop or index the fields of a longer row
+    try:
+        # index_col=False: rows longer than the header are an error below, never an index.
+        df = pd.read_csv(path, sep=sep, decimal=decimal, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path} is empty") from exc
     except pd.errors.ParserError as exc:
@@ -237,8 +255,6 @@ def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
     values = df.to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
-        if np.isnan(values).any():
-            _check_csv_rows(path, len(columns))  # a short row shows up as NaN
         i, j = (int(k) for k in np.argwhere(~finite)[0])
         kind = (
             "missing or NaN value" if np.isnan(values[i, j]) else f"infinite value {values[i, j]}"

@@ -660,3 +660,20 @@ def test_mode_coverage_known_samples() -> None:
     none = mode_coverage(np.array([[1.0, 1.0]]), grid)
     assert none["modes_recovered"] == 0 and none["high_quality_fraction"] == 0.0
     assert math.isnan(none["kl_uniform"])
+
+
+def test_csv_rows_longer_than_the_header_are_refused_not_indexed(tmp_path):
+    path = tmp_path / "extra.csv"
+    path.write_text("a,b\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="line 2 has 3 fields but the header has 2"):
+        load_table(path)
+
+
+def test_semicolon_csv_with_decimal_commas_is_read_as_such(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;c\n1,5;2,25;3\n4,0;5,5;6\n")
+    X, _ = load_table(path)
+    np.testing.assert_array_equal(X, [[1.5, 2.25, 3.0], [4.0, 5.5, 6.0]])
+    tabs = tmp_path / "tab.csv"
+    tabs.write_text("a\tb\n1.5\t2\n")
+    np.testing.assert_array_equal(load_table(tabs)[0], [[1.5, 2.0]])

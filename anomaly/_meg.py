@@ -153,6 +153,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         per image) or shaped, and a wrong count gets scikit-learn's usual message.
         """
         dtype = [np.float64, np.float32]
+        integer = getattr(X, "dtype", None) is not None and np.dtype(X.dtype).kind in "ui"
         if reset:
             X = validate_data(self, X, reset=True, allow_nd=True, dtype=dtype)
             self.input_shape_ = self._input_shape(X)
@@ -166,6 +167,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input (samples of shape {self.input_shape_})"
             )
         X = np.array(X, dtype=np.float32, copy=True).reshape(len(X), *self.input_shape_)
+        if len(self.input_shape_) == 3:
+            X = _image_range(X, integer)
         if reset:
             self._fit_scaling(X)
         if self.shift_ is not None:
@@ -217,7 +220,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
-            Training samples.
+            Training samples. Images are floats in [-1, 1], or integers (uint8) read as
+            0..255; scoring reads them the same way.
         y : ignored
 
         Returns
@@ -416,6 +420,19 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()
+
+
+def _image_range(X: np.ndarray, integer: bool) -> np.ndarray:
+    """Images in the networks' range [-1, 1]: integer images are read as 0..255 and scaled;
+    float images must already be in [-1, 1] (a little slack is allowed)."""
+    if integer:
+        return X / np.float32(127.5) - np.float32(1.0)
+    if X.size and (X.min() < -1.5 or X.max() > 1.5):
+        raise ValueError(
+            f"float images must be in [-1, 1] (or given as uint8 0..255), got values in "
+            f"[{X.min():.3g}, {X.max():.3g}]"
+        )
+    return X
 
 
 def _cpu_state(net: torch.nn.Module) -> dict:

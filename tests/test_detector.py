@@ -245,3 +245,15 @@ def test_non_finite_scores_are_never_inliers(mixture_detector):
     assert (broken.predict(X[:5]) == -1).all()
     with pytest.raises(ValueError, match="unknown device"):
         MEGDetector(n_iter=1, device="tpu").fit(X[:10])
+
+
+def test_uint8_images_score_as_the_same_images_in_the_documented_range():
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(80, 1, 8, 8), dtype=np.uint8)
+    scaled = raw.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    det = MEGDetector(**TINY, random_state=0).fit(raw)
+    np.testing.assert_allclose(det.score_samples(raw), det.score_samples(scaled), rtol=0, atol=0)
+    other = MEGDetector(**TINY, random_state=0).fit(scaled)
+    np.testing.assert_array_equal(other.score_samples(scaled), det.score_samples(scaled))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        det.score_samples(raw.astype(np.float32))  # 0..255 as floats: not the documented range

@@ -159,6 +159,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             self.input_shape_ = self._input_shape(X)
             self.n_features_in_ = int(np.prod(self.input_shape_))
         else:
+            self._check_names(X)
             X = check_array(X, allow_nd=True, dtype=dtype)
         n_features = int(np.prod(X.shape[1:]))
         if n_features != self.n_features_in_:
@@ -179,6 +180,23 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                     "X has values that overflow after scaling (far outside the training range)"
                 )
         return X
+
+    def _check_names(self, X) -> None:
+        """Columns named differently from those seen in ``fit`` (renamed or reordered) are an
+        error; unnamed input is taken in the fitted order."""
+        fitted = getattr(self, "feature_names_in_", None)
+        names = getattr(X, "columns", None)
+        if fitted is None or names is None:
+            return
+        names, fitted = [str(c) for c in names], [str(c) for c in fitted]
+        if len(names) != len(fitted):
+            return  # the feature count check says so
+        for i, (got, want) in enumerate(zip(names, fitted, strict=True)):
+            if got != want:
+                raise ValueError(
+                    f"feature names differ from those seen in fit: column {i} is {got!r}, "
+                    f"expected {want!r}"
+                )
 
     def _input_shape(self, X: np.ndarray) -> tuple[int, ...]:
         if X.ndim == 3:  # (n, H, W) grey images
@@ -329,6 +347,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "settings": settings,
             "input_shape": list(self.input_shape_),
             "n_features_in": int(self.n_features_in_),
+            "feature_names": (
+                None
+                if getattr(self, "feature_names_in_", None) is None
+                else [str(c) for c in self.feature_names_in_]
+            ),
             "offset": float(self.offset_),
             "energy_mean": self.energy_mean_.tolist(),
             "energy_std": self.energy_std_.tolist(),
@@ -369,6 +392,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det._settings()  # a tampered file gets the same checks as fit
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.n_features_in_ = int(state["n_features_in"])
+        if state.get("feature_names") is not None:
+            names = np.asarray(state["feature_names"], dtype=object)
+            if len(names) != det.n_features_in_:
+                raise ValueError("feature_names and n_features_in disagree")
+            det.feature_names_in_ = names
         if min(det.input_shape_) < 1 or int(np.prod(det.input_shape_)) != det.n_features_in_:
             raise ValueError(f"input_shape {det.input_shape_} does not hold n_features_in values")
         det.offset_ = float(state["offset"])

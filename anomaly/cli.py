@@ -67,6 +67,14 @@ class UserData:
     X: np.ndarray
     y: np.ndarray | None
     kind: str  # "table" or "images"
+    names: list[str] | None = None  # a CSV's feature columns
+
+    def named(self):
+        """``X`` as a data frame with the CSV's column names (the detector keeps and checks
+        them), or as is."""
+        import pandas as pd
+
+        return self.X if self.names is None else pd.DataFrame(self.X, columns=self.names)
 
 
 def load_user_data(
@@ -77,7 +85,7 @@ def load_user_data(
     Image folders become float32 ``(N, C, H, W)`` arrays in [-1, 1]; ``channels`` (1 or 3) forces
     grey or colour.
     """
-    from datasets import load_image_folder, load_table, to_model_input
+    from datasets import csv_feature_names, load_image_folder, load_table, to_model_input
 
     if not path.exists():
         raise CliError(f"data not found: {path}")
@@ -86,7 +94,8 @@ def load_user_data(
         images, _, _ = load_image_folder(path, image_size=image_size, grayscale=grayscale)
         return UserData(to_model_input(images), None, "images")
     X, y = load_table(path, label_column=label_column)
-    return UserData(X, y, "table")
+    names = csv_feature_names(path, label_column) if path.suffix.lower() == ".csv" else None
+    return UserData(X, y, "table", names)
 
 
 def _read_labels(path: Path, n: int) -> np.ndarray:
@@ -344,7 +353,7 @@ def fit(
 
     if data is not None:
         user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
-        detector.fit(user.X)
+        detector.fit(user.named())
         save_model(detector, out)
         result = {
             "data": str(data),
@@ -460,7 +469,7 @@ def score(
             f"images in {data} are {user.X.shape[1:]} (C, H, W) but the model expects "
             f"{tuple(detector.input_shape_)}"
         )
-    normality = detector.score_samples(user.X)
+    normality = detector.score_samples(user.named())
     flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
     table = pd.DataFrame(
         {

@@ -19,7 +19,7 @@ from .splits import (
     one_class_split,
     to_model_input,
 )
-from .tabular import check_finite, check_finite_2d, check_labels, load_table
+from .tabular import check_finite, check_finite_2d, check_labels, csv_feature_names, load_table
 
 __all__ = [
     "BENCHMARKS",
@@ -32,6 +32,7 @@ __all__ = [
     "check_finite",
     "check_finite_2d",
     "check_labels",
+    "csv_feature_names",
     "default_data_root",
     "grid_mixture",
     "heldout_split",

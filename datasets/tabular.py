@@ -14,7 +14,14 @@ import pandas as pd
 
 from .errors import DataError
 
-__all__ = ["TABLE_SUFFIXES", "check_finite", "check_finite_2d", "check_labels", "load_table"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "check_finite",
+    "check_finite_2d",
+    "check_labels",
+    "csv_feature_names",
+    "load_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +217,18 @@ def _csv_dialect(path: Path) -> tuple[str, str]:
     if "," not in header and "\t" in header:
         return "\t", "."
     return ",", "."
+
+
+def csv_feature_names(
+    path: str | os.PathLike[str], label_column: str | int | None = None
+) -> list[str]:
+    """The feature column names of a CSV file as :func:`load_table` reads it (label dropped)."""
+    path = Path(path)
+    sep, _ = _csv_dialect(path)
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        columns = [c.strip() for c in next(csv.reader(f, delimiter=sep), [])]
+    label = _select_label(columns, label_column, path)
+    return [c for j, c in enumerate(columns) if j != label]
 
 
 def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -286,3 +286,14 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
 def test_no_coreset_conflicts_with_a_selection_factor():
     result = CliRunner().invoke(app, ["fit", "--dry-run", "--no-coreset", "--data-factor", "8"])
     assert result.exit_code != 0 and "--data-factor 8" in str(result.exception)
+
+
+def test_score_compares_csv_headers_with_the_training_columns(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), *FAST]) == 0
+    frame[["c", "b", "a"]].to_csv(tmp_path / "swapped.csv", index=False)
+    out = tmp_path / "s.csv"
+    code = main(["score", str(tmp_path / "m"), str(tmp_path / "swapped.csv"), "--out", str(out)])
+    assert code == 1 and "feature names differ" in capsys.readouterr().err and not out.exists()

@@ -257,3 +257,17 @@ def test_uint8_images_score_as_the_same_images_in_the_documented_range():
     np.testing.assert_array_equal(other.score_samples(scaled), det.score_samples(scaled))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         det.score_samples(raw.astype(np.float32))  # 0..255 as floats: not the documented range
+
+
+def test_feature_names_are_kept_and_checked(tmp_path):
+    import pandas as pd
+
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 3)), columns=["a", "b", "c"])
+    det = MEGDetector(**TINY, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="column 0 is 'b', expected 'a'"):
+        det.score_samples(X[["b", "a", "c"]])
+    with pytest.raises(ValueError, match="column 2 is 'd'"):
+        det.score_samples(X.rename(columns={"c": "d"}))
+    np.testing.assert_array_equal(det.score_samples(X.to_numpy()), det.score_samples(X))
+    save_model(det, tmp_path / "m")
+    assert list(load_model(tmp_path / "m").feature_names_in_) == ["a", "b", "c"]

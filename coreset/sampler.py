@@ -8,6 +8,7 @@ their projected embeddings (computed once, see :func:`make_sampler`).
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 import os
@@ -297,6 +298,30 @@ class CoresetSampler:
             self.selection_seconds += time.perf_counter() - start
             self._prior_queue.extend(batches.unbind(0))
         return self._prior_queue.popleft()
+
+    def state_dict(self) -> dict:
+        """The random streams and the batches already selected but not yet used, so that a
+        sampler rebuilt with the same arguments continues exactly (:meth:`load_state_dict`)."""
+        state = {
+            "data_rng": json.dumps(self._data_rng.bit_generator.state),
+            "prior_rng": json.dumps(self._prior_rng.bit_generator.state),
+            "torch_gen": self._torch_gen.get_state(),
+            "data_queue": [torch.from_numpy(b) for b in self._data_queue],
+            "prior_queue": [b.cpu() for b in self._prior_queue],
+        }
+        if self._host_gen is not self._torch_gen:
+            state["host_gen"] = self._host_gen.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of a sampler built with the same arguments."""
+        self._data_rng.bit_generator.state = json.loads(state["data_rng"])
+        self._prior_rng.bit_generator.state = json.loads(state["prior_rng"])
+        self._torch_gen.set_state(state["torch_gen"])
+        if "host_gen" in state:
+            self._host_gen.set_state(state["host_gen"])
+        self._data_queue = deque(b.numpy() for b in state["data_queue"])
+        self._prior_queue = deque(b.to(self.device) for b in state["prior_queue"])
 
     def __repr__(self) -> str:
         emb = "None" if self.data_embeddings is None else f"<{self.data_embeddings.shape}>"

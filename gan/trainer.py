@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import atomic_path, progress
+from common import atomic_path, progress, write_text_atomic
 from coreset import Prior, make_prior, make_sampler
 
 from .config import MEGConfig
@@ -142,6 +142,16 @@ class MetricsLog:
 
     def __init__(self, path=None):
         self.path = Path(path) if path else None
+
+    def drop_after(self, step: int) -> None:
+        """Remove the file's records after ``step`` (a run resumed from that step's checkpoint
+        writes them again)."""
+        if not self.path or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            write_text_atomic(self.path, "".join(kept))
 
     def on_step_end(self, trainer: MEGTrainer, result: StepResult) -> None:
         schedule = trainer.config.schedule
@@ -278,6 +288,8 @@ class MEGTrainer:
         self.seconds = 0.0
         self.selection_seconds = 0.0
         self.sampler = None
+        self._restore: dict | None = None  # sampler state of a checkpoint, used by fit
+        self._sampler_key = 0
 
         cfg = config
         with torch.random.fork_rng(devices=[]):
@@ -308,8 +320,11 @@ class MEGTrainer:
         if tuple(X.shape[1:]) != self.input_shape:
             raise ValueError(f"samples of shape {X.shape[1:]} given, expected {self.input_shape}")
         data = torch.from_numpy(X).to(self.device)  # (N, *input_shape)
-        # Batches after a resume are drawn from a stream keyed by the step, so runs are repeatable.
-        seeds = np.random.SeedSequence([self.seed, self.step]).generate_state(2)
+        # A checkpoint's sampler continues where it stopped (a resumed run ends as one never
+        # interrupted); otherwise batches are drawn from a stream keyed by the step.
+        restore, self._restore = self._restore, None
+        self._sampler_key = restore["key"] if restore else self.step
+        seeds = np.random.SeedSequence([self.seed, self._sampler_key]).generate_state(2)
         self.sampler = make_sampler(
             X,
             batch_size=min(cfg.batches.batch_size, len(X)),
@@ -325,6 +340,9 @@ class MEGTrainer:
             verbose=self.verbose,
         )
         self._perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
+        if restore:
+            self.sampler.load_state_dict(restore["sampler"])
+            self._perm_gen.set_state(restore["perm_gen"])
         start_selection = self.sampler.selection_seconds
 
         for net in (self.energy_net, self.generator, self.stats_net):
@@ -438,6 +456,15 @@ class MEGTrainer:
             "seconds": self.seconds,
             "history": json.dumps(self.history),
             "snapshots": self.snapshots,
+            **(
+                {}
+                if self.sampler is None
+                else {
+                    "sampler": self.sampler.state_dict(),
+                    "perm_gen": self._perm_gen.get_state(),
+                    "sampler_key": self._sampler_key,
+                }
+            ),
         }
 
     def save_checkpoint(self, path) -> None:
@@ -467,6 +494,15 @@ class MEGTrainer:
         trainer.seconds = float(state["seconds"])
         trainer.history = json.loads(state["history"])
         trainer.snapshots = list(state["snapshots"])
+        if "sampler" in state:
+            trainer._restore = {
+                "sampler": state["sampler"],
+                "perm_gen": state["perm_gen"],
+                "key": int(state["sampler_key"]),
+            }
+        for callback in trainer.callbacks:  # records after the checkpoint are written again
+            if isinstance(callback, MetricsLog):
+                callback.drop_after(trainer.step)
         return trainer
 
 

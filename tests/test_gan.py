@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -243,3 +244,35 @@ def test_custom_prior_feeds_the_generator():
                          prior=LatentPrior(4, "uniform")).fit(X)  # fmt: skip
     z = trainer.sampler.sample_prior()
     assert tuple(z.shape) == (8, 4) and float(z.abs().max()) <= 1.0
+
+
+class _Interrupt:
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, trainer, result):
+        if trainer.step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("factors", [(1, 1), (4, 8)])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, factors):
+    X = np.random.default_rng(3).normal(size=(200, 2)).astype(np.float32)
+    cfg = dict(n_iter=7, log_every=1, prior_factor=factors[0], data_factor=factors[1])
+    whole = MEGTrainer(tiny_config(**cfg), (2,), random_state=5).fit(X)
+    ckpt, log = tmp_path / "ckpt.pt", tmp_path / "metrics.jsonl"
+    first = MEGTrainer(tiny_config(**cfg), (2,), random_state=5, checkpoint_path=ckpt,
+                       checkpoint_every=3, log_path=log, callbacks=[_Interrupt(5)])  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(X)  # killed after step 5; the checkpoint holds step 3
+    resumed = MEGTrainer.from_checkpoint(ckpt, device="cpu", log_path=log).fit(X)
+    nets = ("energy_net", "energy_avg", "generator", "stats_net")
+    for name in nets:
+        for p, q in zip(getattr(whole, name).state_dict().values(),
+                        getattr(resumed, name).state_dict().values()):  # fmt: skip
+            assert torch.equal(p, q), name
+    for a, b in zip(whole.snapshots, resumed.snapshots, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in r.items() if "seconds" not in k} for r in whole.history]
+    assert [{k: v for k, v in r.items() if "seconds" not in k} for r in resumed.history] == strip
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import MISSING
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
+from gan.trainer import seed_from
 
 from .persistence import ModelFileError, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
@@ -252,14 +254,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         rng = check_random_state(self.random_state)
         self.device_ = resolve_device(self.device)
-        trainer = MEGTrainer(
-            config,
-            self.input_shape_,
-            device=self.device_,
-            random_state=rng,
-            verbose=self.verbose,
-            cache_dir=self.cache_dir,
-        ).fit(X)
+        trainer = self._trainer(config, rng).fit(X)
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
             net.load_state_dict(state)
@@ -277,6 +272,35 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.selection_seconds_ = trainer.selection_seconds
         self._set_offset(self._combine(per_net))
         return self
+
+    def _trainer(self, config: MEGConfig, rng) -> MEGTrainer:
+        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches."""
+        kwargs = dict(
+            verbose=self.verbose,
+            cache_dir=self.cache_dir,
+            checkpoint_path=self.checkpoint_path,
+            checkpoint_every=self.checkpoint_every,
+        )
+        seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
+        path = self.checkpoint_path
+        if path is None or not Path(path).exists():
+            return MEGTrainer(config, self.input_shape_, device=self.device_, random_state=seed,
+                              **kwargs)  # fmt: skip
+        try:
+            trainer = MEGTrainer.from_checkpoint(path, device=self.device_, **kwargs)
+        except Exception as err:  # torch raises many kinds on a damaged file
+            raise ValueError(f"cannot resume from {path}: {first_line(err)}") from None
+        same = (
+            trainer.config.to_dict() == config.to_dict()
+            and trainer.input_shape == tuple(self.input_shape_)
+            and trainer.seed == seed
+        )
+        if not same:
+            raise ValueError(
+                f"cannot resume from {path}: it was written with other settings, seed or data "
+                "shape (remove it to start afresh)"
+            )
+        return trainer
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
         if self.contamination == "auto":

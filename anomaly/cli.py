@@ -284,6 +284,12 @@ def fit(
         None,
         help="JSON file as --dry-run prints it; options given on the command line override it.",
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue an interrupted fit from the checkpoint beside OUT (written with "
+        "--checkpoint-every); it ends as the fit would have without the interruption.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     dry_run: bool = typer.Option(
@@ -330,6 +336,9 @@ def fit(
     for key in ("betas", "image_shape"):
         if params.get(key) is not None:
             params[key] = tuple(params[key])
+    checkpoint = out.parent / f".{out.name}.checkpoint.pt"
+    if resume or params["checkpoint_every"]:
+        params["checkpoint_path"] = str(checkpoint)
     detector = MEGDetector(**params)
     detector._settings()  # every setting checked before anything is read or trained
     if dry_run:
@@ -350,11 +359,16 @@ def fit(
         return
     check_model_destination(out)  # refuse a folder that is not ours before training
     _check_writable(out)
+    if resume and not checkpoint.exists():
+        raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
+    if not resume and checkpoint.exists():
+        checkpoint.unlink()  # our own file from an earlier run: start afresh
 
     if data is not None:
         user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
         detector.fit(user.named())
         save_model(detector, out)
+        checkpoint.unlink(missing_ok=True)
         result = {
             "data": str(data),
             "n_train": len(user.X),
@@ -371,6 +385,7 @@ def fit(
     split = load_benchmark(source, protocol.value, cls, root=root, random_state=seed)
     detector.fit(split.X_train)
     save_model(detector, out)
+    checkpoint.unlink(missing_ok=True)
     anomaly_score = -detector.score_samples(split.X_test)
     metrics = evaluate(split.y_test, anomaly_score)
     result = {

@@ -70,6 +70,15 @@ class Run(SettingsGroup):
         None, "(C, H, W): read each row of a 2-D X as an image", kind=tuple, none=True, option=None
     )
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    checkpoint_path: str | None = setting(
+        None,
+        "training checkpoint file: fit continues from it when it exists (same settings and "
+        "seed), and writes it every checkpoint_every iterations and at the end",
+        kind=str,
+        none=True,
+        option=None,
+    )
+    checkpoint_every: int = setting(0, "iterations between checkpoints (0: only at the end)", low=0)
     cache_dir: str | None = setting(None, "folder for cached data embeddings", kind=str, none=True)
     random_state: Any = setting(
         None,

@@ -14,6 +14,7 @@ from .trainer import (
     Snapshots,
     StepResult,
     resolve_device,
+    seed_from,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "input_gradient_sq_norm",
     "jsd_mutual_information",
     "resolve_device",
+    "seed_from",
 ]

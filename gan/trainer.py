@@ -48,6 +48,7 @@ __all__ = [
     "Snapshots",
     "StepResult",
     "resolve_device",
+    "seed_from",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _seed_from(random_state) -> int:
-    """An int seed from None, an int, or a numpy Generator (consumed once)."""
+def seed_from(random_state) -> int:
+    """An int seed from None, an int, or a numpy Generator / RandomState (consumed once)."""
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0])
     if isinstance(random_state, np.random.Generator):
@@ -265,7 +266,7 @@ class MEGTrainer:
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = resolve_device(device)
-        self.seed = _seed_from(random_state)
+        self.seed = seed_from(random_state)
         self.verbose = verbose
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.cache_dir = cache_dir

@@ -297,3 +297,34 @@ def test_score_compares_csv_headers_with_the_training_columns(tmp_path, capsys):
     out = tmp_path / "s.csv"
     code = main(["score", str(tmp_path / "m"), str(tmp_path / "swapped.csv"), "--out", str(out)])
     assert code == 1 and "feature names differ" in capsys.readouterr().err and not out.exists()
+
+
+def test_fit_killed_and_resumed_ends_as_an_uninterrupted_fit(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    data = tmp_path / "x.csv"
+    rng = np.random.default_rng(3)
+    pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc")).to_csv(data, index=False)
+    args = [sys.executable, "-m", "anomaly.cli", "fit", str(data), "--n-iter", "300",
+            "--n-energy-steps", "1", "--width", "8", "--batch-size", "16", "-q"]  # fmt: skip
+    out = tmp_path / "m"
+    checkpoint = tmp_path / ".m.checkpoint.pt"
+    proc = subprocess.Popen([*args, "--out", str(out), "--checkpoint-every", "5"])
+    while not checkpoint.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-training, after the first checkpoint
+    assert proc.wait() == -signal.SIGKILL and not out.exists()
+    resumed = subprocess.run([*args, "--out", str(out), "--resume"], capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not checkpoint.exists()  # removed once the model is saved
+    whole = subprocess.run([*args, "--out", str(tmp_path / "w")], capture_output=True)
+    assert whole.returncode == 0, whole.stderr
+    a = torch.load(out / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "w" / "weights.pt", weights_only=True)
+    for net_a, net_b in zip(a["energy_nets"], b["energy_nets"], strict=True):
+        assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
+    again = subprocess.run([*args, "--out", str(tmp_path / "n"), "--resume"], capture_output=True)
+    assert again.returncode == 1 and b"nothing to resume" in again.stderr

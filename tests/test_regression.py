@@ -1,11 +1,13 @@
 """Refactoring guard: small seeded fits give the scores recorded in ``data/regression.json``.
 
-The values were recorded before the settings, trainer and harness were reorganised; a change
+The values were recorded before the settings, trainer and harness were reorganised (torch
+2.13.0), and for torch 2.14.1 after it, on code that gave the 2.13.0 values bit for bit; a change
 that only moves code must keep them bit for bit. Float results depend on the torch build and the
-thread count, so the exact comparison runs where both match the recording (CI pins the same
-torch); elsewhere the scores must still agree to a loose tolerance.
+thread count, so the exact comparison runs where both match a record; elsewhere the scores must
+still agree with the first record to a loose tolerance.
 
-Re-record (only for a change meant to alter training): ``python tests/test_regression.py``.
+Record another environment (or re-record, only for a change meant to alter training):
+``python tests/test_regression.py``.
 """
 
 from __future__ import annotations
@@ -90,9 +92,11 @@ def _environment() -> dict:
 
 
 def test_seeded_fits_score_as_recorded():
-    record = json.loads(RECORD.read_text())
+    records = json.loads(RECORD.read_text())["records"]
     now = _measure()
-    exact = record["environment"] == _environment()
+    same = [r for r in records if r["environment"] == _environment()]
+    exact = bool(same)
+    record = same[0] if same else records[0]
     for name in ("vector", "image", "trainer"):
         got = np.asarray(now[name]["score_samples"] + [now[name]["offset"]])
         want = np.asarray(record[name]["score_samples"] + [record[name]["offset"]])
@@ -102,8 +106,11 @@ def test_seeded_fits_score_as_recorded():
             np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05, err_msg=name)
 
 
-if __name__ == "__main__":  # pragma: no cover - re-record
+if __name__ == "__main__":  # pragma: no cover - record this environment (replaces its record)
     torch.set_num_threads(1)  # as the test session runs (tests/conftest.py)
+    records = json.loads(RECORD.read_text())["records"] if RECORD.exists() else []
+    records = [r for r in records if r["environment"] != _environment()]
+    records.append({"environment": _environment(), **_measure()})
     RECORD.parent.mkdir(exist_ok=True)
-    RECORD.write_text(json.dumps({"environment": _environment(), **_measure()}, indent=1) + "\n")
+    RECORD.write_text(json.dumps({"records": records}, indent=1) + "\n")
     sys.exit(0)

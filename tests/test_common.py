@@ -77,3 +77,75 @@ def test_folder_swap_is_one_step_and_a_killed_save_is_recovered(tmp_path, monkey
         (tmp / "w.txt").write_text("newer")
     assert (target / "w.txt").read_text() == "newer"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+_SAVER = """
+import os, sys, time, pathlib
+import common.io as cio
+target, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
+if mode == "two-renames":  # no one-step swap: stop between the renames until killed
+    cio._exchange = lambda a, b: False
+    real_replace = os.replace
+    def replace(src, dst):
+        real_replace(src, dst)
+        (target.parent / "between").touch()
+        time.sleep(60)
+    cio.os.replace = replace
+    with cio.atomic_path(target, directory=True) as tmp:
+        (tmp / "w.txt").write_text("new")
+else:  # save versions 1, 2, 3, ... as fast as possible until killed
+    for i in range(1, 10**9):
+        with cio.atomic_path(target, directory=True) as tmp:
+            (tmp / "w.txt").write_text(str(i) * 1000)
+"""
+
+
+def _saver(target, mode):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _SAVER, str(target), mode])
+
+
+def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_folder(tmp_path):
+    import random
+    import signal
+    import time
+
+    target = tmp_path / "model"
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "w.txt").write_text("0" * 1000)
+    rng, seen = random.Random(0), set()
+    for _ in range(5):
+        proc = _saver(target, "loop")
+        time.sleep(0.5 + rng.random() * 0.5)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        text = (target / "w.txt").read_text()  # always one whole version, never none
+        unit = text[: len(text) // 1000]
+        assert unit.isdigit() and text == unit * 1000
+        seen.add(unit)
+    assert len(seen - {"0"}) >= 1  # the saves did run before the kills
+    with atomic_path(target, directory=True) as tmp:  # the next save clears the leftovers
+        (tmp / "w.txt").write_text("last")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_save_killed_between_two_renames_is_recovered_by_the_next(tmp_path):
+    import signal
+    import time
+
+    target = tmp_path / "model"
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "w.txt").write_text("old")
+    proc = _saver(target, "two-renames")
+    while not (tmp_path / "between").exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # the old folder is moved aside, the new one not yet in
+    assert proc.wait() == -signal.SIGKILL and not target.exists()
+    (tmp_path / "between").unlink()
+    with atomic_path(target, directory=True) as tmp:
+        assert (target / "w.txt").read_text() == "old"  # put back before anything else
+        (tmp / "w.txt").write_text("next")
+    assert (target / "w.txt").read_text() == "next"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -23,7 +23,7 @@ import numpy as np
 import sklearn
 import torch
 
-from common import atomic_path
+from common import atomic_path, first_line
 
 __all__ = [
     "FORMAT",
@@ -42,12 +42,6 @@ WEIGHTS, CONFIG, METRICS = "weights.pt", "model.json", "metrics.jsonl"
 
 class ModelFileError(ValueError):
     """A model folder that is missing, corrupt, or not one of ours."""
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def versions() -> dict[str, str]:

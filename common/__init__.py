@@ -1,10 +1,11 @@
-"""Internal helpers every other package may use: atomic writes and progress bars.
+"""Internal helpers every other package may use: atomic writes, progress bars, error text.
 
 This package imports nothing from the project, so ``datasets``, ``coreset``, ``gan`` and
 ``anomaly`` can all depend on it without cycles.
 """
 
+from .errors import first_line
 from .io import atomic_path, write_text_atomic
 from .progress import progress
 
-__all__ = ["atomic_path", "progress", "write_text_atomic"]
+__all__ = ["atomic_path", "first_line", "progress", "write_text_atomic"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, progress, write_text_atomic
+from common import atomic_path, first_line, progress, write_text_atomic
 
 __all__ = [
     "Embedder",
@@ -111,8 +111,7 @@ def load_torchscript(path: str | os.PathLike[str], device: str | torch.device = 
             warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
             model = torch.jit.load(str(path), map_location=torch.device(device))
     except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors, ...
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"could not load TorchScript model {path}: {first_line}") from None
+        raise ValueError(f"could not load TorchScript model {path}: {first_line(exc)}") from None
     return model.eval()
 
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from common import first_line
 from coreset.embeddings import (
     Embedder,
     PixelEmbedder,
@@ -349,8 +350,7 @@ class EfficientNetLite0(nn.Module):
                     renamed[f"{self._TOP[parts[0]]}.{parts[1]}"] = value
             self.load_state_dict(renamed, strict=True)
         except (KeyError, IndexError, RuntimeError) as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"not an EfficientNet-Lite0 state dict: {first_line}") from None
+            raise ValueError(f"not an EfficientNet-Lite0 state dict: {first_line(exc)}") from None
         return self
 
 
@@ -384,8 +384,7 @@ def efficientnet_lite0(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing file, pickle or zip errors
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"could not load weights {path}: {first_line}") from None
+        raise ValueError(f"could not load weights {path}: {first_line(exc)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict")
     network = EfficientNetLite0().load_reference_state_dict(state).eval().fuse_batchnorm()
@@ -523,8 +522,7 @@ def torchvision_embedder(
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:  # missing file, pickle errors, mismatched keys
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"could not load {arch} weights {path}: {first_line}") from None
+        raise ValueError(f"could not load {arch} weights {path}: {first_line(exc)}") from None
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"torchvision model {arch!r} has no Linear layer to take features before")

@@ -29,7 +29,6 @@ _MAX_CALIBRATION = 10_000
 _AUTO_MADS = 3.0
 # Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
 _SETTINGS = [field for _, field in setting_fields(GROUPS)]
-_TRAINING = {field.name for _, field in setting_fields(TRAINING_GROUPS)}
 
 
 def _parameters_doc() -> str:
@@ -362,13 +361,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         group, input shape, preprocessing, standardisation, threshold, training summary);
         ``weights`` holds CPU tensors."""
         check_is_fitted(self)
-        settings = group_params(self.get_params())
-        if settings["run"].get("image_shape") is not None:
-            settings["run"]["image_shape"] = list(settings["run"]["image_shape"])
-        settings["objective"]["betas"] = list(settings["objective"]["betas"])
         state = {
             "class": type(self).__name__,
-            "settings": settings,
+            "settings": group_params(self.get_params()),  # tuples are written as JSON lists
             "input_shape": list(self.input_shape_),
             "n_features_in": int(self.n_features_in_),
             "feature_names": (
@@ -427,18 +422,23 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         pre = state["preprocessing"]
         det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
         det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+
+        def valid(values, positive=False) -> bool:
+            return values is None or (
+                values.shape == det.input_shape_
+                and bool(np.isfinite(values).all())
+                and (not positive or bool((values > 0).all()))
+            )
+
         checks = {
             "offset": np.isfinite(det.offset_),
-            "shift": det.shift_ is None or det.shift_.shape == det.input_shape_,
-            "scale": (det.scale_ is None) == (det.shift_ is None)
-            and (det.scale_ is None or det.scale_.shape == det.input_shape_),
+            "shift": valid(det.shift_),
+            "scale": valid(det.scale_, positive=True)
+            and (det.scale_ is None) == (det.shift_ is None),
         }
-        for name, values in (("shift", det.shift_), ("scale", det.scale_)):
-            checks[name] = checks[name] and (values is None or bool(np.isfinite(values).all()))
-        checks["scale"] = checks["scale"] and (det.scale_ is None or bool((det.scale_ > 0).all()))
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid {bad[0]} in the model file")
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid {name} in the model file")
         det.history_ = state["training"]["history"]
         det.train_seconds_ = state["training"]["seconds"]
         det.torch_threads_ = state["training"].get("torch_threads")

@@ -342,8 +342,6 @@ def fit(
     detector = MEGDetector(**params)
     detector._settings()  # every setting checked before anything is read or trained
     if dry_run:
-        grouped = group_params(params)
-        grouped["objective"]["betas"] = list(params["betas"])
         resolved = {
             "data": str(data) if data else None,
             "dataset": source if data is None else None,
@@ -353,7 +351,7 @@ def fit(
             "label_column": run["label_column"],
             "image_size": run["image_size"],
             "data_root": None if run["data_root"] is None else str(run["data_root"]),
-            "settings": grouped,
+            "settings": group_params(params),
         }
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
         return

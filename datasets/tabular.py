@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,10 +234,15 @@ def csv_feature_names(
 
 def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
     sep, decimal = _csv_dialect(path)
-    _check_csv_rows(path, sep)  # pandas would drop or index the fields of a longer row
     try:
-        # index_col=False: rows longer than the header are an error below, never an index.
-        df = pd.read_csv(path, sep=sep, decimal=decimal, skipinitialspace=True, index_col=False)
+        # index_col=False: rows longer than the header are never read as an index; pandas warns
+        # that it would drop their extra fields, and the warning becomes an error naming the line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, decimal=decimal, skipinitialspace=True, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        _check_csv_rows(path, sep)
+        raise DataError(f"{path} has rows longer than its header: {exc}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path} is empty") from exc
     except pd.errors.ParserError as exc:
@@ -274,6 +280,8 @@ def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
     values = df.to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
+        if np.isnan(values).any():
+            _check_csv_rows(path, sep)  # a short row shows up as NaN
         i, j = (int(k) for k in np.argwhere(~finite)[0])
         kind = (
             "missing or NaN value" if np.isnan(values[i, j]) else f"infinite value {values[i, j]}"

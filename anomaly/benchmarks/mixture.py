@@ -119,14 +119,7 @@ def train_setting(
 @torch.no_grad()
 def generate(trainer: MEGTrainer, n: int, seed: int) -> np.ndarray:
     """``n`` samples (n, d) of the trained generator, latents drawn from its training prior."""
-    gen = torch.Generator(device=trainer.device).manual_seed(int(seed))
-    # LATENT DRAW: the one place that knows how the trainer's prior draws latents. Replace it by
-    # ``z = trainer.prior.draw(n, gen)`` once the trainer has a prior object.
-    shape = (n, trainer.config.networks.latent_dim)
-    if trainer.config.batches.prior == "uniform":
-        z = torch.rand(shape, generator=gen, device=trainer.device) * 2.0 - 1.0
-    else:
-        z = torch.randn(shape, generator=gen, device=trainer.device)
+    z = trainer.prior.draw(n, torch.Generator(device=trainer.device).manual_seed(int(seed)))
     return trainer.generator.eval()(z).float().cpu().numpy()  # (n, d)
 
 

@@ -172,7 +172,14 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if len(self.input_shape_) == 3:
             X = _image_range(X, integer)
         if reset:
+            self.view_ = self._resolve_view()
+        if self.view_ == "features":
+            X = np.array(self._embed(X), dtype=np.float32)  # (n, p)
+        if reset:
+            self.network_shape_ = tuple(X.shape[1:])
             self._fit_scaling(X)
+        if self.unit_norm_:
+            X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
         if self.shift_ is not None:
             with np.errstate(over="ignore"):
                 X = (X - self.shift_) / self.scale_
@@ -216,12 +223,38 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             return (X.shape[1],)
         raise ValueError(f"X must be 2-D (samples, features) or images, got {X.ndim}-D")
 
+    def _resolve_view(self) -> str:
+        """``"features"`` or ``"pixels"`` (what ``view`` means for the fitted input)."""
+        image = len(self.input_shape_) == 3
+        if self.view == "features" and not image:
+            raise ValueError(
+                "view='features' needs images: (n, H, W) or (n, C, H, W) arrays, or rows with "
+                "image_shape"
+            )
+        return "features" if image and self.view in ("auto", "features") else "pixels"
+
+    def _embed(self, X: np.ndarray) -> np.ndarray:
+        """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
+        from coreset.embeddings import compute_embeddings
+        from coreset.features import make_embedder
+
+        if getattr(self, "embedder_", None) is None:
+            self.embedder_ = make_embedder(self.features, device=self.device_)
+        return compute_embeddings(
+            X, self.embedder_, cache_dir=self.cache_dir, verbose=bool(self.verbose)
+        )
+
     def _fit_scaling(self, X: np.ndarray) -> None:
-        """Per-feature ``shift_`` and ``scale_`` such that ``(X - shift_) / scale_`` is scaled."""
+        """Per-feature ``shift_`` and ``scale_`` such that ``(X - shift_) / scale_`` is scaled,
+        or ``unit_norm_``: each sample divided by its length."""
         scaling = self.scaling
         if scaling == "auto":
-            scaling = "minmax" if len(self.input_shape_) == 1 else "none"
-        if scaling == "none":
+            if self.view_ == "features":
+                scaling = "l2"
+            else:
+                scaling = "minmax" if len(self.input_shape_) == 1 else "none"
+        self.unit_norm_ = scaling == "l2"
+        if scaling in ("none", "l2"):
             self.shift_, self.scale_ = None, None
             return
         if scaling == "standard":
@@ -248,11 +281,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self
         """
         config = self._config()  # checks every setting before any work
+        self.device_ = resolve_device(self.device)
+        self.embedder_ = None
         X = self._validate(X, reset=True)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         rng = check_random_state(self.random_state)
-        self.device_ = resolve_device(self.device)
         trainer = self._trainer(config, rng).fit(X)
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
@@ -283,15 +317,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
         path = self.checkpoint_path
         if path is None or not Path(path).exists():
-            return MEGTrainer(config, self.input_shape_, device=self.device_, random_state=seed,
-                              **kwargs)  # fmt: skip
+            return MEGTrainer(config, self.network_shape_, device=self.device_,
+                              random_state=seed, **kwargs)  # fmt: skip
         try:
             trainer = MEGTrainer.from_checkpoint(path, device=self.device_, **kwargs)
         except Exception as err:  # torch raises many kinds on a damaged file
             raise ValueError(f"cannot resume from {path}: {first_line(err)}") from None
         same = (
             trainer.config.to_dict() == config.to_dict()
-            and trainer.input_shape == tuple(self.input_shape_)
+            and trainer.input_shape == tuple(self.network_shape_)
             and trainer.seed == seed
         )
         if not same:
@@ -365,6 +399,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "class": type(self).__name__,
             "settings": group_params(self.get_params()),  # tuples are written as JSON lists
             "input_shape": list(self.input_shape_),
+            "view": self.view_,
+            "network_shape": list(self.network_shape_),
             "n_features_in": int(self.n_features_in_),
             "feature_names": (
                 None
@@ -377,6 +413,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "preprocessing": {
                 "shift": None if self.shift_ is None else self.shift_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
+                "unit_norm": bool(self.unit_norm_),
             },
             "training": {
                 # Scores are bit-reproducible on a CPU for the same seed, torch build and
@@ -410,6 +447,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det = cls(**params)
         det._settings()  # a tampered file gets the same checks as fit
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
+        det.view_ = state.get("view", "pixels")  # files before the features view: pixels
+        det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))
+        if det.view_ not in ("pixels", "features") or (
+            det.view_ == "pixels" and det.network_shape_ != det.input_shape_
+        ):
+            raise ValueError("invalid view or network_shape in the model file")
+        det.embedder_ = None
         det.n_features_in_ = int(state["n_features_in"])
         if state.get("feature_names") is not None:
             names = np.asarray(state["feature_names"], dtype=object)
@@ -422,10 +466,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         pre = state["preprocessing"]
         det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
         det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        det.unit_norm_ = bool(pre.get("unit_norm", False))
 
         def valid(values, positive=False) -> bool:
             return values is None or (
-                values.shape == det.input_shape_
+                values.shape == det.network_shape_
                 and bool(np.isfinite(values).all())
                 and (not positive or bool((values > 0).all()))
             )
@@ -463,11 +508,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         cfg = self._config()
         with torch.random.fork_rng(devices=[]):  # leave the global random state alone
             energy, generator, _ = build_networks(
-                self.input_shape_,
+                self.network_shape_,
                 cfg.networks.latent_dim,
                 kind=cfg.networks.network,
                 width=cfg.networks.width,
-                bounded=cfg.bounded_output(self.input_shape_),
+                bounded=cfg.bounded_output(self.network_shape_),
             )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]

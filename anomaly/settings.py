@@ -18,6 +18,7 @@ from .scoring import SCORE_TYPES
 __all__ = [
     "GROUPS",
     "IMAGE_DATASETS",
+    "Inputs",
     "PRESETS",
     "Run",
     "Scoring",
@@ -47,9 +48,10 @@ class Scoring(SettingsGroup):
     )
     scaling: str = setting(
         "auto",
-        "per-feature scaling fitted on the training data; auto: "
-        "minmax for vectors, none for images",
-        choices=("auto", "minmax", "standard", "none"),
+        "scaling fitted on the training data: per feature (minmax, standard), each sample to "
+        "unit length (l2) or none; auto: l2 for image features, minmax for other vectors, none "
+        "for pixels",
+        choices=("auto", "minmax", "standard", "l2", "none"),
     )
 
     def __post_init__(self) -> None:
@@ -60,6 +62,23 @@ class Scoring(SettingsGroup):
             raise ValueError(
                 f"invalid MEG setting contamination={value!r}: must be 'auto' or in (0, 0.5]"
             )
+
+
+@dataclass
+class Inputs(SettingsGroup):
+    """What the networks see of an image: its pixels or pretrained features."""
+
+    view: str = setting(
+        "auto",
+        "for images: the networks see their pixels or their pretrained features; auto: "
+        "features (other inputs are always taken as they are)",
+        choices=("auto", "pixels", "features"),
+    )
+    features: str = setting(
+        "efficientnet-lite0",
+        "image feature extractor of the features view: 'efficientnet-lite0[@SIZE]' (128 px), "
+        "'inception[@SIZE]', 'torchscript:PATH[@SIZE]' or 'torchvision:ARCH:WEIGHTS[@SIZE]'",
+    )
 
 
 @dataclass
@@ -91,40 +110,41 @@ class Run(SettingsGroup):
 
 
 #: Every group of detector settings, by name, in the order shown.
-GROUPS: dict[str, type] = {**TRAINING_GROUPS, "scoring": Scoring, "run": Run}
+GROUPS: dict[str, type] = {
+    **TRAINING_GROUPS,
+    "inputs": Inputs,
+    "scoring": Scoring,
+    "run": Run,
+}
 
 #: Data sets whose samples are images (convolutional networks).
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
-#: Defaults per data family, over the detector's own defaults. Images: width 16 and 600
-#: iterations keep an MNIST fit to about 2 minutes on one CPU core; core-set latents with random
-#: data batches (selecting the data over-samples the sparse edge of the class and biases the
-#: energy, benchmarks/bench_batch_density.py); the energy and its gradient norm fail on different
-#: digits, their sum on none (README, "How the defaults were chosen"). Vectors: chosen on the
-#: digits data set.
+#: Defaults per data family, over the detector's own defaults. Every family scores with the
+#: core-set energy (the detector's default network; README, "How the defaults were chosen", on
+#: validation splits only); images are seen through EfficientNet-Lite0 features scaled to unit
+#: length (the default view). "features": the images' preset for callers that pass image
+#: features themselves (the benchmarks embed each data set once).
 PRESETS: dict[str, dict[str, Any]] = {
-    "images": {
-        "n_iter": 600,
-        "network": "conv",
-        "width": 16,
-        "latent_dim": 64,
-        "data_factor": 1,
-        "score_type": "energy+gradnorm",
-    },
-    "vectors": {"n_iter": 1000, "network": "mlp"},
+    "images": {},
+    "features": {"scaling": "l2"},
+    "vectors": {},
 }
 #: Quick mode (smoke tests only; the scores mean nothing).
 QUICK = {"n_iter": 5, "width": 8}
 
 
 def family(dataset: str) -> str:
-    """``"images"`` for MNIST, Fashion-MNIST and CIFAR-10 (and "images"); else ``"vectors"``.
+    """``"images"`` for MNIST, Fashion-MNIST and CIFAR-10 (and "images"), ``"features"`` for
+    "features" (image features given as vectors); else ``"vectors"``.
 
-    >>> family("CIFAR-10"), family("digits")
-    ('images', 'vectors')
+    >>> family("CIFAR-10"), family("digits"), family("features")
+    ('images', 'vectors', 'features')
     """
     key = str(dataset).lower().replace("_", "-")
     key = {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
+    if key == "features":
+        return key
     return "images" if key in (*IMAGE_DATASETS, "images") else "vectors"
 
 
@@ -135,7 +155,7 @@ def preset(dataset: str, quick: bool = False) -> dict[str, Any]:
     data_factor=1``; callers add ``random_state`` and ``device``.
 
     >>> preset("mnist")["network"]
-    'conv'
+    'coreset'
     >>> preset("digits", quick=True)["n_iter"]
     5
     """

@@ -125,9 +125,33 @@ class Networks(SettingsGroup):
     """Which networks are built, and how large."""
 
     network: str = setting(
-        "auto",
-        "network family: conv for images, mlp otherwise when auto",
-        choices=("auto", "mlp", "conv"),
+        "coreset",
+        "energy network: coreset (a mixture energy on a k-center core-set of the training "
+        "samples, times a Gaussian), mlp or conv; auto: conv for images, mlp otherwise",
+        choices=("coreset", "auto", "mlp", "conv"),
+    )
+    coreset_fraction: float = setting(
+        1.0,
+        "coreset network: share of the training samples kept as its centres (greedy k-center)",
+        low=0,
+        high=1,
+        open_low=True,
+    )
+    gaussian_weight: float = setting(
+        1.0,
+        "coreset network: weight of its shrunk-covariance Gaussian term (0: none), in units "
+        "of the temperature's scale per input dimension",
+        low=0,
+    )
+    max_centres: int = setting(
+        10_000, "coreset network: at most this many centres (memory and time)", low=1
+    )
+    temperature: float = setting(
+        0.2,
+        "coreset network: initial temperature, times the median squared distance from a "
+        "training sample to its nearest other one",
+        low=0,
+        open_low=True,
     )
     width: int | None = setting(
         None,
@@ -197,9 +221,7 @@ class Batches(SettingsGroup):
 class Schedule(SettingsGroup):
     """How long training runs, and what of it is kept."""
 
-    n_iter: int = setting(
-        1000, "generator updates, each after n_energy_steps energy updates", low=1
-    )
+    n_iter: int = setting(300, "generator updates, each after n_energy_steps energy updates", low=1)
     ema_decay: float = setting(
         0.99,
         "decay of the weight average of E used to score (0: last iterate)",
@@ -208,7 +230,7 @@ class Schedule(SettingsGroup):
         open_high=True,
     )
     n_snapshots: int = setting(
-        10,
+        1,
         "averaged energy nets kept evenly over the second half of "
         "training; their standardised scores are averaged",
         low=1,

@@ -14,6 +14,7 @@ from torch import nn
 
 __all__ = [
     "ConvEnergy",
+    "CoresetEnergy",
     "ConvGenerator",
     "ConvStatistics",
     "MLPEnergy",
@@ -73,6 +74,90 @@ class MLPEnergy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)
+
+
+class CoresetEnergy(nn.Module):
+    """Core-set energy: a mixture energy on core-set centres plus a Gaussian term,
+
+    ``E(x) = -t log sum_j exp(a_j - ||x - c_j||^2 / t) + t log sum_j exp(a_j)
+    + g (x - mu)^T P (x - mu)``.
+
+    The centres ``c_j`` are training inputs (a greedy k-center core-set of them), set with
+    :meth:`set_centres` before training, as are the mean ``mu``, the precision ``P`` (of a
+    shrunk covariance) and the Gaussian's weight ``g``. The density is a product of two experts,
+    a Gaussian mixture on the centres and one broad Gaussian: the first rises with the distance
+    to the nearest centres, the second with the distance from the data's bulk along its
+    directions of little spread, so the energy rises away from the data in every direction (an
+    MLP's energy can fall there). MEG training learns the log-weights ``a_j`` (initially 0) and
+    the temperature ``t``. The energy is in units of squared distance; with equal weights the
+    mixture term is the squared distance to the nearest centre minus at most ``t log k``.
+
+    ``(B, *shape) -> (B,)``; inputs are flattened.
+    """
+
+    def __init__(self, in_dim: int, n_centres: int = 1, temperature: float = 1.0):
+        super().__init__()
+        self.register_buffer("centres", torch.zeros(n_centres, in_dim))
+        self.register_buffer("centre_sq", torch.zeros(n_centres))
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("precision_factor", torch.zeros(in_dim, in_dim))  # P = F F^T
+        self.log_weight = nn.Parameter(torch.zeros(n_centres))
+        self.log_temperature = nn.Parameter(torch.tensor(float(temperature)).log())
+
+    @torch.no_grad()
+    def set_centres(
+        self,
+        centres: torch.Tensor,
+        temperature: float,
+        mean: torch.Tensor | None = None,
+        precision: torch.Tensor | None = None,
+        gaussian_weight: float = 0.0,
+    ) -> None:
+        """Use ``centres`` (k, d) with equal weights and temperature ``temperature`` (> 0), and
+        the Gaussian term ``gaussian_weight * (x - mean)^T precision (x - mean)`` (none when
+        ``precision`` is None or the weight is 0)."""
+        centres = centres.detach().flatten(1).to(self.centres)
+        self.centres = centres.clone()
+        self.centre_sq = (centres * centres).sum(1)
+        self.log_weight.data = torch.zeros(len(centres), device=centres.device)  # same Parameter
+        self.log_temperature.copy_(torch.tensor(float(temperature)).log())
+        d = centres.shape[1]
+        if precision is None or gaussian_weight == 0:
+            self.mean.zero_()
+            self.precision_factor = torch.zeros(d, 0, device=centres.device)
+            return
+        self.mean.copy_(mean.reshape(d))
+        # P = V diag(w) V^T = F F^T with F = V diag(sqrt(w)): (x P x) = ||x F||^2.
+        values, vectors = torch.linalg.eigh(precision.to(torch.float64))
+        factor = vectors * (gaussian_weight * values.clamp_min(0.0)).sqrt()
+        self.precision_factor = factor.to(centres)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A fresh module has one placeholder centre: take the shapes of the saved core-set.
+        device = self.centres.device
+        centres = state_dict.get(prefix + "centres")
+        if centres is not None and centres.shape != self.centres.shape:
+            self.centres = torch.empty_like(centres, device=device)
+            self.centre_sq = torch.empty(len(centres), device=device)
+            self.log_weight.data = torch.empty(len(centres), device=device)
+        factor = state_dict.get(prefix + "precision_factor")
+        if factor is not None and factor.shape != self.precision_factor.shape:
+            self.precision_factor = torch.empty_like(factor, device=device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.log_temperature.detach().exp())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.flatten(1)
+        d2 = (f * f).sum(1, keepdim=True) - 2.0 * f @ self.centres.T + self.centre_sq
+        t = self.log_temperature.exp()
+        logits = self.log_weight - d2.clamp_min(0.0) / t
+        energy = -t * (torch.logsumexp(logits, dim=1) - torch.logsumexp(self.log_weight, dim=0))
+        if self.precision_factor.shape[1]:
+            energy = energy + ((f - self.mean) @ self.precision_factor).square().sum(1)
+        return energy
 
 
 class MLPGenerator(nn.Module):
@@ -181,8 +266,10 @@ def build_networks(
         ``(d,)`` for vectors or ``(C, H, W)`` for images.
     latent_dim : int
         Size of the generator's input ``z``.
-    kind : {"auto", "mlp", "conv"}
-        "auto" picks convolutions for 3-D shapes and MLPs otherwise.
+    kind : {"auto", "coreset", "mlp", "conv"}
+        "auto" picks convolutions for 3-D shapes and MLPs otherwise. "coreset": a
+        :class:`CoresetEnergy` (its centres are set from the data before training) with the
+        MLP generator and statistics network.
     width : int, optional
         Hidden units of the MLPs (default 256) or base channels of the conv nets (default 32).
     bounded : bool
@@ -199,8 +286,8 @@ def build_networks(
             ConvGenerator(latent_dim, shape, w),
             ConvStatistics(shape, latent_dim, w),
         )
-    if kind != "mlp":
-        raise ValueError(f"network kind must be 'auto', 'mlp' or 'conv', got {kind!r}")
+    if kind not in ("mlp", "coreset"):
+        raise ValueError(f"network kind must be 'auto', 'coreset', 'mlp' or 'conv', got {kind!r}")
     d = 1
     for s in shape:
         d *= s
@@ -208,4 +295,8 @@ def build_networks(
     gen = MLPGenerator(latent_dim, d, w)
     if bounded:
         gen.net.append(nn.Tanh())
+    if kind == "coreset":
+        if len(shape) > 1:
+            gen.net.append(nn.Unflatten(1, shape))  # samples shaped like the data
+        return CoresetEnergy(d), gen, MLPStatistics(d, latent_dim, w)
     return MLPEnergy(d, w), gen, MLPStatistics(d, latent_dim, w)

@@ -28,14 +28,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from common import atomic_path, progress, write_text_atomic
-from coreset import Prior, make_prior, make_sampler
+from coreset import Prior, greedy_k_center, make_prior, make_sampler
 
 from .config import MEGConfig
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
-from .networks import build_networks
+from .networks import CoresetEnergy, build_networks
 
 __all__ = [
     "Callback",
@@ -344,6 +345,8 @@ class MEGTrainer:
         if restore:
             self.sampler.load_state_dict(restore["sampler"])
             self._perm_gen.set_state(restore["perm_gen"])
+        elif self.step == 0 and isinstance(self.energy_net, CoresetEnergy):
+            self.place_centres(data)
         start_selection = self.sampler.selection_seconds
 
         for net in (self.energy_net, self.generator, self.stats_net):
@@ -367,6 +370,16 @@ class MEGTrainer:
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.eval()
         return self
+
+    def place_centres(self, data: torch.Tensor) -> None:
+        """Set the centres, temperature and Gaussian term of a
+        :class:`~gan.networks.CoresetEnergy` from the training data
+        (:func:`coreset_energy_parts`)."""
+        t0 = time.perf_counter()
+        parts = coreset_energy_parts(data, self.config, self.seed)
+        for net in (self.energy_net, self.energy_avg):
+            net.set_centres(**parts)
+        self.selection_seconds += time.perf_counter() - t0
 
     def energy_step(self, data: torch.Tensor):
         """One energy update: real (core-set) batches down, negatives up, gradient penalty.
@@ -513,6 +526,61 @@ def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
         net.requires_grad_(True)
     for net in frozen:
         net.requires_grad_(False)
+
+
+def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -> dict:
+    """Keyword arguments of :meth:`~gan.networks.CoresetEnergy.set_centres` for ``data``.
+
+    Centres: a greedy k-center core-set of ``coreset_fraction`` of the samples (at most
+    ``max_centres``; all of them by default), seeded. Temperature: ``temperature`` times the
+    scale ``s``, the median squared distance from a sample (a seeded subsample of 1,000) to its
+    nearest other one. Gaussian term: the Ledoit-Wolf shrunk covariance of the samples, weighted
+    by ``gaussian_weight * s / d`` for ``d`` inputs (it then averages about
+    ``gaussian_weight * s`` on the training data).
+    """
+    cfg = config.networks
+    flat = data.flatten(1)
+    n, d = flat.shape
+    k = max(1, min(cfg.max_centres, n, math.ceil(cfg.coreset_fraction * n)))
+    seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+    if k == n:
+        centres = flat
+    else:
+        index = greedy_k_center(flat, k, random_state=seed)
+        centres = flat.index_select(0, torch.as_tensor(index, device=flat.device))
+    scale = nearest_neighbour_sq_distance(flat, random_state=seed)
+    parts = {"centres": centres, "temperature": cfg.temperature * scale}
+    if cfg.gaussian_weight > 0:
+        gaussian = LedoitWolf().fit(flat.cpu().numpy())
+        parts.update(
+            mean=torch.as_tensor(gaussian.location_, dtype=torch.float32),
+            precision=torch.as_tensor(gaussian.precision_),
+            gaussian_weight=cfg.gaussian_weight * scale / d,
+        )
+    return parts
+
+
+def nearest_neighbour_sq_distance(
+    X: torch.Tensor, n_queries: int = 1000, random_state: int | None = 0
+) -> float:
+    """Median squared distance from a sample of ``X`` (a seeded subsample of ``n_queries``) to
+    its nearest other sample of ``X``: the scale of the core-set energy's temperature."""
+    flat = X.flatten(1)
+    n = len(flat)
+    if n < 2:
+        return 1.0
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(n, min(n_queries, n), replace=False))
+    queries = flat[torch.as_tensor(rows, device=flat.device)]
+    sq = (flat * flat).sum(1)
+    nearest = []
+    for start in range(0, len(rows), 256):
+        q = queries[start : start + 256]
+        d2 = (q * q).sum(1, keepdim=True) - 2.0 * q @ flat.T + sq
+        d2[torch.arange(len(q)), torch.as_tensor(rows[start : start + 256])] = float("inf")
+        nearest.append(d2.min(1).values.clamp_min(0.0))
+    median = float(torch.cat(nearest).median())
+    return median if median > 0 else 1.0
 
 
 def _copy_frozen(net: nn.Module) -> nn.Module:

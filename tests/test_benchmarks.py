@@ -26,7 +26,7 @@ from anomaly.benchmarks import (
 from anomaly.benchmarks._grid import Cell, run_grid
 from anomaly.benchmarks._io import fmt_mean_std, write_meta
 from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE, heldout_report
-from anomaly.benchmarks.detectors import anomaly_score
+from anomaly.benchmarks.detectors import anomaly_score, view_of
 from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
 from anomaly.benchmarks.protocols import COLUMNS, subsample
 from anomaly.settings import family
@@ -35,6 +35,8 @@ from datasets import DataError, load_benchmark
 
 METRICS = ["auroc", "auprc", "average_precision"]
 METHODS = list(DETECTORS)
+# The digits are not images: the feature-view detectors sit out their runs.
+PIXEL_METHODS = [m for m, f in DETECTORS.items() if view_of(f) == "pixels"]
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +62,17 @@ def test_entry_points_share_the_options():
 
 def test_detector_params_one_set_per_family():
     assert family("mnist") == family("cifar10") == "images"
-    assert family("digits") == "vectors"
+    assert family("digits") == "vectors" and family("features") == "features"
     full, quick = detector_params("mnist"), detector_params("mnist", quick=True)
     assert quick["n_iter"] == 5 and quick["width"] == 8
     assert {k: v for k, v in full.items() if k not in ("n_iter", "width")} == {
         k: v for k, v in quick.items() if k not in ("n_iter", "width")
     }
-    # The core-set variant selects latents (and, for vectors, data too); the random-batch
-    # variant sets both factors to 1.
+    # Every family scores with the core-set energy; features given as vectors are scaled to
+    # unit length as the detector's own feature view scales them.
     images, vectors = MEGDetector(**full), MEGDetector(**detector_params("digits"))
-    assert images.prior_factor > 1 and images.data_factor == 1
-    assert vectors.prior_factor > 1 and vectors.data_factor > 1
-    assert images.score_type == "energy+gradnorm" and vectors.score_type == "energy"
+    assert images.network == vectors.network == "coreset"
+    assert images.view == "auto" and detector_params("features")["scaling"] == "l2"
     detector_params("mnist")["n_iter"] = 1  # callers get a fresh dict
     assert detector_params("mnist") == full
 
@@ -132,18 +133,16 @@ def test_heldout_quick_csv(heldout_run):
     out, _ = heldout_run
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == list(COLUMNS)
-    assert len(results) == len(METHODS)  # one row per method x class x seed
-    assert set(results["method"]) == set(METHODS)
+    assert len(results) == len(PIXEL_METHODS)  # one row per method x class x seed
+    assert set(results["method"]) == set(PIXEL_METHODS)
     assert (results["cls"] == 1).all() and (results["seed"] == 0).all()
     values = results[METRICS].to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     gan = results[results["method"].str.startswith("MEG")]
     assert (gan["iters_per_second"] > 0).all()
     assert (gan["selection_share"].between(0, 1)).all()
-    coreset = gan[gan["method"] == "MEG + core-set"]
-    random = gan[gan["method"] == "MEG + random batches"]
-    assert coreset["selection_seconds"].iloc[0] > 0
-    assert random["selection_seconds"].iloc[0] == 0
+    assert (gan["selection_seconds"] > 0).all()
+    assert results["embedding_seconds"].isna().all()  # no feature view on the digits
     assert results["n_train"].max() <= 600 and results["n_test"].max() <= 400
 
 
@@ -167,7 +166,7 @@ def test_meta_sums_the_sittings_of_a_resumed_run(tmp_path):
 
 def test_heldout_quick_table(heldout_run):
     out, text = heldout_run
-    for method in METHODS:
+    for method in PIXEL_METHODS:
         assert method in text
     assert "Quick mode" in text
     assert "## Targets" in text
@@ -276,17 +275,22 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_heldout_targets_from_measured_numbers():
-    # Above published MEG on every digit, below kNN on the 10-class mean, below random batches.
-    values = {
-        "MEG + core-set": 0.52,
-        "MEG + random batches": 0.60,
-        "kNN distance": 0.70,
-        "Isolation Forest": 0.3,
-        "PCA reconstruction": 0.4,
-    }
+    # Above published MEG on every digit; the feature view below kNN on unit-length features and
+    # above the other two baselines; the pixel view above its kNN.
+    values = dict.fromkeys(METHODS, 0.3)
+    values.update(
+        {
+            "MEG core-set energy (features)": 0.52,
+            "kNN distance (features)": 0.40,
+            "kNN distance, unit length (features)": 0.70,
+            "Gaussian (features)": 0.52,
+            "MEG core-set energy (pixels)": 0.45,
+            "kNN distance": 0.44,
+        }
+    )
     text = heldout_report(_fake_results(values), dataset="mnist")
     for digit in (1, 4, 5, 7, 9):
-        assert f"digit {digit}: MEG + core-set AUPRC > published MEG" in text
+        assert f"digit {digit}: MEG core-set energy (features) AUPRC > published MEG" in text
     assert text.count("published MEG") == 5
     lines = [line for line in text.splitlines() if line.startswith("- ")]
 
@@ -294,9 +298,13 @@ def test_heldout_targets_from_measured_numbers():
         (line,) = [line for line in lines if line.startswith(start)]
         return line.split(": ")[-1]
 
+    ours = "- mean AUPRC: MEG core-set energy (features) >= "
     assert verdict("- digit 1:") == "MET (0.525 ± 0.007 vs 0.281)"
-    assert verdict("- 10-class mean").startswith("NOT MET (0.525 ± 0.007 vs 0.705 ± 0.007")
-    assert verdict("- MEG + core-set >= MEG + random").startswith("NOT MET (0.525 vs 0.605")
+    assert verdict(ours + "kNN distance (features)").startswith("MET (0.525 ± 0.007 vs 0.405")
+    assert verdict(ours + "kNN distance, unit").startswith("NOT MET (0.525 ± 0.007 vs 0.705")
+    assert verdict(ours + "Gaussian").startswith("MET (0.525")  # ties count
+    pixels = "- mean AUPRC: MEG core-set energy (pixels) >= kNN distance"
+    assert verdict(pixels).startswith("MET (0.455 ± 0.007 vs 0.445")
     # Published columns are there and marked; the subset mean row appears.
     for name in PUBLISHED_HELDOUT_AUPRC:
         assert f"{name} ({PUBLISHED_NOTE})" in text
@@ -317,12 +325,13 @@ def test_heldout_targets_not_measured_for_missing_digits():
 def test_one_class_quick(tmp_path):
     text = run_one_class(dataset="digits", classes=[0], seeds=[0], quick=True, out_dir=tmp_path)
     results = pd.read_csv(tmp_path / "results.csv")
-    assert len(results) == len(METHODS) and set(results["method"]) == set(METHODS)
+    assert len(results) == len(PIXEL_METHODS) and set(results["method"]) == set(PIXEL_METHODS)
     values = results[METRICS].to_numpy()
     assert (values >= 0).all() and (values <= 1).all()
     for name in ["table.md", "meta.json", "roc_curves.png", "auroc_bars.png"]:
         assert (tmp_path / name).is_file(), name
-    assert "## AUROC" in text and all(m in text for m in METHODS)
+    assert "## AUROC" in text and all(m in text for m in PIXEL_METHODS)
+    assert "- mean AUROC: MEG core-set energy (pixels) >= kNN distance: not measured" in text
 
 
 # ----------------------------------------------------------------------------- mixture
@@ -477,13 +486,13 @@ def test_a_registered_detector_becomes_a_column(tmp_path, monkeypatch):
 
     monkeypatch.setitem(DETECTORS, "LOF", outlier_detector(LocalOutlierFactor, novelty=True))
     monkeypatch.setitem(DETECTORS, "Elliptic", outlier_detector(EllipticEnvelope))
-    monkeypatch.delitem(DETECTORS, "MEG + random batches")  # registry entries come and go
+    monkeypatch.delitem(DETECTORS, "Isolation Forest")  # registry entries come and go
     text = run_heldout(dataset="digits", classes=[1], seeds=[0], quick=True, out_dir=tmp_path)
     results = pd.read_csv(tmp_path / "results.csv")
-    assert list(results["method"]) == list(DETECTORS)
+    assert list(results["method"]) == [m for m in DETECTORS if view_of(DETECTORS[m]) == "pixels"]
     assert results.loc[results["method"] == "LOF", "auroc"].between(0, 1).all()
     header = next(line for line in text.splitlines() if line.startswith("| class |"))
-    assert "| LOF |" in header and "| Elliptic |" in header and "random batches" not in header
+    assert "| LOF |" in header and "| Elliptic |" in header and "Isolation" not in header
     with np.load(tmp_path / "scores.npz") as arrays:
         assert {"1/0/lof", "1/0/elliptic"} <= set(arrays.files)
 

@@ -188,18 +188,23 @@ def test_help_and_dry_run_with_cli_runner():
     resolved = _flat(json.loads(result.output))
     assert resolved["data_factor"] == 1 and resolved["prior_factor"] == 1
     assert resolved["random_state"] == 3
-    # Built-in image data get the benchmarks' image defaults; options override them.
+    # Built-in image data get the benchmarks' image defaults (the core-set energy on
+    # features); options override them.
     result = runner.invoke(app, ["fit", "--dry-run", "--json", "--dataset", "mnist"])
     params = _flat(json.loads(result.output))
-    assert (params["prior_factor"], params["data_factor"]) == (4, 1)
-    assert params["score_type"] == "energy+gradnorm" and params["width"] == 16
+    assert (params["network"], params["view"], params["features"]) == (
+        "coreset",
+        "auto",
+        "efficientnet-lite0",
+    )
     result = runner.invoke(
         app,
-        ["fit", "--dry-run", "--json", "--dataset", "mnist", "--data-factor", "8"]
-        + ["--score", "gradnorm"],
+        ["fit", "--dry-run", "--json", "--dataset", "mnist", "--data-factor", "1"]
+        + ["--view", "pixels", "--temperature", "0.1"],
     )
     params = _flat(json.loads(result.output))
-    assert params["data_factor"] == 8 and params["score_type"] == "gradnorm"
+    assert params["data_factor"] == 1 and params["view"] == "pixels"
+    assert params["temperature"] == 0.1
     vectors = _flat(json.loads(runner.invoke(app, ["fit", "--dry-run", "--json"]).output))
     assert vectors["data_factor"] == 8 and vectors["score_type"] == "energy"
 

@@ -17,7 +17,7 @@ from anomaly import MEGDetector, ModelFileError, auroc, load_model, save_model
 from anomaly.scoring import energy_scores
 from datasets import grid_mixture, load_benchmark
 
-TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8)
+TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
 
 
 # Float32 network outputs can differ in the last bit between batch sizes (the BLAS kernel

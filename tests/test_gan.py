@@ -24,7 +24,17 @@ from gan import (
 
 
 def tiny_config(**kw) -> MEGConfig:
-    base = dict(n_iter=2, n_energy_steps=2, batch_size=8, latent_dim=4, width=8, log_every=1)
+    """Tiny MLP or conv runs (the trainer's mechanics; the core-set energy has its own tests)."""
+    base = dict(
+        n_iter=2,
+        n_energy_steps=2,
+        batch_size=8,
+        latent_dim=4,
+        width=8,
+        log_every=1,
+        network="auto",
+        n_snapshots=10,
+    )
     base.update(kw)
     return MEGConfig.from_params(**base)
 

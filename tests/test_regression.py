@@ -28,7 +28,9 @@ RECORD = Path(__file__).parent / "data" / "regression.json"
 def _vector_fit() -> MEGDetector:
     X = np.random.default_rng(0).normal(size=(300, 4)) * [1.0, 2.0, 0.5, 1.0]
     det = MEGDetector(
+        network="auto",  # the MLP and settings of the recorded run (defaults before coreset)
         n_iter=40,
+        n_snapshots=10,
         batch_size=32,
         width=16,
         latent_dim=4,
@@ -42,6 +44,8 @@ def _image_fit() -> MEGDetector:
     digits = load_digits()
     X = (digits.images[digits.target != 0][:300] / 8.0 - 1.0).reshape(-1, 1, 8, 8)
     det = MEGDetector(
+        network="auto",
+        view="pixels",
         n_iter=20,
         batch_size=16,
         width=8,

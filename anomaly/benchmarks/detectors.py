@@ -12,6 +12,11 @@ rows for everything but MEG. Any such detector becomes a column with one line::
 The baselines: the distance to the 5th nearest training sample (:class:`KNNDistance`),
 scikit-learn's Isolation Forest, and the reconstruction error from the principal components that
 keep 90% of the training variance (:class:`PCAReconstruction`).
+
+A factory made with ``view="features"`` gets the split's pretrained image features (see
+:mod:`.features`) instead of its pixels: the fair baselines of the detector's feature view are kNN
+(:class:`KNNDistance`, on the raw features and on features scaled to unit length) and a Gaussian
+with a shrunk covariance (:class:`GaussianDistance`) on the same features.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, Normalizer
 
 from anomaly.settings import preset
 
@@ -34,12 +40,14 @@ from .._meg import MEGDetector
 
 __all__ = [
     "DETECTORS",
+    "GaussianDistance",
     "KNNDistance",
     "PCAReconstruction",
     "anomaly_score",
     "flatten",
     "meg_detector",
     "outlier_detector",
+    "view_of",
 ]
 
 #: ``(dataset, seed, device, quick) -> unfitted estimator``.
@@ -91,27 +99,62 @@ class PCAReconstruction(OutlierMixin, BaseEstimator):
         return -((X - recon).astype(np.float64) ** 2).sum(axis=1)
 
 
-def _outlier(cls, params, dataset: str, seed: int, device: str, quick: bool) -> Pipeline:
+class GaussianDistance(OutlierMixin, BaseEstimator):
+    """Mahalanobis distance under a Gaussian with Ledoit-Wolf shrunk covariance.
+
+    ``score_samples`` is minus the squared distance (higher = more normal).
+    """
+
+    def fit(self, X, y=None):
+        self.gaussian_ = LedoitWolf().fit(X)
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        return -self.gaussian_.mahalanobis(X).astype(np.float64)
+
+
+def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, quick: bool):
     detector = cls(**params)
     if "random_state" in detector.get_params():
         detector.set_params(random_state=seed)
-    return make_pipeline(FunctionTransformer(flatten), detector)
+    steps = [FunctionTransformer(flatten)] + ([Normalizer()] if unit_length else [])
+    return make_pipeline(*steps, detector)
 
 
-def outlier_detector(cls: type, **params: Any) -> Factory:
-    """Factory of a scikit-learn or PyOD detector on flattened samples, seeded when it takes
-    ``random_state`` (picklable, so it runs in ``jobs > 1`` workers too)."""
-    return partial(_outlier, cls, params)
+def _with_view(factory: partial, view: str) -> partial:
+    if view not in ("pixels", "features"):
+        raise ValueError(f"view must be 'pixels' or 'features', got {view!r}")
+    factory.view = view
+    return factory
 
 
-def _meg(changes, dataset: str, seed: int, device: str, quick: bool) -> MEGDetector:
-    return MEGDetector(**{**preset(dataset, quick), **changes}, random_state=seed, device=device)
+def view_of(factory: Factory) -> str:
+    """``"features"`` for a factory whose detector gets pretrained features, else ``"pixels"``."""
+    return getattr(factory, "view", "pixels")
 
 
-def meg_detector(**changes: Any) -> Factory:
-    """Factory of the MEG detector with the data set's preset (:func:`anomaly.settings.preset`),
-    overridden by ``changes``."""
-    return partial(_meg, changes)
+def outlier_detector(
+    cls: type, *, view: str = "pixels", unit_length: bool = False, **params: Any
+) -> Factory:
+    """Factory of a scikit-learn or PyOD detector on flattened samples (each scaled to unit
+    length when ``unit_length``), seeded when it takes ``random_state`` (picklable, so it runs in
+    ``jobs > 1`` workers too); ``view``: what it sees of an image."""
+    return _with_view(partial(_outlier, cls, params, unit_length), view)
+
+
+def _meg(changes, view, dataset: str, seed: int, device: str, quick: bool) -> MEGDetector:
+    # The feature view gets the features as vectors (the "features" preset scales them as the
+    # detector's own feature view does); the pixel view gets the images.
+    params = preset("features", quick) if view == "features" else preset(dataset, quick)
+    if view == "pixels":
+        params["view"] = "pixels"
+    return MEGDetector(**{**params, **changes}, random_state=seed, device=device)
+
+
+def meg_detector(*, view: str = "pixels", **changes: Any) -> Factory:
+    """Factory of the MEG detector with the data set's preset (:func:`anomaly.settings.preset`;
+    the ``"features"`` preset for the feature view), overridden by ``changes``."""
+    return _with_view(partial(_meg, changes, view), view)
 
 
 def anomaly_score(detector: Any, X: np.ndarray) -> np.ndarray:
@@ -123,8 +166,13 @@ def anomaly_score(detector: Any, X: np.ndarray) -> np.ndarray:
 
 #: Column name -> factory, in table order.
 DETECTORS: dict[str, Factory] = {
-    "MEG + core-set": meg_detector(),
-    "MEG + random batches": meg_detector(prior_factor=1, data_factor=1),
+    "MEG core-set energy (features)": meg_detector(view="features"),
+    "kNN distance (features)": outlier_detector(KNNDistance, view="features", k=5),
+    "kNN distance, unit length (features)": outlier_detector(
+        KNNDistance, view="features", unit_length=True, k=5
+    ),
+    "Gaussian (features)": outlier_detector(GaussianDistance, view="features"),
+    "MEG core-set energy (pixels)": meg_detector(view="pixels"),
     "kNN distance": outlier_detector(KNNDistance, k=5),
     "Isolation Forest": outlier_detector(IsolationForest, n_estimators=100),
     "PCA reconstruction": outlier_detector(PCAReconstruction, variance=0.9),

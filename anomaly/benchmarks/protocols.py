@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 from sklearn.model_selection import train_test_split
 
-from anomaly.settings import preset
+from anomaly.settings import family, preset
 from datasets import Split, load_benchmark
 from gan import resolve_device
 
@@ -49,7 +49,8 @@ from ._io import (
     write_npz,
     write_text,
 )
-from .detectors import DETECTORS, anomaly_score
+from .detectors import DETECTORS, anomaly_score, view_of
+from .features import DEFAULT_CACHE, FeatureView
 
 __all__ = ["COLUMNS", "Protocol", "run_heldout", "run_one_class", "subsample"]
 
@@ -59,7 +60,8 @@ logger = logging.getLogger(__name__)
 # fmt: off
 COLUMNS = (
     "benchmark", "dataset", "protocol", "method", "cls", "seed", "auroc", "auprc",
-    "average_precision", "fit_seconds", "score_seconds", "n_iter", "iters_per_second",
+    "average_precision", "fit_seconds", "score_seconds", "embedding_seconds", "n_iter",
+    "iters_per_second",
     "selection_seconds", "selection_share", "n_train", "n_test", "anomaly_fraction", "split",
 )
 # fmt: on
@@ -91,13 +93,17 @@ def subsample(split: Split, seed: int, n_train: int = 600, n_test: int = 400) ->
     )
 
 
-def score_split(split: Split, seed: int, dataset: str, device: str, quick: bool, detectors):
+def score_split(
+    split: Split, seed: int, dataset: str, device: str, quick: bool, detectors, features=None
+):
     """Fit every detector on ``split.X_train``, score ``split.X_test``: ``{name: (anomaly score,
-    timings and training figures, fitted detector)}``."""
+    timings and training figures, fitted detector)}``. Detectors of the feature view get
+    ``features`` (the same split's pretrained features) instead."""
     out = {}
     for name, factory in detectors.items():
-        det, fit_s = timed(lambda f=factory: f(dataset, seed, device, quick).fit(split.X_train))
-        score, score_s = timed(lambda d=det: anomaly_score(d, split.X_test))
+        data = features if view_of(factory) == "features" else split
+        det, fit_s = timed(lambda f=factory, d=data: f(dataset, seed, device, quick).fit(d.X_train))
+        score, score_s = timed(lambda d=det, x=data.X_test: anomaly_score(d, x))
         figures = {"fit_seconds": fit_s, "score_seconds": score_s}
         if hasattr(det, "train_seconds_"):  # MEG: iterations and core-set selection
             figures.update(
@@ -175,6 +181,8 @@ class Protocol:
         verbose: bool = False,
         jobs: int = 1,
         resume: bool = False,
+        features: str = "efficientnet-lite0",
+        cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE,
     ) -> str:
         """Run the benchmark, write its files and return the Markdown report.
 
@@ -197,6 +205,12 @@ class Protocol:
             Splits measured at once in separate processes (sharing the cores and the GPU).
         resume : bool, optional
             Keep the splits a run with the same settings left in ``out_dir``.
+        features : str, optional
+            Feature extractor of the feature-view detectors (images only; on other data those
+            detectors are left out).
+        cache_dir : str, os.PathLike or None, optional
+            Embedding cache (``results/embeddings`` by default): every image of the data set is
+            embedded once, and every split takes its rows.
         """
         started, options = time.time(), {k: v for k, v in locals().items() if k != "self"}
         classes, seeds = int_list(classes, "classes"), int_list(seeds, "seeds")
@@ -204,11 +218,13 @@ class Protocol:
         if int(jobs) < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         out = prepare_out_dir(out_dir, self.name)
+        images = family(dataset) == "images"
         dev, params, detectors = (
             str(resolve_device(device)),
             preset(dataset, quick),
-            dict(DETECTORS),
+            {k: f for k, f in DETECTORS.items() if images or view_of(f) == "pixels"},
         )
+        view = FeatureView(features, None if cache_dir is None else str(cache_dir), verbose)
         root = None if data_root is None else str(data_root)
         measure = partial(
             self.measure,
@@ -217,8 +233,11 @@ class Protocol:
             quick=quick,
             data_root=root,
             detectors=detectors,
+            view=view,
         )
         settings = {"benchmark": self.name, "dataset": dataset, "protocol": self.protocol}
+        if images:
+            settings["features"] = features
         cells = run_grid(
             out,
             {**settings, "quick": quick, "detector": params},
@@ -248,7 +267,9 @@ class Protocol:
         write_meta(out, self.name, options, started=started, device=dev, extra={"detector": params})
         return text
 
-    def measure(self, cls: int, seed: int, *, dataset, device, quick, data_root, detectors) -> Cell:
+    def measure(
+        self, cls: int, seed: int, *, dataset, device, quick, data_root, detectors, view
+    ) -> Cell:
         """Every detector on the split of one class and seed: one grid cell."""
         seeded = self.protocol == "heldout" or dataset == "digits"
         key = (dataset, self.protocol, cls, seed if seeded else None, data_root)
@@ -259,9 +280,12 @@ class Protocol:
             )
         split = subsample(_SPLIT_CACHE[key], seed) if quick else _SPLIT_CACHE[key]
         logger.info("%s: %s", self.name, split.description)
+        features, embed_s = None, float("nan")
+        if any(view_of(f) == "features" for f in detectors.values()):
+            features, embed_s = view(split, dataset, self.protocol, data_root, quick)
         rows, histories, scores = [], [], {}
         for method, (score, figures, det) in score_split(
-            split, seed, dataset, device, quick, detectors
+            split, seed, dataset, device, quick, detectors, features
         ).items():
             metrics = evaluate(split.y_test, score)
             rows.append(
@@ -274,6 +298,9 @@ class Protocol:
                     "seed": seed,
                     **metrics,
                     **figures,
+                    "embedding_seconds": embed_s
+                    if view_of(detectors[method]) == "features"
+                    else float("nan"),
                     "n_train": len(split.X_train),
                     "n_test": len(split.X_test),
                     "anomaly_fraction": split.anomaly_fraction,

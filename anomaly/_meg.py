@@ -143,9 +143,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return {name: group(**grouped[name]) for name, group in GROUPS.items()}
 
     def _config(self) -> MEGConfig:
-        """The trainer's config: the training groups of the parameters."""
+        """The trainer's config: the training groups of the parameters, with "auto" values
+        resolved for the fitted input once it is known."""
         settings = self._settings()
-        return MEGConfig(**{name: settings[name] for name in TRAINING_GROUPS})
+        config = MEGConfig(**{name: settings[name] for name in TRAINING_GROUPS})
+        if config.networks.gaussian_weight is None and hasattr(self, "view_"):
+            # The Gaussian term helps on unit-length image features and hurts on pixels and
+            # min-max scaled vectors (validation splits, benchmarks/bench_coreset_energy.py).
+            config.networks.gaussian_weight = 1.0 if self.view_ == "features" else 0.0
+        return config
 
     def _validate(self, X, *, reset: bool) -> np.ndarray:
         """Check ``X`` and bring it to the networks' layout ``(n, *input_shape_)`` as float32.
@@ -286,6 +292,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
+        config = self._config()
         rng = check_random_state(self.random_state)
         trainer = self._trainer(config, rng).fit(X)
         self._rebuild_networks(len(trainer.snapshots))

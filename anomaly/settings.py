@@ -127,7 +127,7 @@ IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 #: features themselves (the benchmarks embed each data set once).
 PRESETS: dict[str, dict[str, Any]] = {
     "images": {},
-    "features": {"scaling": "l2"},
+    "features": {"scaling": "l2", "gaussian_weight": 1.0},
     "vectors": {},
 }
 #: Quick mode (smoke tests only; the scores mean nothing).

@@ -137,11 +137,13 @@ class Networks(SettingsGroup):
         high=1,
         open_low=True,
     )
-    gaussian_weight: float = setting(
-        1.0,
+    gaussian_weight: float | None = setting(
+        None,
         "coreset network: weight of its shrunk-covariance Gaussian term (0: none), in units "
-        "of the temperature's scale per input dimension",
+        "of the temperature's scale per input dimension; None: 1 for image features, else 0",
+        kind=float,
         low=0,
+        none=True,
     )
     max_centres: int = setting(
         10_000, "coreset network: at most this many centres (memory and time)", low=1
@@ -221,7 +223,7 @@ class Batches(SettingsGroup):
 class Schedule(SettingsGroup):
     """How long training runs, and what of it is kept."""
 
-    n_iter: int = setting(300, "generator updates, each after n_energy_steps energy updates", low=1)
+    n_iter: int = setting(100, "generator updates, each after n_energy_steps energy updates", low=1)
     ema_decay: float = setting(
         0.99,
         "decay of the weight average of E used to score (0: last iterate)",

@@ -32,7 +32,7 @@ from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from common import atomic_path, progress, write_text_atomic
-from coreset import Prior, greedy_k_center, make_prior, make_sampler
+from coreset import GaussianProjection, Prior, greedy_k_center, make_prior, make_sampler
 
 from .config import MEGConfig
 from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
@@ -532,7 +532,8 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
     """Keyword arguments of :meth:`~gan.networks.CoresetEnergy.set_centres` for ``data``.
 
     Centres: a greedy k-center core-set of ``coreset_fraction`` of the samples (at most
-    ``max_centres``; all of them by default), seeded. Temperature: ``temperature`` times the
+    ``max_centres``; all of them by default), selected on a ``projection_dim``-d Gaussian random
+    projection, seeded. Temperature: ``temperature`` times the
     scale ``s``, the median squared distance from a sample (a seeded subsample of 1,000) to its
     nearest other one. Gaussian term: the Ledoit-Wolf shrunk covariance of the samples, weighted
     by ``gaussian_weight * s / d`` for ``d`` inputs (it then averages about
@@ -545,17 +546,19 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
     seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
     if k == n:
         centres = flat
-    else:
-        index = greedy_k_center(flat, k, random_state=seed)
+    else:  # k-center on a random projection, as the batch selection does (Small-GAN)
+        projection = GaussianProjection(config.batches.projection_dim, random_state=seed)
+        index = greedy_k_center(projection.fit_transform(flat), k, random_state=seed)
         centres = flat.index_select(0, torch.as_tensor(index, device=flat.device))
     scale = nearest_neighbour_sq_distance(flat, random_state=seed)
     parts = {"centres": centres, "temperature": cfg.temperature * scale}
-    if cfg.gaussian_weight > 0:
+    weight = cfg.gaussian_weight or 0.0  # None (the detector's "auto" left unresolved): none
+    if weight > 0:
         gaussian = LedoitWolf().fit(flat.cpu().numpy())
         parts.update(
             mean=torch.as_tensor(gaussian.location_, dtype=torch.float32),
             precision=torch.as_tensor(gaussian.precision_),
-            gaussian_weight=cfg.gaussian_weight * scale / d,
+            gaussian_weight=weight * scale / d,
         )
     return parts
 

@@ -54,13 +54,14 @@ def test_loading_a_state_takes_its_number_of_centres():
 
 def test_parts_use_every_sample_by_default_and_k_center_when_capped():
     X = torch.randn(50, 4)
-    parts = coreset_energy_parts(X, MEGConfig.from_params(), seed=0)
+    parts = coreset_energy_parts(X, MEGConfig.from_params(gaussian_weight=1.0), seed=0)
     assert torch.equal(parts["centres"], X)
     assert parts["temperature"] > 0 and parts["gaussian_weight"] > 0
     capped = coreset_energy_parts(X, MEGConfig.from_params(max_centres=10), seed=0)
     assert capped["centres"].shape == (10, 4)
-    alone = coreset_energy_parts(X, MEGConfig.from_params(gaussian_weight=0), seed=0)
-    assert "precision" not in alone
+    for weight in (0.0, None):  # None: the detector's "auto", unresolved
+        alone = coreset_energy_parts(X, MEGConfig.from_params(gaussian_weight=weight), seed=0)
+        assert "precision" not in alone
 
 
 def test_subspace_outliers_and_far_points_score_as_anomalies():
@@ -95,8 +96,10 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     det = MEGDetector(**FAST, features="efficientnet-lite0@32", random_state=0).fit(images)
     assert det.view_ == "features" and det.network_shape_ == (1280,) and det.unit_norm_
+    assert det.energy_net_.precision_factor.shape[1] == 1280  # the Gaussian term is on
     features = det._embed(scaled)
-    vectors = MEGDetector(**FAST, scaling="l2", random_state=0).fit(features)
+    vectors = MEGDetector(**FAST, scaling="l2", gaussian_weight=1.0, random_state=0)
+    vectors.fit(features)
     np.testing.assert_allclose(
         det.score_samples(images), vectors.score_samples(features), rtol=1e-4, atol=1e-4
     )

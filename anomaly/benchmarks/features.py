@@ -27,14 +27,15 @@ _FEATURES: dict[tuple, tuple[np.ndarray, float, int]] = {}
 
 
 def _images(dataset: str, root: str | None) -> tuple[np.ndarray, int]:
-    """Every image of ``dataset`` as uint8 (N, C, H, W), training images first; and their
-    number."""
+    """Every image of ``dataset`` as uint8, (N, H, W) grey or (N, 3, H, W), training images
+    first; and their number."""
     if dataset == "cifar10":
         X_train, _, X_test, _ = load_cifar10(root, download=False, verbose=False)
     else:
         X_train, _, X_test, _ = load_mnist(root, kind=dataset, download=False, verbose=False)
     images = np.concatenate([X_train, X_test])
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    if images.ndim == 4:  # channels last -> first
+        images = images.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(images), len(X_train)
 
 

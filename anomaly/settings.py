@@ -71,7 +71,7 @@ class Inputs(SettingsGroup):
     view: str = setting(
         "auto",
         "for images: the networks see their pixels or their pretrained features; auto: "
-        "features (other inputs are always taken as they are)",
+        "features for colour images, pixels for grey ones (other inputs are taken as they are)",
         choices=("auto", "pixels", "features"),
     )
     features: str = setting(
@@ -127,7 +127,7 @@ IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 #: features themselves (the benchmarks embed each data set once).
 PRESETS: dict[str, dict[str, Any]] = {
     "images": {},
-    "features": {"scaling": "l2", "gaussian_weight": 1.0},
+    "features": {"scaling": "l2", "gaussian_weight": 0.3},
     "vectors": {},
 }
 #: Quick mode (smoke tests only; the scores mean nothing).

@@ -140,7 +140,7 @@ class Networks(SettingsGroup):
     gaussian_weight: float | None = setting(
         None,
         "coreset network: weight of its shrunk-covariance Gaussian term (0: none), in units "
-        "of the temperature's scale per input dimension; None: 1 for image features, else 0",
+        "of the temperature's scale per input dimension; None: 0.3 for image features, else 0",
         kind=float,
         low=0,
         none=True,

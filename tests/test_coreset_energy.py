@@ -92,13 +92,13 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     given as vectors with l2 scaling; uint8 images as the same images in [-1, 1]; and a saved
     model scores the same."""
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 1, 32, 32), dtype=np.uint8)
+    images = rng.integers(0, 256, size=(40, 3, 32, 32), dtype=np.uint8)  # colour: features
     scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     det = MEGDetector(**FAST, features="efficientnet-lite0@32", random_state=0).fit(images)
     assert det.view_ == "features" and det.network_shape_ == (1280,) and det.unit_norm_
     assert det.energy_net_.precision_factor.shape[1] == 1280  # the Gaussian term is on
     features = det._embed(scaled)
-    vectors = MEGDetector(**FAST, scaling="l2", gaussian_weight=1.0, random_state=0)
+    vectors = MEGDetector(**FAST, scaling="l2", gaussian_weight=0.3, random_state=0)
     vectors.fit(features)
     np.testing.assert_allclose(
         det.score_samples(images), vectors.score_samples(features), rtol=1e-4, atol=1e-4
@@ -110,5 +110,7 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     np.testing.assert_allclose(
         load_model(tmp_path / "m").score_samples(images), det.score_samples(images), rtol=1e-5
     )
+    grey = MEGDetector(**FAST, random_state=0).fit(images[:, :1])
+    assert grey.view_ == "pixels" and grey.network_shape_ == (1, 32, 32)
     with pytest.raises(ValueError, match="view='features' needs images"):
         MEGDetector(**FAST, view="features").fit(rng.normal(size=(20, 4)))

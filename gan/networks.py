@@ -90,7 +90,9 @@ class CoresetEnergy(nn.Module):
     directions of little spread, so the energy rises away from the data in every direction (an
     MLP's energy can fall there). MEG training learns the log-weights ``a_j`` (initially 0) and
     the temperature ``t``. The energy is in units of squared distance; with equal weights the
-    mixture term is the squared distance to the nearest centre minus at most ``t log k``.
+    mixture term is the squared distance to the nearest centre minus at most ``t log k``. A
+    centre at zero distance from a sample is left out (a training sample is scored against the
+    others, leave one out).
 
     ``(B, *shape) -> (B,)``; inputs are flattened.
     """
@@ -154,6 +156,10 @@ class CoresetEnergy(nn.Module):
         d2 = (f * f).sum(1, keepdim=True) - 2.0 * f @ self.centres.T + self.centre_sq
         t = self.log_temperature.exp()
         logits = self.log_weight - d2.clamp_min(0.0) / t
+        # A centre at (numerically) zero distance is the sample itself: leave it out, so that a
+        # training sample is scored against the other centres as a new sample would be (with
+        # itself, every training sample would get the same, lowest energy).
+        logits = logits.masked_fill(d2 <= 1e-3 * t, float("-inf"))
         energy = -t * (torch.logsumexp(logits, dim=1) - torch.logsumexp(self.log_weight, dim=0))
         if self.precision_factor.shape[1]:
             energy = energy + ((f - self.mean) @ self.precision_factor).square().sum(1)

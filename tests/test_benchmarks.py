@@ -520,3 +520,19 @@ def test_grid_runner_resumes_only_the_missing_cells(tmp_path):
     assert lines[0] == kept[0] and set(kept[1:]) <= set(lines)  # kept rows byte for byte
     with pytest.raises(ValueError, match="^cannot resume: .* other settings"):
         run_grid(tmp_path, {"what": 2}, axes, measure, columns=("a", "b", "value"), resume=True)
+
+
+def _views(detectors):
+    return {name: view_of(factory) for name, factory in detectors.items()}
+
+
+def test_views_reach_spawned_workers():
+    """The benchmarks measure splits in spawned processes (``jobs > 1``): each factory's view
+    must survive the trip (an attribute set on a ``functools.partial`` did not)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+        seen = pool.submit(_views, dict(DETECTORS)).result()
+    assert seen == _views(DETECTORS)
+    assert "features" in seen.values() and "pixels" in seen.values()

@@ -22,6 +22,7 @@ with a shrunk covariance (:class:`GaussianDistance`) on the same features.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -121,11 +122,22 @@ def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, qui
     return make_pipeline(*steps, detector)
 
 
-def _with_view(factory: partial, view: str) -> partial:
+@dataclass(frozen=True)
+class ViewFactory:
+    """A factory and the view of an image its detector gets (picklable for ``jobs > 1``; an
+    attribute set on a ``functools.partial`` does not reach spawned workers)."""
+
+    build: Callable[[str, int, str, bool], Any]
+    view: str = "pixels"
+
+    def __call__(self, dataset: str, seed: int, device: str, quick: bool) -> Any:
+        return self.build(dataset, seed, device, quick)
+
+
+def _with_view(factory: partial, view: str) -> Factory:
     if view not in ("pixels", "features"):
         raise ValueError(f"view must be 'pixels' or 'features', got {view!r}")
-    factory.view = view
-    return factory
+    return factory if view == "pixels" else ViewFactory(factory, view)
 
 
 def view_of(factory: Factory) -> str:

@@ -151,11 +151,10 @@ def family(dataset: str) -> str:
 def preset(dataset: str, quick: bool = False) -> dict[str, Any]:
     """Detector parameters that differ from the defaults for a data set's family.
 
-    The random-batch variant of the benchmarks is the same with ``prior_factor=1,
-    data_factor=1``; callers add ``random_state`` and ``device``.
+    Callers add ``random_state`` and ``device``.
 
-    >>> preset("mnist")["network"]
-    'coreset'
+    >>> preset("features")["scaling"]
+    'l2'
     >>> preset("digits", quick=True)["n_iter"]
     5
     """

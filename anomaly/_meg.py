@@ -240,7 +240,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             )
         if self.view == "auto":  # measured on validation splits: README, "How the defaults..."
             return "features" if image and self.input_shape_[0] == 3 else "pixels"
-        return "features" if image and self.view == "features" else "pixels"
+        return self.view  # "features" is for images only (checked above)
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""

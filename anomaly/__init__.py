@@ -3,15 +3,35 @@
 The public names: :class:`MEGDetector` (scikit-learn outlier detector), :func:`save_model` /
 :func:`load_model`, and the metrics :func:`auroc`, :func:`average_precision`,
 :func:`auprc_trapezoid`, :func:`evaluate`.
+
+The names are imported on first use (PEP 562): ``import anomaly`` and the command line's
+``--help`` do not import torch or scikit-learn.
 """
 
-from ._meg import MEGDetector, load_model, save_model
-from .metrics import auprc_trapezoid, auroc, average_precision, evaluate
-from .persistence import ModelFileError
+import importlib
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("coreset-meg")
+except metadata.PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+    __version__ = "0+unknown"
+
+#: Public name -> the submodule that defines it.
+_SOURCES = {
+    "MEGDetector": "_meg",
+    "load_model": "_meg",
+    "save_model": "_meg",
+    "auprc_trapezoid": "metrics",
+    "auroc": "metrics",
+    "average_precision": "metrics",
+    "evaluate": "metrics",
+    "ModelFileError": "persistence",
+}
 
 __all__ = [
     "MEGDetector",
     "ModelFileError",
+    "__version__",
     "auprc_trapezoid",
     "auroc",
     "average_precision",
@@ -19,3 +39,15 @@ __all__ = [
     "load_model",
     "save_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,11 +7,13 @@ the other samples of a batch, so the batch size and order never change a sample'
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from gan.losses import input_gradient_sq_norm
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported when scores are computed: the command line starts fast
+    import torch
+    from torch import nn
 
 __all__ = ["SCORES", "SCORE_TYPES", "energy_scores", "score_columns", "score_kinds"]
 
@@ -56,6 +58,10 @@ def score_columns(
 
     The gradient norm's pass computes the energy as well, so asking for both costs one pass.
     """
+    import torch
+
+    from gan.losses import input_gradient_sq_norm
+
     for kind in kinds:
         if kind not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {kind!r}")

@@ -1,21 +1,49 @@
-"""MEG energy GAN: networks, losses and the trainer."""
+"""MEG energy GAN: networks, losses and the trainer.
 
-from .config import Batches, MEGConfig, Networks, Objective, Schedule
-from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
-from .networks import build_networks, image_geometry
-from .trainer import (
-    Callback,
-    Checkpoints,
-    GeneratorSamples,
-    LossTerm,
-    MEGTrainer,
-    MetricsLog,
-    NegativeSource,
-    Snapshots,
-    StepResult,
-    resolve_device,
-    seed_from,
-)
+The names below are imported on first use (PEP 562), so that reading the settings
+(:mod:`gan.config`) does not import torch: the command line's ``--help`` starts fast.
+"""
+
+import importlib
+
+#: Public name -> the submodule that defines it.
+_SOURCES = {
+    **dict.fromkeys(["Batches", "MEGConfig", "Networks", "Objective", "Schedule"], "config"),
+    **dict.fromkeys(
+        ["energy_loss", "generator_loss", "input_gradient_sq_norm", "jsd_mutual_information"],
+        "losses",
+    ),
+    **dict.fromkeys(["build_networks", "image_geometry"], "networks"),
+    **dict.fromkeys(
+        [
+            "Callback",
+            "Checkpoints",
+            "GeneratorSamples",
+            "LossTerm",
+            "MEGTrainer",
+            "MetricsLog",
+            "NegativeSource",
+            "Snapshots",
+            "StepResult",
+            "resolve_device",
+            "seed_from",
+        ],
+        "trainer",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Batches",

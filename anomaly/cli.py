@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from anomaly.persistence import first_line
 from anomaly.settings import IMAGE_DATASETS
-from common import atomic_path
+from common import atomic_path, first_line
 
 try:  # recent typer ships its own copy of click
     from typer._click import core as click_core
@@ -36,8 +35,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="anomaly",
-    help="Anomaly detection with an energy-based GAN (MEG) trained on core-set batches.",
-    add_completion=False,
+    help="Anomaly detection with an energy-based GAN (MEG) trained on core-set batches. "
+    "Options given before the command apply to it: anomaly -v fit ...",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -121,12 +120,62 @@ def _model_channels(detector) -> int | None:
     return shape[0] if len(shape) == 3 else None
 
 
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+#: The log level chosen before the command (``-v``, ``--log-level``); None: from ``--quiet``.
+_LOGGING: dict[str, int | None] = {"level": None}
+
+
 def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log lines on stderr: the level from ``--log-level`` or ``-v`` when given, else info
+    (warning with ``--quiet``)."""
+    level = _LOGGING["level"]
+    if level is None:
+        level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from anomaly import __version__
+
+        typer.echo(f"anomaly (coreset-meg) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+    verbose: int = typer.Option(
+        0,
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        help="Debug log lines (same as --log-level debug).",
+    ),
+    log_level: LogLevel | None = typer.Option(
+        None, "--log-level", help="Log level of every command [default: info; --quiet: warning]."
+    ),
+) -> None:
+    """Anomaly detection with an energy-based GAN (MEG) trained on core-set batches.
+
+    Options before the command apply to every command: ``anomaly -v fit ...``.
+    """
+    if log_level is not None:
+        _LOGGING["level"] = getattr(logging, log_level.value.upper())
+    elif verbose:
+        _LOGGING["level"] = logging.DEBUG
+    else:
+        _LOGGING["level"] = None
 
 
 def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
@@ -557,6 +606,11 @@ def benchmark(
         help="heldout / one-class / mixture: keep the splits (mixture: grid, setting and seed "
         "rows) already in OUT/NAME and measure only the others.",
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON object: the output folder, the report and every results.csv row.",
+    ),
 ):
     """Run a benchmark; write CSV, Markdown table and plots to OUT/NAME; print the table."""
     from anomaly.benchmarks import BENCHMARKS
@@ -587,7 +641,16 @@ def benchmark(
             kwargs["classes"] = _int_list(classes, "--classes")
         if dataset is not None:
             kwargs["dataset"] = dataset
-    typer.echo(BENCHMARKS[name.value](**kwargs))
+    report = BENCHMARKS[name.value](**kwargs)
+    if not as_json:
+        typer.echo(report)
+        return
+    import pandas as pd
+
+    table = pd.read_csv(kwargs["out_dir"] / "results.csv")
+    rows = json.loads(table.to_json(orient="records"))  # NaN -> null
+    result = {"benchmark": name.value, "out": str(kwargs["out_dir"]), "report": report}
+    typer.echo(json.dumps({**result, "results": rows}))
 
 
 def _check_output_file(out: Path, inputs: list[Path | None]) -> None:
@@ -618,10 +681,36 @@ def _write_csv_atomic(table, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app and turn every failure into one line and an exit code."""
+def _failure_types() -> tuple[type[BaseException], ...]:
+    """The errors shown as one line: bad input, unreadable files, numbers that went wrong.
+
+    Imported when a failure happens, not at start, so ``--help`` does not import torch.
+    """
     from anomaly.persistence import ModelFileError
     from datasets import DataError
+
+    return (CliError, DataError, ModelFileError, ValueError, OSError, FloatingPointError)
+
+
+def _wants_json(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app and turn every failure into one line and an exit code.
+
+    Errors go to stderr as ``error: ...``; with ``--json`` they are one JSON object on stdout
+    (``{"error": ..., "exit_code": ...}``) as the results are.
+    """
+    as_json = _wants_json(argv)
+
+    def fail(message: str, code: int) -> int:
+        if as_json:
+            typer.echo(json.dumps({"error": message, "exit_code": code}))
+        else:
+            typer.echo(f"error: {message}", err=True)
+        return code
 
     try:
         result = app(args=argv, standalone_mode=False)
@@ -629,14 +718,13 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(err.ctx.get_help())
         return 0
     except click_exceptions.UsageError as err:
-        typer.echo(f"error: {err.format_message()} (see --help)", err=True)
-        return 2
+        return fail(f"{err.format_message()} (see --help)", 2)
     except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        return 130
-    except (CliError, DataError, ModelFileError, ValueError, OSError, FloatingPointError) as err:
-        typer.echo(f"error: {first_line(err)}", err=True)
-        return 1
+        return fail("aborted", 130)
+    except Exception as err:
+        if isinstance(err, _failure_types()):
+            return fail(first_line(err), 1)
+        raise
     return result if isinstance(result, int) else 0
 
 

@@ -15,6 +15,8 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -151,7 +153,7 @@ def run_grid(
             level = logging.getLogger().getEffectiveLevel()
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(
-                min(jobs, len(todo)), context, _init, (threads, level)
+                min(jobs, len(todo)), context, _init, (threads, level, os.getpid())
             ) as pool:
                 futures = [pool.submit(measure, **task) for task in todo]
                 try:
@@ -165,11 +167,21 @@ def run_grid(
     return record()
 
 
-def _init(threads: int, log_level: int) -> None:
-    """Limit a worker's torch and BLAS threads so that the workers share the cores."""
+def _init(threads: int, log_level: int, parent: int) -> None:
+    """Limit a worker's torch and BLAS threads so that the workers share the cores, and end the
+    worker when the run that started it ends (even killed: its cells would be lost anyway)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)
     logging.basicConfig(level=log_level, format="%(message)s")
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int, interval: float = 1.0) -> None:
+    """Exit this process once ``parent`` is no longer its parent (it was re-parented: the
+    parent died). A killed run would otherwise leave its workers computing for nobody."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)

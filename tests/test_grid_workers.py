@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,7 +62,5 @@ def test_killed_run_leaves_no_worker_behind(tmp_path):
     finally:
         parent.kill()
         for path in tmp_path.glob("worker-*"):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(path.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass

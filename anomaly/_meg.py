@@ -101,7 +101,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Mean and spread of each snapshot's scores on the training data (for standardising);
         ``n_scores`` is 2 for ``score_type="energy+gradnorm"`` and 1 otherwise.
     generator_ : torch.nn.Module
-        The generator (draw samples with ``generator_(z)``).
+        The generator (draw samples with ``generator_(z)``); its weight average when
+        ``generator_ema`` is set.
     offset_ : float
         Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
         scores (a seeded subsample of 10,000 when there are more training samples).
@@ -301,7 +302,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
             net.load_state_dict(state)
-        self.generator_.load_state_dict(trainer.generator.state_dict())
+        self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
         # Standardisation and threshold from the training scores (a seeded subsample of
         # _MAX_CALIBRATION samples on large data sets, to keep scoring time in check).
         if len(X) > _MAX_CALIBRATION:
@@ -523,6 +524,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 kind=cfg.networks.network,
                 width=cfg.networks.width,
                 bounded=cfg.bounded_output(self.network_shape_),
+                spectral_norm=cfg.networks.spectral_norm,
             )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]

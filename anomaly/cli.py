@@ -592,6 +592,17 @@ def benchmark(
     sides: str | None = typer.Option(
         None, help="Mixture grid sides, comma-separated [default: 5,7,10]."
     ),
+    settings: str | None = typer.Option(
+        None,
+        help="Mixture batch settings, comma-separated names [default: random 64,core-set 64,"
+        "random 512]; BigGAN's: 'core-set 64 + orthogonal reg', '... + spectral norm', "
+        "'... + G average'.",
+    ),
+    truncations: str | None = typer.Option(
+        None,
+        help="Mixture: truncation thresholds, comma-separated, measured on every generator "
+        "(truncation.csv, .md, .png).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes: a smoke test of the run."),
     data_root: Path | None = typer.Option(None, help="Folder of downloaded data sets."),
@@ -631,11 +642,20 @@ def benchmark(
             raise CliError(f"--jobs applies to heldout and one-class, not {name.value}")
     else:
         kwargs.update(jobs=jobs)
+    if name is not BenchmarkName.mixture and (settings or truncations):
+        raise CliError("--settings and --truncations apply to mixture only")
     if name is not BenchmarkName.cost:
         kwargs.update(resume=resume)
     if name is BenchmarkName.mixture:
         if sides is not None:
             kwargs["sides"] = _int_list(sides, "--sides")
+        if settings is not None:
+            kwargs["settings"] = [n.strip() for n in settings.split(",") if n.strip()]
+        if truncations is not None:
+            try:
+                kwargs["truncations"] = [float(t) for t in truncations.split(",") if t.strip()]
+            except ValueError:
+                raise CliError(f"--truncations must be numbers, got {truncations!r}") from None
     else:
         if classes is not None:
             kwargs["classes"] = _int_list(classes, "--classes")

@@ -26,7 +26,15 @@ from coreset.kcenter import (
     pairwise_k_center_reference,
 )
 from coreset.projection import GaussianProjection
-from coreset.sampler import CoresetSampler, LatentPrior, Prior, make_prior, make_sampler
+from coreset.sampler import (
+    CoresetSampler,
+    LatentPrior,
+    Prior,
+    TruncatedPrior,
+    make_prior,
+    make_sampler,
+    truncate,
+)
 
 __all__ = [
     "CoresetSampler",
@@ -40,6 +48,7 @@ __all__ = [
     "PixelEmbedder",
     "Prior",
     "TorchScriptEmbedder",
+    "TruncatedPrior",
     "check_random_state",
     "compute_embeddings",
     "covering_radius",
@@ -54,4 +63,5 @@ __all__ = [
     "pairwise_k_center_reference",
     "prepare_images",
     "torchvision_embedder",
+    "truncate",
 ]

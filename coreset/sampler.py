@@ -14,6 +14,7 @@ import numbers
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,7 +25,15 @@ from coreset.features import make_embedder
 from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
 from coreset.projection import GaussianProjection
 
-__all__ = ["CoresetSampler", "LatentPrior", "Prior", "make_prior", "make_sampler"]
+__all__ = [
+    "CoresetSampler",
+    "LatentPrior",
+    "Prior",
+    "TruncatedPrior",
+    "make_prior",
+    "make_sampler",
+    "truncate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,37 +52,122 @@ class Prior(Protocol):
 
 
 class LatentPrior:
-    """Latent vectors: standard normal, or uniform in [-1, 1].
+    """Latent vectors: standard normal, or uniform in [-1, 1]; optionally truncated.
+
+    With ``truncation`` (BigGAN's truncation trick), every entry whose magnitude exceeds the
+    threshold is drawn again until it is inside (see :func:`truncate`); None or 0: no truncation.
 
     >>> z = LatentPrior(3, "uniform").draw(5, torch.Generator().manual_seed(0))
     >>> tuple(z.shape), bool(z.abs().max() <= 1)
     ((5, 3), True)
+    >>> z = LatentPrior(3, truncation=0.5).draw(100, torch.Generator().manual_seed(0))
+    >>> bool(z.abs().max() <= 0.5)
+    True
     """
 
-    def __init__(self, latent_dim: int, kind: str = "normal"):
+    def __init__(self, latent_dim: int, kind: str = "normal", truncation: float | None = None):
         if kind not in ("normal", "uniform"):
             raise ValueError(f"prior must be 'normal' or 'uniform', got {kind!r}")
         self.shape = (_positive_int(latent_dim, "latent_dim"),)
         self.kind = kind
+        self.truncation = _threshold(truncation)
 
-    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         shape = (n, *self.shape)
         if self.kind == "normal":
             return torch.randn(shape, generator=generator, device=generator.device)
         z = torch.rand(shape, generator=generator, device=generator.device)
         return z.mul_(2.0).sub_(1.0)
 
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = self._draw(n, generator)
+        if self.truncation is None:
+            return z
+        return truncate(z, self.truncation, self._draw, generator)
+
     def __repr__(self) -> str:
-        return f"LatentPrior({self.shape[0]}, {self.kind!r})"
+        cut = "" if self.truncation is None else f", truncation={self.truncation:g}"
+        return f"LatentPrior({self.shape[0]}, {self.kind!r}{cut})"
 
 
-def make_prior(prior: str | Prior, latent_dim: int) -> Prior:
-    """A :class:`Prior` from its name ("normal", "uniform") or an object that already is one."""
+class TruncatedPrior:
+    """Any :class:`Prior` with BigGAN's truncation trick: entries of a draw whose magnitude
+    exceeds ``threshold`` are drawn again from ``prior`` until inside (:func:`truncate`)."""
+
+    def __init__(self, prior: Prior, threshold: float):
+        if _threshold(threshold) is None:
+            raise ValueError(f"truncation threshold must be > 0, got {threshold!r}")
+        self.prior, self.threshold = prior, float(threshold)
+        self.shape = tuple(prior.shape)
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return truncate(self.prior.draw(n, generator), self.threshold, self.prior.draw, generator)
+
+    def __repr__(self) -> str:
+        return f"TruncatedPrior({self.prior!r}, {self.threshold:g})"
+
+
+def truncate(
+    z: torch.Tensor,
+    threshold: float,
+    draw: Callable[[int, torch.Generator], torch.Tensor],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """BigGAN's truncation trick: redraw every entry of ``z`` with ``|z_i| > threshold`` from
+    ``draw(n, generator)`` until all are inside (Brock et al. 2019, section 3.1).
+
+    Vectorised: each round draws fresh rows only for the rows that still have an entry outside
+    and replaces those entries. The result follows the prior restricted to the threshold; it is
+    seeded by ``generator`` alone. ``z`` is not modified.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (n, *shape)
+        Draws of the prior.
+    threshold : float
+        Largest magnitude kept (> 0). Rounds grow as the prior's mass inside shrinks.
+    draw : callable
+        ``draw(n, generator)`` -> n fresh draws of the prior (``Prior.draw``).
+    generator : torch.Generator
+        The only random stream used.
+
+    Returns
+    -------
+    torch.Tensor of the shape of ``z``, every entry in ``[-threshold, threshold]``
+    """
+    if not threshold > 0:
+        raise ValueError(f"truncation threshold must be > 0, got {threshold!r}")
+    z = z.clone()
+    outside = z.abs() > threshold
+    rows = outside.flatten(1).any(1).nonzero().squeeze(1)  # rows with an entry outside
+    while len(rows):
+        fresh = draw(len(rows), generator).to(z)  # (r, *shape)
+        block = torch.where(outside[rows], fresh, z[rows])
+        z[rows] = block
+        outside_rows = block.abs() > threshold
+        outside[rows] = outside_rows
+        rows = rows[outside_rows.flatten(1).any(1)]
+    return z
+
+
+def _threshold(value: float | None) -> float | None:
+    """A truncation threshold: None or 0 -> None (off), a positive number -> float."""
+    if value is None or (isinstance(value, numbers.Real) and value == 0):
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"truncation must be None, 0 or a positive number, got {value!r}")
+    return float(value)
+
+
+def make_prior(prior: str | Prior, latent_dim: int, truncation: float | None = None) -> Prior:
+    """A :class:`Prior` from its name ("normal", "uniform") or an object that already is one;
+    ``truncation`` (None or 0: none) truncates it (:class:`TruncatedPrior`)."""
     if isinstance(prior, str):
-        return LatentPrior(latent_dim, prior)
+        return LatentPrior(latent_dim, prior, truncation)
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be 'normal', 'uniform' or a Prior, got {prior!r}")
-    return prior
+    threshold = _threshold(truncation)
+    return prior if threshold is None else TruncatedPrior(prior, threshold)
 
 
 # Values (candidates x (dimension + 1)) stacked per batched selection when lookahead is None:

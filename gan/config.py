@@ -169,6 +169,12 @@ class Networks(SettingsGroup):
         kind=bool,
         none=True,
     )
+    spectral_norm: str = setting(
+        "none",
+        "spectral normalisation (BigGAN) of the linear and conv layers of the energy network, "
+        "the generator or both (the coreset energy has none)",
+        choices=("none", "energy", "generator", "both"),
+    )
 
 
 @dataclass
@@ -183,6 +189,12 @@ class Objective(SettingsGroup):
     )
     entropy_weight: float = setting(
         1.0, "weight of the generator's entropy term I(x; z) (MEG: 1)", low=0
+    )
+    orthogonal_reg: float = setting(
+        0.0,
+        "weight beta of BigGAN's orthogonal regularisation beta ||W W^T (1 - I)||_F^2 on every "
+        "weight of E, G and T reshaped to (out, -1) (0: none; BigGAN: 1e-4)",
+        low=0,
     )
 
     def __post_init__(self) -> None:
@@ -217,6 +229,15 @@ class Batches(SettingsGroup):
         "or a TorchScript feature extractor file",
     )
     prior: str = setting("normal", "latent prior", choices=("normal", "uniform"))
+    truncation: float | None = setting(
+        None,
+        "truncation trick (BigGAN): latent entries beyond this magnitude are drawn again, for "
+        "the energy step's negatives and generated samples, never the generator step (None "
+        "or 0: none)",
+        kind=float,
+        low=0,
+        none=True,
+    )
 
 
 @dataclass
@@ -227,6 +248,14 @@ class Schedule(SettingsGroup):
     ema_decay: float = setting(
         0.99,
         "decay of the weight average of E used to score (0: last iterate)",
+        low=0,
+        high=1,
+        open_high=True,
+    )
+    generator_ema: float = setting(
+        0.0,
+        "decay of a weight average of G used to draw generated samples, not negatives "
+        "(0: none, the last G; BigGAN: 0.9999)",
         low=0,
         high=1,
         open_high=True,

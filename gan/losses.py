@@ -7,9 +7,14 @@ Energy step::
 Generator step (``T`` is trained on the same term)::
 
     L_G = mean E(G(z)) - I_JSD(G(z); z)
+
+Optional: BigGAN's orthogonal regularisation ``sum_W ||W W^T * (1 - I)||_F^2``
+(:func:`orthogonal_penalty`, Brock et al. 2019, arXiv 1809.11096).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +25,7 @@ __all__ = [
     "generator_loss",
     "input_gradient_sq_norm",
     "jsd_mutual_information",
+    "orthogonal_penalty",
 ]
 
 
@@ -62,3 +68,20 @@ def generator_loss(
 ) -> torch.Tensor:
     """Generator loss: lower the energy of samples while keeping their entropy high."""
     return e_fake.mean() - entropy_weight * mutual_information
+
+
+def orthogonal_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
+    """BigGAN's orthogonal regularisation: ``sum_W ||W W^T * (1 - I)||_F^2``.
+
+    Each ``W`` is a weight reshaped to ``(out, -1)``; only the off-diagonal inner products of
+    its rows are penalised (their norms are free), so the term is zero exactly when every
+    weight's rows are mutually orthogonal. Multiply by the weight ``beta`` (BigGAN: 1e-4).
+
+    Returns a scalar tensor (0 for no weights).
+    """
+    total = torch.zeros(())
+    for w in weights:
+        gram = w @ w.T  # (out, out)
+        off = gram - torch.diag_embed(torch.diagonal(gram))
+        total = total.to(off) + off.square().sum()
+    return total

@@ -22,6 +22,8 @@ __all__ = [
     "MLPStatistics",
     "build_networks",
     "image_geometry",
+    "orthogonal_weights",
+    "spectral_normalise",
 ]
 
 
@@ -256,6 +258,43 @@ class ConvStatistics(nn.Module):
         return self.head(torch.cat([h, z], dim=1)).squeeze(1)
 
 
+#: Layers whose weights spectral normalisation and orthogonal regularisation act on.
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _weighted_layers(net: nn.Module):
+    return [m for m in net.modules() if isinstance(m, _WEIGHTED)]
+
+
+def spectral_normalise(net: nn.Module, n_power_iterations: int = 1) -> nn.Module:
+    """Spectral normalisation of every linear and conv layer of ``net``, in place (Miyato et
+    al. 2018; BigGAN uses it in both networks): each weight is divided by an estimate of its
+    largest singular value, refined by ``n_power_iterations`` of the power method per forward
+    pass in training mode. Uses ``torch.nn.utils.parametrizations.spectral_norm`` (its random
+    start vectors come from torch's global stream); returns ``net``."""
+    for layer in _weighted_layers(net):
+        nn.utils.parametrizations.spectral_norm(layer, n_power_iterations=n_power_iterations)
+    return net
+
+
+def orthogonal_weights(*nets: nn.Module) -> list[torch.Tensor]:
+    """The weights BigGAN's orthogonal regularisation acts on: of every linear and conv layer
+    of ``nets``, reshaped to ``(out, -1)`` (a transposed convolution's output channels are its
+    weight's second axis). Biases, normalisation layers and embeddings are left out; a
+    spectrally normalised layer gives its raw weight."""
+    weights = []
+    for net in nets:
+        for layer in _weighted_layers(net):
+            if nn.utils.parametrize.is_parametrized(layer, "weight"):
+                w = layer.parametrizations.weight.original
+            else:
+                w = layer.weight
+            if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+                w = w.transpose(0, 1)
+            weights.append(w.flatten(1))  # (out, -1)
+    return weights
+
+
 def build_networks(
     input_shape: Sequence[int],
     latent_dim: int,
@@ -263,6 +302,7 @@ def build_networks(
     kind: str = "auto",
     width: int | None = None,
     bounded: bool = False,
+    spectral_norm: str = "none",
 ) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Build ``(E, G, T)`` for inputs of shape ``input_shape`` (without the batch axis).
 
@@ -280,7 +320,23 @@ def build_networks(
         Hidden units of the MLPs (default 256) or base channels of the conv nets (default 32).
     bounded : bool
         For MLPs: end the generator with ``tanh`` (data scaled to [-1, 1]).
+    spectral_norm : {"none", "energy", "generator", "both"}
+        Which of ``E`` and ``G`` get :func:`spectral_normalise` (the core-set energy has no
+        layer to normalise).
     """
+    if spectral_norm not in ("none", "energy", "generator", "both"):
+        raise ValueError(
+            f"spectral_norm must be none, energy, generator or both, got {spectral_norm!r}"
+        )
+    energy, generator, stats = _build(input_shape, latent_dim, kind, width, bounded)
+    if spectral_norm in ("energy", "both"):
+        spectral_normalise(energy)
+    if spectral_norm in ("generator", "both"):
+        spectral_normalise(generator)
+    return energy, generator, stats
+
+
+def _build(input_shape, latent_dim, kind, width, bounded) -> tuple[nn.Module, nn.Module, nn.Module]:
     shape = tuple(int(s) for s in input_shape)
     if kind == "auto":
         kind = "conv" if len(shape) == 3 else "mlp"

@@ -32,11 +32,24 @@ from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from common import atomic_path, progress, write_text_atomic
-from coreset import GaussianProjection, Prior, greedy_k_center, make_prior, make_sampler
+from coreset import (
+    GaussianProjection,
+    Prior,
+    greedy_k_center,
+    make_prior,
+    make_sampler,
+    truncate,
+)
 
 from .config import MEGConfig
-from .losses import energy_loss, generator_loss, input_gradient_sq_norm, jsd_mutual_information
-from .networks import CoresetEnergy, build_networks
+from .losses import (
+    energy_loss,
+    generator_loss,
+    input_gradient_sq_norm,
+    jsd_mutual_information,
+    orthogonal_penalty,
+)
+from .networks import CoresetEnergy, build_networks, orthogonal_weights
 
 __all__ = [
     "Callback",
@@ -46,6 +59,7 @@ __all__ = [
     "MEGTrainer",
     "MetricsLog",
     "NegativeSource",
+    "OrthogonalRegularisation",
     "Snapshots",
     "StepResult",
     "resolve_device",
@@ -100,11 +114,12 @@ class NegativeSource(Protocol):
 
 
 class GeneratorSamples:
-    """MEG's negatives: the generator's samples from one (core-set) batch of the prior."""
+    """MEG's negatives: the generator's samples from one (core-set) batch of the prior, its
+    latents truncated when ``config.batches.truncation`` is set (:meth:`MEGTrainer.truncate`)."""
 
     def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return trainer.generator(trainer.sampler.sample_prior())
+            return trainer.generator(trainer.truncate(trainer.sampler.sample_prior()))
 
 
 @runtime_checkable
@@ -118,6 +133,24 @@ class LossTerm(Protocol):
     phase: str
 
     def __call__(self, trainer: MEGTrainer, **tensors: torch.Tensor) -> torch.Tensor: ...
+
+
+class OrthogonalRegularisation:
+    """BigGAN's orthogonal regularisation as a loss term: ``beta`` times
+    :func:`~gan.losses.orthogonal_penalty` of the phase's networks (energy phase: ``E``;
+    generator phase: ``G`` and ``T``), on their weights reshaped to ``(out, -1)``
+    (:func:`~gan.networks.orthogonal_weights`)."""
+
+    def __init__(self, beta: float, phase: str):
+        self.beta, self.phase = float(beta), phase
+
+    def __call__(self, trainer: MEGTrainer, **tensors: torch.Tensor) -> torch.Tensor:
+        nets = (
+            (trainer.energy_net,)
+            if self.phase == "energy"
+            else (trainer.generator, trainer.stats_net)
+        )
+        return self.beta * orthogonal_penalty(orthogonal_weights(*nets))
 
 
 @runtime_checkable
@@ -235,6 +268,9 @@ class MEGTrainer:
     energy_net, generator, stats_net : nn.Module
     energy_avg : nn.Module
         Exponential moving average of ``energy_net``'s weights (buffers copied).
+    generator_avg : nn.Module or None
+        With ``config.schedule.generator_ema``: the moving average of ``generator``'s weights
+        (buffers copied) that :meth:`sample` draws from (BigGAN); None otherwise.
     snapshots : list of dict
         CPU state dicts of ``energy_avg`` taken at :meth:`snapshot_steps`: the energy alone
         swings from one checkpoint to the next, so scores are averaged over these.
@@ -276,6 +312,11 @@ class MEGTrainer:
         )
         self.negatives = GeneratorSamples() if negatives is None else negatives
         self.loss_terms = list(loss_terms)
+        if config.objective.orthogonal_reg > 0:
+            self.loss_terms += [
+                OrthogonalRegularisation(config.objective.orthogonal_reg, phase)
+                for phase in ("energy", "generator")
+            ]
         for term in self.loss_terms:
             if term.phase not in ("energy", "generator"):
                 raise ValueError(f"loss term phase must be energy or generator, got {term.phase}")
@@ -302,10 +343,15 @@ class MEGTrainer:
                 kind=cfg.networks.network,
                 width=cfg.networks.width,
                 bounded=cfg.bounded_output(self.input_shape),
+                spectral_norm=cfg.networks.spectral_norm,
             )
         self.energy_avg = _copy_frozen(self.energy_net)
+        self.generator_avg = _copy_frozen(self.generator) if cfg.schedule.generator_ema else None
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.to(self.device)
+        if self.generator_avg is not None:
+            self.generator_avg.to(self.device)
+        self._truncation_gen: torch.Generator | None = None  # set by fit when truncating
         lr, betas = cfg.objective.learning_rate, cfg.objective.betas
         self.opt_e = torch.optim.Adam(self.energy_net.parameters(), lr=lr, betas=betas)
         self.opt_g = torch.optim.Adam(
@@ -342,9 +388,14 @@ class MEGTrainer:
             verbose=self.verbose,
         )
         self._perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
+        if cfg.batches.truncation:  # its own stream: the others draw as without truncation
+            seed = np.random.SeedSequence([self.seed, self._sampler_key, 2]).generate_state(1)
+            self._truncation_gen = torch.Generator(device=self.device).manual_seed(int(seed[0]))
         if restore:
             self.sampler.load_state_dict(restore["sampler"])
             self._perm_gen.set_state(restore["perm_gen"])
+            if self._truncation_gen is not None:
+                self._truncation_gen.set_state(restore["truncation_gen"])
         elif self.step == 0 and isinstance(self.energy_net, CoresetEnergy):
             self.place_centres(data)
         start_selection = self.sampler.selection_seconds
@@ -369,7 +420,42 @@ class MEGTrainer:
         _train_only(self.energy_net, self.generator, self.stats_net)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.eval()
+        if self.generator_avg is not None:
+            self.generator_avg.eval()
         return self
+
+    def truncate(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` with BigGAN's truncation trick when ``config.batches.truncation`` is set
+        (:func:`coreset.truncate`, redraws from the prior on the trainer's own stream), else
+        ``z`` itself."""
+        threshold = self.config.batches.truncation
+        if not threshold:
+            return z
+        return truncate(z, threshold, self.prior.draw, self._truncation_gen)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator that draws samples: the weight average of ``G`` when
+        ``generator_ema`` is set, else ``G`` itself."""
+        return self.generator if self.generator_avg is None else self.generator_avg
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
+        """``n`` generated samples ``(n, *input_shape)`` of :attr:`sampling_generator` in eval
+        mode, latents drawn from the prior by a generator seeded with ``seed``.
+
+        ``truncation``: the threshold of the truncation trick for this call; None: the
+        configured one (``config.batches.truncation``); 0: none.
+        """
+        threshold = self.config.batches.truncation if truncation is None else truncation
+        prior = make_prior(self.prior, self.prior.shape[0], threshold or None)
+        z = prior.draw(n, torch.Generator(device=self.device).manual_seed(int(seed)))
+        net = self.sampling_generator
+        training = net.training
+        try:
+            return net.eval()(z)
+        finally:
+            net.train(training)
 
     def place_centres(self, data: torch.Tensor) -> None:
         """Set the centres, temperature and Gaussian term of a
@@ -425,6 +511,8 @@ class MEGTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        if self.generator_avg is not None:
+            _lerp_average(self.generator_avg, self.generator, self.config.schedule.generator_ema)
         return loss, mi
 
     def _augmented(self, x: torch.Tensor) -> torch.Tensor:
@@ -472,6 +560,16 @@ class MEGTrainer:
             "snapshots": self.snapshots,
             **(
                 {}
+                if self.generator_avg is None
+                else {"generator_avg": self.generator_avg.state_dict()}
+            ),
+            **(
+                {}
+                if self._truncation_gen is None
+                else {"truncation_gen": self._truncation_gen.get_state()}
+            ),
+            **(
+                {}
                 if self.sampler is None
                 else {
                     "sampler": self.sampler.state_dict(),
@@ -504,6 +602,8 @@ class MEGTrainer:
         )
         for name in ("energy_net", "energy_avg", "generator", "stats_net", "opt_e", "opt_g"):
             getattr(trainer, name).load_state_dict(state[name])
+        if trainer.generator_avg is not None:
+            trainer.generator_avg.load_state_dict(state["generator_avg"])
         trainer.step = int(state["step"])
         trainer.seconds = float(state["seconds"])
         trainer.history = json.loads(state["history"])
@@ -513,6 +613,7 @@ class MEGTrainer:
                 "sampler": state["sampler"],
                 "perm_gen": state["perm_gen"],
                 "key": int(state["sampler_key"]),
+                "truncation_gen": state.get("truncation_gen"),
             }
         for callback in trainer.callbacks:  # records after the checkpoint are written again
             if isinstance(callback, MetricsLog):
@@ -584,6 +685,14 @@ def nearest_neighbour_sq_distance(
         nearest.append(d2.min(1).values.clamp_min(0.0))
     median = float(torch.cat(nearest).median())
     return median if median > 0 else 1.0
+
+
+@torch.no_grad()
+def _lerp_average(avg: nn.Module, live: nn.Module, decay: float) -> None:
+    """``avg <- decay * avg + (1 - decay) * live`` for the parameters; buffers copied."""
+    torch._foreach_lerp_(list(avg.parameters()), list(live.parameters()), 1.0 - decay)
+    for a, b in zip(avg.buffers(), live.buffers(), strict=True):
+        a.copy_(b)
 
 
 def _copy_frozen(net: nn.Module) -> nn.Module:

@@ -162,6 +162,18 @@ Verdicts computed from the measured numbers above.
 
 {training}"""
 
+TRUNCATION = """\
+# Truncation trick on the Gaussian grids: fidelity against diversity
+
+{quick}
+
+Every trained generator draws its samples again with its latents truncated: entries \
+beyond the threshold are drawn again until inside (uniform prior in [-1, 1], so 1 is no \
+truncation). Same networks as in the main table ("none"); mean ± standard deviation over seeds \
+{seeds}.
+
+{table}"""
+
 COST = """\
 # Cost of core-set selection per training step
 
@@ -419,6 +431,27 @@ def mixture_report(results: pd.DataFrame, *, spacing, std, config=None, quick=Fa
         targets="\n".join(targets),
         training=training,
     )
+
+
+def truncation_report(sweep: pd.DataFrame, results: pd.DataFrame, *, quick=False) -> str:
+    """The report of a mixture run's truncation sweep: ``sweep`` rows of
+    ``truncation.csv``, ``results`` the untruncated rows of the same networks."""
+    thresholds = sorted(sweep["truncation"].unique(), reverse=True)
+    both = pd.concat(
+        [
+            results.assign(cut="none"),
+            sweep.assign(cut=[f"{t:g}" for t in sweep["truncation"]]),
+        ],
+        ignore_index=True,
+    )
+    both = both.assign(high_quality_percent=100 * both["high_quality_fraction"])
+    by = [
+        ("modes", "n_modes", sorted(sweep["n_modes"].unique())),
+        ("setting", "setting", list(dict.fromkeys(sweep["setting"]))),
+        ("truncation", "cut", ["none"] + [f"{t:g}" for t in thresholds]),
+    ]
+    columns = [c for c in MIXTURE_COLUMNS if c[1] not in ("ms_per_step", "selection_percent")]
+    return fill(TRUNCATION, sweep, quick, table=summary_table(both, by, columns))
 
 
 def cost_report(results: pd.DataFrame, *, device: str = "", quick: bool = False) -> str:

@@ -7,9 +7,17 @@ under each of :data:`MIXTURE_SETTINGS`. Then generated samples are scored with
 :func:`datasets.mode_coverage`: modes recovered, share of high-quality samples (within 4 std of a
 mode) and KL divergence of the mode histogram from uniform. Seconds per step are recorded too.
 
+BigGAN's techniques are settings too (:data:`TECHNIQUE_SETTINGS`, chosen with ``settings``):
+the core-set setting with orthogonal regularisation, spectral normalisation of E and G, or a
+weight average of G drawing the samples. ``truncations`` adds a sweep of the truncation trick on
+every trained generator: coverage of samples whose latents are truncated at each threshold
+(fidelity against diversity), without training again.
+
 Files written to ``out_dir``: ``results.csv`` (one row per grid x seed x setting),
 ``samples.npz`` (lowest seed's generated samples, keys ``"<side>/<setting>/<seed>"``),
-``table.md``, ``samples.png``, ``settings.json`` and ``meta.json``.
+``table.md``, ``samples.png``, ``settings.json`` and ``meta.json``; with ``truncations``, also
+``truncation.csv`` (one row per grid x seed x setting x threshold), ``truncation.md`` and
+``truncation.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from datasets import grid_mixture, mode_coverage
 from gan import MEGConfig, MEGTrainer, resolve_device
@@ -37,13 +44,21 @@ from ._io import (
     new_figure,
     prepare_out_dir,
     save_figure,
+    write_csv,
     write_meta,
     write_npz,
     write_text,
 )
-from ._reports import mixture_report
+from ._reports import mixture_report, truncation_report
 
-__all__ = ["MIXTURE_SETTINGS", "BatchSetting", "generate", "mixture_params", "run_mixture"]
+__all__ = [
+    "MIXTURE_SETTINGS",
+    "TECHNIQUE_SETTINGS",
+    "BatchSetting",
+    "generate",
+    "mixture_params",
+    "run_mixture",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +72,10 @@ COLUMNS = (
     "seed", "modes_recovered", "recovered_fraction", "high_quality_fraction", "kl_uniform",
     "steps", "seconds", "seconds_per_step", "selection_seconds", "selection_share",
 )
+TRUNCATION_COLUMNS = (
+    "side", "n_modes", "setting", "seed", "truncation", "modes_recovered", "recovered_fraction",
+    "high_quality_fraction", "kl_uniform",
+)
 # fmt: on
 
 
@@ -68,6 +87,7 @@ class BatchSetting:
     batch_size: int  # samples (and latents) the networks see per step
     prior_factor: int  # latent candidates per kept latent (1 = no selection)
     data_factor: int  # data candidates per kept sample (1 = no selection)
+    options: tuple[tuple[str, Any], ...] = ()  # flat MEGConfig settings on top of the run's
 
 
 #: The three settings of the mixture benchmark (Small-GAN's comparison).
@@ -76,6 +96,17 @@ MIXTURE_SETTINGS = (
     BatchSetting("core-set 64", 64, 4, 8),
     BatchSetting("random 512", 512, 1, 1),
 )
+
+#: BigGAN's techniques, each on the core-set setting: orthogonal regularisation (beta 1e-4, as
+#: BigGAN), spectral normalisation of E and G, and a weight average of G drawing the samples
+#: (decay 0.99, E's default: BigGAN's 0.9999 would average over more steps than the 2,000 run).
+TECHNIQUE_SETTINGS = (
+    BatchSetting("core-set 64 + orthogonal reg", 64, 4, 8, (("orthogonal_reg", 1e-4),)),
+    BatchSetting("core-set 64 + spectral norm", 64, 4, 8, (("spectral_norm", "both"),)),
+    BatchSetting("core-set 64 + G average", 64, 4, 8, (("generator_ema", 0.99),)),
+)
+
+_SETTINGS = {s.name: s for s in MIXTURE_SETTINGS + TECHNIQUE_SETTINGS}
 
 
 def mixture_params(quick: bool = False) -> dict[str, Any]:
@@ -109,6 +140,7 @@ def train_setting(
     the other flat :class:`~gan.MEGConfig` settings."""
     cfg = MEGConfig.from_params(
         **config,
+        **dict(setting.options),
         batch_size=setting.batch_size,
         prior_factor=setting.prior_factor,
         data_factor=setting.data_factor,
@@ -116,21 +148,39 @@ def train_setting(
     return MEGTrainer(cfg, (X.shape[1],), device=device, random_state=seed).fit(X)
 
 
-@torch.no_grad()
-def generate(trainer: MEGTrainer, n: int, seed: int) -> np.ndarray:
-    """``n`` samples (n, d) of the trained generator, latents drawn from its training prior."""
-    z = trainer.prior.draw(n, torch.Generator(device=trainer.device).manual_seed(int(seed)))
-    return trainer.generator.eval()(z).float().cpu().numpy()  # (n, d)
+def generate(trainer: MEGTrainer, n: int, seed: int, truncation: float | None = None) -> np.ndarray:
+    """``n`` samples (n, d) of the trained generator (its weight average when it has one),
+    latents drawn from its training prior, truncated at ``truncation`` (None: as trained)."""
+    return trainer.sample(n, seed, truncation).float().cpu().numpy()  # (n, d)
 
 
-def measure_setting(side: int, seed: int, setting: str, *, params, device) -> Cell:
-    """Train one batch setting on one grid and seed, and measure its mode coverage."""
-    batches = next(s for s in MIXTURE_SETTINGS if s.name == setting)
+def measure_setting(
+    side: int, seed: int, setting: str, *, params, device, truncations: Iterable[float] = ()
+) -> Cell:
+    """Train one batch setting on one grid and seed, and measure its mode coverage (and, for
+    each of ``truncations``, that of samples with truncated latents)."""
+    batches = _SETTINGS[setting]
     mixture = grid_mixture(side, spacing=SPACING, std=STD)
     X, _ = mixture.sample(params["n_train"], random_state=seed)
     trainer = train_setting(X, batches, params["config"], seed=seed, device=device)
     generated = generate(trainer, params["n_generated"], seed)
     coverage = mode_coverage(generated, mixture)
+    sweep = []
+    for threshold in truncations:
+        cut = mode_coverage(generate(trainer, params["n_generated"], seed, threshold), mixture)
+        sweep.append(
+            {
+                "side": side,
+                "n_modes": cut["n_modes"],
+                "setting": setting,
+                "seed": seed,
+                "truncation": threshold,
+                "modes_recovered": cut["modes_recovered"],
+                "recovered_fraction": cut["modes_recovered"] / cut["n_modes"],
+                "high_quality_fraction": cut["high_quality_fraction"],
+                "kl_uniform": cut["kl_uniform"],
+            }
+        )
     row = {
         "benchmark": NAME,
         "side": side,
@@ -148,12 +198,21 @@ def measure_setting(side: int, seed: int, setting: str, *, params, device) -> Ce
         "selection_seconds": trainer.selection_seconds,
         "selection_share": trainer.selection_seconds / trainer.seconds,
     }
+    row.pop("options")
     logger.info("mixture %d, %s, seed %d: %d modes", side, setting, seed, row["modes_recovered"])
-    return Cell((side, seed, setting), [row], {"samples": generated})
+    extra = {"samples": generated, **({"truncation": sweep} if sweep else {})}
+    return Cell((side, seed, setting), [row], extra)
 
 
 def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
-    """Add the kept generated samples to the cells (every row is kept, with samples or not)."""
+    """Add the kept generated samples and truncation rows to the cells (every row is kept,
+    with samples or not)."""
+    if (out / "truncation.csv").exists():
+        sweep = pd.read_csv(out / "truncation.csv")
+        for row in sweep[list(TRUNCATION_COLUMNS)].to_dict("records"):
+            key = (int(row["side"]), int(row["seed"]), row["setting"])
+            if key in cells:
+                cells[key].extra.setdefault("truncation", []).append(row)
     if (out / "samples.npz").exists():
         with np.load(out / "samples.npz") as arrays:
             for name in arrays.files:
@@ -164,9 +223,18 @@ def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
     return cells
 
 
+def _save_truncation(out: Path, cells: list[Cell]) -> None:
+    """Write the truncation rows of the cells to ``truncation.csv`` (when there are any)."""
+    rows = [r for c in cells for r in c.extra.get("truncation", [])]
+    if rows:
+        write_csv(pd.DataFrame(rows, columns=list(TRUNCATION_COLUMNS)), out / "truncation.csv")
+
+
 def run_mixture(
     sides: Iterable[int] = (5, 7, 10),
     *,
+    settings: Iterable[str] | None = None,
+    truncations: Iterable[float] = (),
     classes: Iterable[int] | None = None,
     seeds: Iterable[int] = (0, 1, 2),
     device: str = "auto",
@@ -175,31 +243,52 @@ def run_mixture(
     out_dir: str | os.PathLike[str] | None = None,
     verbose: bool = False,
     resume: bool = False,
+    jobs: int = 1,
 ) -> str:
     """Run the mode-coverage benchmark, write its files and return the Markdown report.
 
-    ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``seeds`` seed the training samples,
+    ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``settings`` names the batch settings
+    run (default: :data:`MIXTURE_SETTINGS`; any of :data:`TECHNIQUE_SETTINGS` too);
+    ``truncations`` lists thresholds of the truncation trick measured on every trained
+    generator (none by default); ``seeds`` seed the training samples,
     networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000 training
     and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with the
-    same settings left in ``out_dir`` (default ``results/benchmarks/mixture``). ``classes`` and
+    same settings left in ``out_dir`` (default ``results/benchmarks/mixture``); ``jobs``: cells
+    trained at once in separate processes sharing the cores (results are the same). ``classes`` and
     ``data_root`` are ignored (every benchmark takes them).
     """
     started, options = time.time(), dict(locals())
     sides, seeds = int_list(sides, "sides"), int_list(seeds, "seeds")
     if min(sides) < 1:
         raise ValueError(f"sides must be >= 1, got {sides}")
-    options.update(sides=sides, seeds=seeds)
+    names = [s.name for s in MIXTURE_SETTINGS] if settings is None else list(settings)
+    unknown = [n for n in names if n not in _SETTINGS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(
+            f"settings must be distinct names among {', '.join(map(repr, _SETTINGS))}, got {names}"
+        )
+    truncations = [float(t) for t in truncations]
+    if any(not t > 0 for t in truncations):
+        raise ValueError(f"truncation thresholds must be > 0, got {truncations}")
+    options.update(sides=sides, seeds=seeds, settings=names, truncations=truncations)
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)
+    recorded = {"benchmark": NAME, "quick": quick, "training": params}
+    if truncations:  # runs without a sweep record what they always did (and still resume)
+        recorded["truncations"] = truncations
+    if settings is not None:
+        recorded["settings"] = {n: dict(_SETTINGS[n].options) for n in names}
     cells = run_grid(
         out,
-        {"benchmark": NAME, "quick": quick, "training": params},
-        {"side": sides, "seed": seeds, "setting": [s.name for s in MIXTURE_SETTINGS]},
-        partial(measure_setting, params=params, device=dev),
+        recorded,
+        {"side": sides, "seed": seeds, "setting": names},
+        partial(measure_setting, params=params, device=dev, truncations=truncations),
         columns=COLUMNS,
         resume=resume,
         load=_load_samples,
+        save=_save_truncation if truncations else None,
+        jobs=jobs,
         label=NAME,
         verbose=verbose,
     )
@@ -210,20 +299,29 @@ def run_mixture(
             samples[(side, setting)] = (seed, cell.extra["samples"])
     arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
     write_npz(arrays, out / "samples.npz")
-    plot_samples(samples, sides, out / "samples.png")
+    plot_samples(samples, sides, out / "samples.png", names)
     results = pd.DataFrame([r for c in cells for r in c.rows], columns=list(COLUMNS))
     text = mixture_report(results, spacing=SPACING, std=STD, config=params, quick=quick)
     write_text(text, out / "table.md")
+    sweep = [r for c in cells for r in c.extra.get("truncation", [])]
+    if truncations and sweep:
+        sweep = pd.DataFrame(sweep, columns=list(TRUNCATION_COLUMNS))
+        sweep = sweep[sweep["truncation"].isin(truncations)]
+        write_text(truncation_report(sweep, results, quick=quick), out / "truncation.md")
+        plot_truncation(sweep, results, out / "truncation.png")
     write_meta(out, NAME, options, started=started, device=dev, extra={"training": params})
     return text
 
 
-def plot_samples(samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides, path) -> None:
-    """Generated samples over the mode centres: rows = grid, columns = setting.
+def plot_samples(
+    samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides, path, names=None
+) -> None:
+    """Generated samples over the mode centres: rows = grid, columns = setting (``names``,
+    default :data:`MIXTURE_SETTINGS`).
 
     ``samples`` maps ``(side, setting name)`` to ``(seed, samples)``; a panel without samples
     shows the mode centres only."""
-    names = [s.name for s in MIXTURE_SETTINGS]
+    names = [s.name for s in MIXTURE_SETTINGS] if names is None else list(names)
     fig, axes = new_figure(len(sides), len(names), size=(3.2, 3.2))
     for i, side in enumerate(sides):
         mixture = grid_mixture(side, spacing=SPACING, std=STD)
@@ -245,4 +343,34 @@ def plot_samples(samples: dict[tuple[int, str], tuple[int, np.ndarray]], sides, 
     fig.suptitle(
         f"generated samples (blue) and mode centres (red), {label} {', '.join(map(str, shown))}"
     )
+    save_figure(fig, path)
+
+
+def plot_truncation(sweep: pd.DataFrame, results: pd.DataFrame, path) -> None:
+    """Fidelity against diversity as the truncation threshold moves: share of high-quality
+    samples against modes recovered, means over seeds, one line per setting and a panel per
+    grid; the untruncated samples (``results``) end each line."""
+    sides = sorted(sweep["side"].unique())
+    fig, axes = new_figure(1, len(sides), size=(4.2, 3.6))
+    for ax, side in zip(axes[0], sides, strict=True):
+        for k, name in enumerate(dict.fromkeys(sweep["setting"])):
+            cut = sweep[(sweep["side"] == side) & (sweep["setting"] == name)]
+            full = results[(results["side"] == side) & (results["setting"] == name)]
+            points = cut.groupby("truncation")[["modes_recovered", "high_quality_fraction"]].mean()
+            points = points.sort_index(ascending=False)
+            x = [full["modes_recovered"].mean(), *points["modes_recovered"]]
+            y = [100 * full["high_quality_fraction"].mean(), *100 * points["high_quality_fraction"]]
+            ax.plot(x, y, marker="o", markersize=3, color=f"C{k}", label=name)
+            for threshold, xi, yi in zip(points.index, x[1:], y[1:], strict=True):
+                ax.annotate(f"{threshold:g}", (xi, yi), fontsize=6, color=f"C{k}")
+        n_modes = int(sweep.loc[sweep["side"] == side, "n_modes"].iloc[0])
+        ax.set(
+            xlabel="modes recovered",
+            ylabel="high-quality samples %",
+            title=f"{n_modes} modes",
+        )
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    seeds = ", ".join(map(str, sorted(sweep["seed"].unique())))
+    fig.suptitle(f"truncation trick: each point a threshold (first: none), seeds {seeds}")
     save_figure(fig, path)

@@ -25,6 +25,11 @@ __all__ = ["MEGDetector", "load_model", "save_model"]
 
 # Training samples scored to standardise the snapshots and set offset_.
 _MAX_CALIBRATION = 10_000
+# score_samples validates and scores at most about this many bytes of float32 input at a time,
+# so a large or memory-mapped array is never copied whole; chunks hold whole scoring batches
+# (score_columns' 512 rows), so chunking never changes a score.
+_CHUNK_BYTES = 16 * 2**20
+_SCORE_BATCH = 512
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
 # Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
@@ -176,7 +181,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input (samples of shape {self.input_shape_})"
             )
-        X = np.array(X, dtype=np.float32, copy=True).reshape(len(X), *self.input_shape_)
+        # C order: a data frame's (column-major) values score the same as the array's.
+        X = np.array(X, dtype=np.float32, copy=True, order="C").reshape(len(X), *self.input_shape_)
         if len(self.input_shape_) == 3:
             X = _image_range(X, integer)
         if reset:
@@ -375,12 +381,29 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         The anomaly score is the energy ``E(x)`` (``score_type="energy"``), the squared norm of
         its input gradient (``score_type="gradnorm"``), or both, standardised and added.
 
+        ``X`` is validated and scored in chunks of rows (about 16 MiB of values each), so a
+        memory-mapped array (``np.load(path, mmap_mode="r")``) is read piece by piece and never
+        copied whole; the scores are the same as in one piece.
+
         Returns
         -------
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        return self._raw_scores(self._validate(X, reset=False))
+        n, step = _n_rows(X), self._chunk_rows()
+        if n is None or n <= step:
+            return self._raw_scores(self._validate(X, reset=False))
+        rows = X.iloc if hasattr(X, "iloc") else X  # a data frame's rows, else the array's
+        parts = [
+            self._raw_scores(self._validate(rows[start : start + step], reset=False))
+            for start in range(0, n, step)
+        ]
+        return np.concatenate(parts)
+
+    def _chunk_rows(self) -> int:
+        """Rows per chunk of :meth:`score_samples`: whole batches, about ``_CHUNK_BYTES``."""
+        batches = _CHUNK_BYTES // (4 * self.n_features_in_ * _SCORE_BATCH)
+        return _SCORE_BATCH * max(1, batches)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
@@ -529,6 +552,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()
+
+
+def _n_rows(X) -> int | None:
+    """The number of samples of an array, data frame or list; None for anything else (it is
+    validated in one piece)."""
+    shape = getattr(X, "shape", None)
+    if isinstance(shape, tuple) and len(shape) >= 2 and hasattr(X, "__getitem__"):
+        return int(shape[0])
+    return len(X) if isinstance(X, list | tuple) else None
 
 
 def _image_range(X: np.ndarray, integer: bool) -> np.ndarray:

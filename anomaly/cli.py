@@ -89,6 +89,10 @@ def load_user_data(
     if not path.exists():
         raise CliError(f"data not found: {path}")
     if path.is_dir():
+        if label_column is not None:
+            raise CliError(
+                f"--label-column applies to CSV and .npy/.npz files, not to the image folder {path}"
+            )
         grayscale = None if channels is None else channels == 1
         images, _, _ = load_image_folder(path, image_size=image_size, grayscale=grayscale)
         return UserData(to_model_input(images), None, "images")
@@ -97,7 +101,7 @@ def load_user_data(
     return UserData(X, y, "table", names)
 
 
-def _read_labels(path: Path, n: int) -> np.ndarray:
+def _read_labels(path: Path) -> np.ndarray:
     """One label per sample from a ``.npy`` vector or a one-column CSV / ``.npz`` table."""
     from datasets import DataError, load_table
 
@@ -501,63 +505,205 @@ def score(
     label_column: str | None = typer.Option(
         None, help="CSV column holding 0/1 labels: dropped from the features, used as --labels."
     ),
+    normal_class: str | None = typer.Option(
+        None,
+        help="Image folders of class sub-folders (root/good, root/<defect>, ...): the sub-folder "
+        "of normal images; the others are anomalies. Also prints AUROC / AUPRC.",
+    ),
+    report: Path | None = typer.Option(
+        None,
+        help="Folder to write a report to (index.html): the score histogram and threshold, ROC "
+        "and PR curves with labels, the most anomalous images. New, empty or an earlier report.",
+    ),
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No log lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
-    """Score DATA with a saved model; write index, anomaly_score, score_samples, is_anomaly."""
+    """Score DATA with a saved model; write index (image folders: path), anomaly_score,
+    score_samples, is_anomaly.
+
+    CSV and .npy files are read in chunks (a .npy file memory-mapped) and the rows written as
+    they are scored, so memory stays flat however long the file is.
+    """
+    import contextlib
+
     import pandas as pd
 
     from anomaly import evaluate, load_model
-    from datasets import check_labels
+    from anomaly.report import check_report_destination, score_report
+    from common import progress
 
     _configure_logging(quiet)
     to_stdout = str(out) == "-"
     if not to_stdout:
         _check_output_file(out, inputs=[data, labels])
+    if report is not None:
+        check_report_destination(report)
     detector = load_model(model, device=device)
-    if data.is_dir() and len(detector.input_shape_) != 3:
-        raise CliError(f"{model} was trained on vectors; it cannot score the image folder {data}")
-    user = load_user_data(data, label_column=label_column, channels=_model_channels(detector))
-    y = user.y
-    if labels is not None:
-        y = _read_labels(labels, len(user.X))
-    if y is not None:
-        y = check_labels(y, len(user.X), source="labels")
-        if not set(np.unique(y).tolist()) <= {0, 1}:
-            raise CliError("labels must be 0 (normal) or 1 (anomaly)")
-    if user.kind == "images" and tuple(user.X.shape[1:]) != tuple(detector.input_shape_):
-        raise CliError(
-            f"images in {data} are {user.X.shape[1:]} (C, H, W) but the model expects "
-            f"{tuple(detector.input_shape_)}"
-        )
-    normality = detector.score_samples(user.named())
-    flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
-    table = pd.DataFrame(
-        {
-            "index": np.arange(len(normality)),
-            "anomaly_score": -normality,
-            "score_samples": normality,
-            "is_anomaly": flagged.astype(int),
-        }
-    )
-    if to_stdout:
-        table.to_csv(sys.stdout, index=False)
-    elif out.exists() and not out.is_file():
-        table.to_csv(out, index=False)
-    else:
-        _write_csv_atomic(table, out)
-    result = {"n": len(table), "n_anomalies": int(flagged.sum()), "out": str(out)}
-    summary = f"scored {len(table)} samples, {int(flagged.sum())} flagged as anomalies"
+    source = _score_input(data, detector, labels, label_column, normal_class)
+    y_file = None if labels is None else _read_labels(labels)
+    if y_file is not None and source.n is not None:
+        _check_binary_labels(y_file, source.n)  # before any scoring when the count is known
+    total = source.n
+    if total is None and not quiet and sys.stderr.isatty():
+        total = _count_csv_rows(data)
+    show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
+    normality_parts, label_parts = [], []
+    with contextlib.ExitStack() as stack:
+        handle = _open_scores(stack, out, to_stdout)
+        bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
+        start = 0
+        for X, y_part in source.chunks:
+            normality = detector.score_samples(X)
+            flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
+            keys = np.arange(start, start + len(normality)) if source.paths is None else None
+            rows = {
+                source.key: source.paths[start : start + len(normality)] if keys is None else keys,
+                "anomaly_score": -normality,
+                "score_samples": normality,
+                "is_anomaly": flagged.astype(int),
+            }
+            pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
+            normality_parts.append(normality)
+            if y_part is not None:
+                label_parts.append(y_part)
+            start += len(normality)
+            bar.advance(len(normality))
+        normality = np.concatenate(normality_parts)
+        y = source.y if not label_parts else np.concatenate(label_parts)
+        if y_file is not None:
+            y = y_file
+        if y is not None:  # checked before the output is put in place
+            y = _check_binary_labels(y, len(normality))
+    n, n_flagged = len(normality), int((~(normality - detector.offset_ >= 0)).sum())
+    result = {"n": n, "n_anomalies": n_flagged, "out": str(out)}
+    summary = f"scored {n} samples, {n_flagged} flagged as anomalies"
     lines = [f"{summary}; wrote {out}"]
     if y is not None:
         metrics = evaluate(y.astype(int), -normality)
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
+    if report is not None:
+        page = score_report(
+            report, -normality, -detector.offset_, y=y, images=source.images, names=source.paths
+        )
+        result["report"] = str(page)
+        lines.append(f"report: {page}")
     if to_stdout:  # the table is the output; the summary goes to stderr
         typer.echo("; ".join([summary, *lines[1:]]), err=True)
         return
     _emit(result, as_json, lines)
+
+
+@dataclass
+class _ScoreInput:
+    """What ``anomaly score`` reads: detector input and labels in pieces, and what is known
+    before reading them."""
+
+    chunks: object  # an iterable of (X, y or None) pieces, in sample order
+    n: int | None  # number of samples (None for a CSV file: unknown until read)
+    key: str = "index"  # the first column of the scores: "index" or "path"
+    paths: list[str] | None = None  # image files, relative to the scored folder
+    y: np.ndarray | None = None  # labels known before scoring (from --normal-class)
+    images: np.ndarray | None = None  # uint8 (N, H, W, C) images, for the report
+
+
+#: Images scored per piece (in memory already; the pieces move the progress bar). A multiple of
+#: the detector's scoring batch (512), so the scores are those of one piece.
+_IMAGE_CHUNK_ROWS = 1024
+
+
+def _score_input(data: Path, detector, labels, label_column, normal_class) -> _ScoreInput:
+    """Open DATA for scoring: a table file in chunks, or an image folder in memory."""
+    import pandas as pd
+
+    from datasets import TableChunks
+
+    if not data.exists():
+        raise CliError(f"data not found: {data}")
+    if not data.is_dir():
+        if normal_class is not None:
+            raise CliError("--normal-class applies to image folders of class sub-folders")
+        table = TableChunks(data, label_column=label_column)
+        names = table.feature_names  # a CSV's columns, checked against the model's
+        chunks = ((X if names is None else pd.DataFrame(X, columns=names), y) for X, y in table)
+        return _ScoreInput(chunks, table.n_rows)
+    if len(detector.input_shape_) != 3:
+        raise CliError(f"the model was trained on vectors; it cannot score the image folder {data}")
+    for option, value in (("--label-column", label_column), ("--labels", labels)):
+        if value is not None:
+            raise CliError(
+                f"{option} applies to CSV and .npy/.npz files; for the image folder {data}, "
+                "give --normal-class NAME (labels from the sub-folder names)"
+            )
+    from datasets import to_model_input
+
+    images, paths, y = _read_image_folder(data, detector, normal_class)
+    X = to_model_input(images)
+    step = _IMAGE_CHUNK_ROWS
+    chunks = ((X[start : start + step], None) for start in range(0, len(X), step))
+    return _ScoreInput(chunks, len(X), "path", paths, y, images)
+
+
+def _read_image_folder(data: Path, detector, normal_class: str | None):
+    """``(uint8 images (N, H, W, C), paths relative to data, labels or None)``; with
+    ``normal_class``, label 0 for the images under ``data/normal_class``, 1 for the others."""
+    from datasets import load_image_folder
+
+    if normal_class is not None:
+        found = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if normal_class not in found:
+            raise CliError(
+                f"--normal-class {normal_class}: {data} has no sub-folder {normal_class!r} "
+                f"(sub-folders: {', '.join(found) or 'none'})"
+            )
+    channels = _model_channels(detector)
+    grayscale = None if channels is None else channels == 1
+    images, classes, class_names, files = load_image_folder(
+        data, grayscale=grayscale, return_paths=True
+    )
+    shape = (images.shape[3], *images.shape[1:3])  # (C, H, W)
+    if shape != tuple(detector.input_shape_):
+        raise CliError(
+            f"images in {data} are {shape} (C, H, W) but the model expects "
+            f"{tuple(detector.input_shape_)}"
+        )
+    paths = [f.relative_to(data).as_posix() for f in files]
+    y = None
+    if normal_class is not None:
+        y = (np.asarray(class_names)[classes] != normal_class).astype(np.int64)
+    return images, paths, y
+
+
+def _check_binary_labels(y: np.ndarray, n: int) -> np.ndarray:
+    from datasets import check_labels
+
+    y = check_labels(y, n, source="labels")
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise CliError("labels must be 0 (normal) or 1 (anomaly)")
+    return y
+
+
+def _count_csv_rows(path: Path) -> int:
+    """Lines after a CSV file's header (for the progress bar; blank lines count too)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(lines - (last == b"\n"), 0)
+
+
+def _open_scores(stack, out: Path, to_stdout: bool):
+    """The scores CSV as a text file, closed by the ``contextlib.ExitStack`` ``stack``: standard
+    output, a device or pipe written into, or a temporary file that replaces ``out`` only when
+    the stack closes without an error."""
+    if to_stdout:
+        return sys.stdout
+    if out.exists() and not out.is_file():  # /dev/stdout, a pipe: written into, never replaced
+        return stack.enter_context(open(out, "w", newline=""))
+    tmp = stack.enter_context(atomic_path(out, suffix=".csv"))
+    return stack.enter_context(open(tmp, "w", newline=""))
 
 
 class BenchmarkName(str, Enum):
@@ -694,11 +840,6 @@ def _check_writable(path: Path) -> None:
         folder = folder.parent
     if not os.access(folder, os.W_OK):
         raise CliError(f"cannot write {path}: {folder} is not writable")
-
-
-def _write_csv_atomic(table, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
 
 
 def _failure_types() -> tuple[type[BaseException], ...]:

@@ -19,16 +19,26 @@ from .splits import (
     one_class_split,
     to_model_input,
 )
-from .tabular import check_finite, check_finite_2d, check_labels, csv_feature_names, load_table
+from .tabular import (
+    CHUNK_ROWS,
+    TableChunks,
+    check_finite,
+    check_finite_2d,
+    check_labels,
+    csv_feature_names,
+    load_table,
+)
 
 __all__ = [
     "BENCHMARKS",
+    "CHUNK_ROWS",
     "CIFAR10_CLASSES",
     "FASHION_MNIST_CLASSES",
     "PROTOCOLS",
     "DataError",
     "GaussianMixture",
     "Split",
+    "TableChunks",
     "check_finite",
     "check_finite_2d",
     "check_labels",

@@ -69,7 +69,10 @@ def load_image_folder(
     image_size: int | Sequence[int] | None = None,
     grayscale: bool | None = None,
     verbose: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    return_paths: bool = False,
+) -> (
+    tuple[np.ndarray, np.ndarray, list[str]] | tuple[np.ndarray, np.ndarray, list[str], list[Path]]
+):
     """Load every image under a folder, with one class per sub-folder.
 
     Two layouts are read: ``root/<class>/<image>`` (classes are the sorted sub-folder names,
@@ -89,6 +92,8 @@ def load_image_folder(
         grey when every file is grey, and RGB otherwise.
     verbose : bool, optional
         Show a progress bar.
+    return_paths : bool, optional
+        Also return the file of each image.
 
     Returns
     -------
@@ -98,6 +103,8 @@ def load_image_folder(
         ``int64`` class index of each image, shape (N,).
     class_names : list of str
         Name of each class index.
+    paths : list of pathlib.Path
+        Only with ``return_paths``: the file of each image, in the order of ``X``.
 
     Raises
     ------
@@ -156,4 +163,6 @@ def load_image_folder(
     if X.ndim == 3:
         X = X[..., None]
     logger.info("read %d images in %d classes from %s", len(X), len(class_names), root)
+    if return_paths:
+        return X, y, class_names, files
     return X, y, class_names

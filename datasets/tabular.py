@@ -7,7 +7,7 @@ import logging
 import os
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,9 @@ import pandas as pd
 from .errors import DataError
 
 __all__ = [
+    "CHUNK_ROWS",
     "TABLE_SUFFIXES",
+    "TableChunks",
     "check_finite",
     "check_finite_2d",
     "check_labels",
@@ -28,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 #: File name endings :func:`load_table` reads.
 TABLE_SUFFIXES = (".csv", ".npy", ".npz")
+#: Rows per piece of :class:`TableChunks` (a multiple of the detector's scoring batch of 512);
+#: wide samples get fewer, in multiples of 512, to keep a piece near ``_CHUNK_BYTES`` of float32.
+CHUNK_ROWS = 16_384
+_CHUNK_BYTES = 16 * 2**20
 
 
 def _check_numeric(X: np.ndarray, source: str) -> None:
@@ -46,6 +52,7 @@ def check_finite_2d(
     *,
     source: str = "array",
     column_names: Sequence[str] | None = None,
+    first_row: int = 0,
 ) -> np.ndarray:
     """Check that ``X`` is a non-empty 2-D table of finite numbers and return it as ``float32``.
 
@@ -57,6 +64,9 @@ def check_finite_2d(
         What ``X`` is (a file name, say), used in error messages.
     column_names : sequence of str, optional
         Names of the ``d`` columns, used in error messages instead of column indices.
+    first_row : int, optional
+        Row number of ``X``'s first row in its source (a chunk of a larger file), added to the
+        row of error messages.
 
     Returns
     -------
@@ -84,12 +94,15 @@ def check_finite_2d(
         row, col = (int(i) for i in np.argwhere(~finite)[0])
         name = repr(column_names[col]) if column_names is not None else str(col)
         raise DataError(
-            f"{source} has a non-finite value {X[row, col].item()!r} at row {row}, column {name}"
+            f"{source} has a non-finite value {X[row, col].item()!r} at row {first_row + row}, "
+            f"column {name}"
         )
     return out
 
 
-def check_finite(X: np.ndarray, *, source: str = "array", min_ndim: int = 1) -> np.ndarray:
+def check_finite(
+    X: np.ndarray, *, source: str = "array", min_ndim: int = 1, first_row: int = 0
+) -> np.ndarray:
     """Check that ``X`` is a non-empty numeric array of finite values; return it as ``float32``.
 
     The N-dimensional counterpart of :func:`check_finite_2d`, for image arrays.
@@ -102,6 +115,9 @@ def check_finite(X: np.ndarray, *, source: str = "array", min_ndim: int = 1) -> 
         What ``X`` is, used in error messages.
     min_ndim : int, optional
         Fewest dimensions allowed.
+    first_row : int, optional
+        Index of ``X``'s first sample in its source (a chunk of a larger file), added to the
+        first index of error messages.
 
     Returns
     -------
@@ -124,11 +140,15 @@ def check_finite(X: np.ndarray, *, source: str = "array", min_ndim: int = 1) -> 
     finite = np.isfinite(out)
     if not finite.all():
         index = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise DataError(f"{source} has a non-finite value {X[index].item()!r} at index {index}")
+        value = X[index].item()
+        index = (first_row + index[0], *index[1:])
+        raise DataError(f"{source} has a non-finite value {value!r} at index {index}")
     return out
 
 
-def check_labels(y: np.ndarray, n: int, *, source: str = "labels") -> np.ndarray:
+def check_labels(
+    y: np.ndarray, n: int, *, source: str = "labels", first_row: int = 0
+) -> np.ndarray:
     """Check that ``y`` holds ``n`` integer-valued labels and return them as ``int64``.
 
     Parameters
@@ -139,6 +159,9 @@ def check_labels(y: np.ndarray, n: int, *, source: str = "labels") -> np.ndarray
         Number of samples they must match.
     source : str, optional
         What ``y`` is, used in error messages.
+    first_row : int, optional
+        Row number of ``y``'s first label in its source (a chunk of a larger file), added to
+        the row of error messages.
 
     Returns
     -------
@@ -160,7 +183,7 @@ def check_labels(y: np.ndarray, n: int, *, source: str = "labels") -> np.ndarray
     bad = ~np.isfinite(y_float) | (y_float != np.round(y_float))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source} has a non-integer label {y[i].item()!r} at row {i}")
+        raise DataError(f"{source} has a non-integer label {y[i].item()!r} at row {first_row + i}")
     return y_float.astype(np.int64)
 
 
@@ -232,14 +255,16 @@ def csv_feature_names(
     return [c for j, c in enumerate(columns) if j != label]
 
 
-def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    sep, decimal = _csv_dialect(path)
+def _read_csv(path: Path, read):
+    """``read()`` (a ``pandas.read_csv`` call, or the next chunk of one) with every reading
+    problem as a one-line :class:`DataError`."""
+    sep, _ = _csv_dialect(path)
     try:
         # index_col=False: rows longer than the header are never read as an index; pandas warns
         # that it would drop their extra fields, and the warning becomes an error naming the line.
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, sep=sep, decimal=decimal, skipinitialspace=True, index_col=False)
+            return read()
     except pd.errors.ParserWarning as exc:
         _check_csv_rows(path, sep)
         raise DataError(f"{path} has rows longer than its header: {exc}") from exc
@@ -251,9 +276,27 @@ def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
         raise DataError(f"{path} is not a UTF-8 text file: {exc}") from exc
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
-    columns = [str(c) for c in df.columns]
-    if len(df) == 0:
-        raise DataError(f"{path} has a header ({', '.join(columns)}) but no data rows")
+
+
+def _csv_reader(path: Path, chunk_rows: int | None = None, nrows: int | None = None):
+    """A data frame of the CSV (its first ``nrows`` rows), or (with ``chunk_rows``) pandas'
+    reader of its chunks."""
+    sep, decimal = _csv_dialect(path)
+    return _read_csv(
+        path,
+        lambda: pd.read_csv(
+            path,
+            sep=sep,
+            decimal=decimal,
+            skipinitialspace=True,
+            index_col=False,
+            chunksize=chunk_rows,
+            nrows=nrows,
+        ),
+    )
+
+
+def _warn_numeric_header(columns: list[str], path: Path) -> None:
     try:
         [float(c) for c in columns]
     except ValueError:
@@ -261,6 +304,13 @@ def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
     else:
         logger.warning("the first row of %s looks numeric but is read as the header row", path)
 
+
+def _csv_values(
+    df: pd.DataFrame, path: Path, label: int | None, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(X, y)`` of CSV rows read as a data frame, checked; ``first_row`` is the index of its
+    first row among the file's data rows (for the line numbers of messages)."""
+    columns = [str(c) for c in df.columns]
     for j, col in enumerate(df.columns):
         series = df[col]
         if pd.api.types.is_bool_dtype(series):
@@ -274,32 +324,42 @@ def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
             i = int(bad[0])
             raise DataError(
                 f"{path} column {columns[j]!r} is not numeric "
-                f"(line {_csv_line(path, i)}: {series.iloc[i]!r})"
+                f"(line {_csv_line(path, first_row + i)}: {series.iloc[i]!r})"
             )
 
     values = df.to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         if np.isnan(values).any():
-            _check_csv_rows(path, sep)  # a short row shows up as NaN
+            _check_csv_rows(path, _csv_dialect(path)[0])  # a short row shows up as NaN
         i, j = (int(k) for k in np.argwhere(~finite)[0])
         kind = (
             "missing or NaN value" if np.isnan(values[i, j]) else f"infinite value {values[i, j]}"
         )
-        raise DataError(f"{path} has a {kind} at line {_csv_line(path, i)}, column {columns[j]!r}")
+        line = _csv_line(path, first_row + i)
+        raise DataError(f"{path} has a {kind} at line {line}, column {columns[j]!r}")
 
-    label = _select_label(columns, label_column, path)
     y = None
     if label is not None:
-        y = check_labels(values[:, label], len(values), source=f"{path} column {columns[label]!r}")
+        source = f"{path} column {columns[label]!r}"
+        y = check_labels(values[:, label], len(values), source=source, first_row=first_row)
         values = np.delete(values, label, axis=1)
         del columns[label]
-    X = check_finite_2d(values, source=str(path), column_names=columns)
+    X = check_finite_2d(values, source=str(path), column_names=columns, first_row=first_row)
     return X, y
 
 
+def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    df = _csv_reader(path)
+    columns = [str(c) for c in df.columns]
+    if len(df) == 0:
+        raise DataError(f"{path} has a header ({', '.join(columns)}) but no data rows")
+    _warn_numeric_header(columns, path)
+    return _csv_values(df, path, _select_label(columns, label_column, path))
+
+
 def _split_label_column(
-    X: np.ndarray, label_column: str | int | None, path: Path
+    X: np.ndarray, label_column: str | int | None, path: Path, first_row: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if label_column is None:
         return X, None
@@ -310,19 +370,19 @@ def _split_label_column(
         )
     columns = [str(j) for j in range(X.shape[1])]
     j = _select_label(columns, label_column, path)
-    y = check_labels(X[:, j], len(X), source=f"{path} column {j}")
+    y = check_labels(X[:, j], len(X), source=f"{path} column {j}", first_row=first_row)
     return np.delete(X, j, axis=1), y
 
 
-def _finish_array(X: np.ndarray, path: Path, source: str) -> np.ndarray:
+def _finish_array(X: np.ndarray, path: Path, source: str, first_row: int = 0) -> np.ndarray:
     if X.ndim < 2:
         raise DataError(
             f"{source} has shape {X.shape}; expected a 2-D table (n_samples, n_features) or "
             "an image array (N, ...)"
         )
     if X.ndim == 2:
-        return check_finite_2d(X, source=source)
-    return check_finite(X, source=source, min_ndim=3)
+        return check_finite_2d(X, source=source, first_row=first_row)
+    return check_finite(X, source=source, min_ndim=3, first_row=first_row)
 
 
 def _load_npy(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -371,6 +431,24 @@ def _load_npz(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
     return X, y
 
 
+def _table_file(
+    path: str | os.PathLike[str], label_column: str | int | None
+) -> tuple[Path, str, str | int | None]:
+    """``(path, lower-case suffix, label_column)``, checked as :func:`load_table` reads them."""
+    if isinstance(label_column, np.integer):
+        label_column = int(label_column)
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"unsupported data file {path}: extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(TABLE_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
+    return path, suffix, label_column
+
+
 def load_table(
     path: str | os.PathLike[str],
     *,
@@ -406,17 +484,7 @@ def load_table(
         For a missing file, an unknown extension, an empty file, ragged CSV rows, a non-numeric
         column (named), NaN or infinite values (row and column given) or inconsistent labels.
     """
-    if isinstance(label_column, np.integer):
-        label_column = int(label_column)
-    path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(
-            f"unsupported data file {path}: extension {suffix or '(none)'!r}; "
-            f"use one of {', '.join(TABLE_SUFFIXES)}"
-        )
-    if not path.is_file():
-        raise DataError(f"data file {path} not found")
+    path, suffix, label_column = _table_file(path, label_column)
     if suffix == ".csv":
         X, y = _load_csv(path, label_column)
     elif suffix == ".npy":
@@ -425,3 +493,115 @@ def load_table(
         X, y = _load_npz(path, label_column)
     logger.info("read %s: X %s%s", path, X.shape, "" if y is None else f", y {y.shape}")
     return X, y
+
+
+class TableChunks:
+    """:func:`load_table` in pieces of at most ``chunk_rows`` rows, for files larger than memory.
+
+    A ``.npy`` file is memory-mapped and a CSV file read with pandas' ``chunksize``, so only one
+    piece is in memory at a time; a ``.npz`` archive (compressed, so it cannot be mapped) is read
+    whole and handed out in pieces. Every piece gets the checks :func:`load_table` makes, with
+    the file's line or row numbers in messages, and the pieces put together equal what
+    :func:`load_table` returns. The file's layout (header, label column, array shape) is checked
+    when the object is made; the values as they are read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv``, ``.npy`` or ``.npz`` file, as for :func:`load_table`.
+    label_column : str or int, optional
+        Where the labels are, as for :func:`load_table`.
+    chunk_rows : int, optional
+        Rows per piece (the last may have fewer); by default :data:`CHUNK_ROWS`, or fewer for
+        wide samples (about 16 MiB of float32 values a piece, in multiples of 512 rows).
+
+    Attributes
+    ----------
+    n_rows : int or None
+        Number of samples, or None for a CSV file (not known before it is read).
+    feature_names : list of str or None
+        A CSV file's feature columns (label dropped), as :func:`csv_feature_names` gives them.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.npy"
+    >>> np.save(path, np.arange(10.0).reshape(5, 2))
+    >>> [X.shape for X, _ in TableChunks(path, chunk_rows=2)]
+    [(2, 2), (2, 2), (1, 2)]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        label_column: str | int | None = None,
+        chunk_rows: int | None = None,
+    ):
+        self.path, self._suffix, self._label_column = _table_file(path, label_column)
+        given = chunk_rows is not None
+        if given and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
+                      or chunk_rows < 1):  # fmt: skip
+            raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+        self.n_rows: int | None = None
+        self.feature_names: list[str] | None = None
+        if self._suffix == ".csv":
+            columns = [str(c) for c in _csv_reader(self.path, nrows=0).columns]
+            self._label = _select_label(columns, self._label_column, self.path)
+            self.feature_names = csv_feature_names(self.path, self._label_column)
+            values = len(columns)
+        elif self._suffix == ".npy":
+            self._array = self._map_npy()
+            self.n_rows = len(self._array)
+            values = int(np.prod(self._array.shape[1:]))
+        else:
+            self._X, self._y = _load_npz(self.path, self._label_column)
+            self.n_rows = len(self._X)
+            values = int(np.prod(self._X.shape[1:]))
+        if not given:
+            batches = _CHUNK_BYTES // (4 * max(values, 1) * 512)
+            chunk_rows = max(512, min(CHUNK_ROWS, 512 * batches))
+        self.chunk_rows = chunk_rows
+
+    def _map_npy(self) -> np.ndarray:
+        path = self.path
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(f"{path} is not a plain numeric .npy array: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from exc
+        if X.ndim < 2 or len(X) == 0:
+            _finish_array(np.asarray(X), path, str(path))  # raises the message load_table gives
+        _split_label_column(X[:0], self._label_column, path)  # a bad label_column fails here
+        return X
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``(X, y)`` pieces in file order: ``float32`` data and ``int64`` labels (or None)."""
+        step = self.chunk_rows
+        if self._suffix == ".csv":
+            yield from self._csv_chunks()
+        elif self._suffix == ".npy":
+            for start in range(0, len(self._array), step):
+                part = self._array[start : start + step]
+                X, y = _split_label_column(part, self._label_column, self.path, start)
+                yield _finish_array(X, self.path, str(self.path), start), y
+        else:
+            for start in range(0, len(self._X), step):
+                y = None if self._y is None else self._y[start : start + step]
+                yield self._X[start : start + step], y
+
+    def _csv_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        reader = _csv_reader(self.path, chunk_rows=self.chunk_rows)
+        first_row = 0
+        with reader:
+            while (df := _read_csv(self.path, lambda: next(reader, None))) is not None:
+                if first_row == 0:
+                    if len(df) == 0:
+                        break
+                    _warn_numeric_header([str(c) for c in df.columns], self.path)
+                yield _csv_values(df, self.path, self._label, first_row)
+                first_row += len(df)
+        if first_row == 0:
+            columns = ", ".join(_csv_reader(self.path, nrows=0).columns.astype(str))
+            raise DataError(f"{self.path} has a header ({columns}) but no data rows")

@@ -348,6 +348,12 @@ def fit(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the resolved options and settings and exit."
     ),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="Folder to write the training curves to (PNGs and index.html): a new or empty "
+        "folder, or an earlier report.",
+    ),
     settings: dict | None = None,
 ):
     """Train a detector on DATA (or a built-in split), save it, and report test metrics.
@@ -410,6 +416,10 @@ def fit(
         return
     check_model_destination(out)  # refuse a folder that is not ours before training
     _check_writable(out)
+    if report is not None:
+        from anomaly.report import check_report_destination
+
+        check_report_destination(report)  # refused before training, not after
     if resume and not checkpoint.exists():
         raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
     if not resume and checkpoint.exists():
@@ -420,6 +430,7 @@ def fit(
         detector.fit(user.named())
         save_model(detector, out)
         checkpoint.unlink(missing_ok=True)
+        _training_report(report, detector)
         result = {
             "data": str(data),
             "n_train": len(user.X),
@@ -437,8 +448,9 @@ def fit(
     detector.fit(split.X_train)
     save_model(detector, out)
     checkpoint.unlink(missing_ok=True)
+    _training_report(report, detector)
     anomaly_score = -detector.score_samples(split.X_test)
-    metrics = evaluate(split.y_test, anomaly_score)
+    metrics = evaluate(split.y_test, anomaly_score, higher="anomalous")
     result = {
         "dataset": source,
         "protocol": protocol.value,
@@ -459,6 +471,16 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _training_report(folder: Path | None, detector) -> None:
+    """Write the training curves of a fitted detector into ``folder`` (nothing when None)."""
+    if folder is None:
+        return
+    from anomaly.report import training_report
+
+    page = training_report(folder, detector.history_)
+    logging.getLogger(__name__).info("training report written to %s", page)
 
 
 def _flag_settings(given, file, seed, quiet, contamination, coreset, settings) -> dict:

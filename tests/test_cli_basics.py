@@ -9,6 +9,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+import numpy as np
 import pytest
 
 import anomaly
@@ -109,3 +110,28 @@ def test_shell_completion_completes_commands_and_options(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.app(prog_name="anomaly")
     assert capsys.readouterr().out.split() == ["--n-iter"]
+
+
+def test_fit_report_writes_training_curves(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "train.npy", rng.normal(size=(80, 3)).astype(np.float32))
+    argv = ["fit", str(tmp_path / "train.npy"), "--n-iter", "4", "--quiet"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "m"), "--report", str(tmp_path / "r")],
+                       capsys)  # fmt: skip
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    pngs = sorted((tmp_path / "r").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert all(p.name in page for p in pngs)
+
+
+def test_fit_report_into_a_users_folder_is_refused_before_training(tmp_path, capsys):
+    np.save(tmp_path / "train.npy", np.zeros((40, 3), dtype=np.float32))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    argv = ["fit", str(tmp_path / "train.npy"), "--n-iter", "4", "--quiet"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "m"), "--report", str(tmp_path / "r")],
+                       capsys)  # fmt: skip
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"

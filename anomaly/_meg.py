@@ -15,8 +15,10 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
+from gan.spider import with_input_stage
 from gan.trainer import seed_from
 
+from .friendly import generator_prior
 from .persistence import ModelFileError, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
 from .settings import GROUPS, group_params
@@ -325,7 +327,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _trainer(self, config: MEGConfig, rng) -> MEGTrainer:
         """A new trainer, or the one in ``checkpoint_path`` when it exists and matches."""
+        prior = generator_prior(self)  # None: latents; else a friendly set (Spider GAN)
+        self.prior_shape_ = None if prior is None else tuple(prior.shape)
         kwargs = dict(
+            prior=prior,
             verbose=self.verbose,
             cache_dir=self.cache_dir,
             checkpoint_path=self.checkpoint_path,
@@ -458,6 +463,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 "history": self.history_,
             },
         }
+        if getattr(self, "prior_shape_", None) is not None:  # the friendly inputs' shape
+            state["prior_shape"] = list(self.prior_shape_)
         weights = {
             "energy_nets": [_cpu_state(net) for net in self.energy_nets_],
             "generator": _cpu_state(self.generator_),
@@ -483,6 +490,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.view_ = state.get("view", "pixels")  # files before the features view: pixels
         det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))
+        prior_shape = state.get("prior_shape")  # only with a friendly prior
+        det.prior_shape_ = None if prior_shape is None else tuple(int(s) for s in prior_shape)
         if det.view_ not in ("pixels", "features") or (
             det.view_ == "pixels" and det.network_shape_ != det.input_shape_
         ):
@@ -549,6 +558,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 bounded=cfg.bounded_output(self.network_shape_),
                 spectral_norm=cfg.networks.spectral_norm,
             )
+            if getattr(self, "prior_shape_", None) is not None:  # behind its input encoder
+                generator, _ = with_input_stage(
+                    generator, _, self.prior_shape_, cfg.networks.latent_dim, cfg.networks.width
+                )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()

@@ -728,6 +728,55 @@ def _open_scores(stack, out: Path, to_stdout: bool):
     return stack.enter_context(open(tmp, "w", newline=""))
 
 
+@app.command()
+def friendly(
+    data: str = typer.Argument(
+        ...,
+        help="The target set, named as friendly sets are: mnist:3, cifar10:0,1, digits, or an "
+        "image folder.",
+        show_default=False,
+    ),
+    candidates: list[str] | None = typer.Option(
+        None,
+        "--candidate",
+        "-c",
+        help="A candidate friendly set (repeat for more) [default: mnist, cifar10, digits and "
+        "each of their ten classes].",
+        show_default=False,
+    ),
+    features: str = typer.Option("efficientnet-lite0", help="Embedding the SID is computed in."),
+    data_root: Path | None = typer.Option(
+        None, help="Folder of downloaded data sets [default: $ANOMALY_DATA_ROOT or a user cache]."
+    ),
+    cache_dir: Path | None = typer.Option(
+        Path("results") / "embeddings", help="Embedding cache folder (the benchmarks' cache)."
+    ),
+    max_samples: int = typer.Option(2000, min=1, help="Embeddings of each set compared, at most."),
+    seed: int = typer.Option(0, help="Seeds the subsamples and the SID's test points."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+):
+    """Rank candidate friendly sets for DATA by their signed inception distance (Spider GAN).
+
+    Lowest SID first: 0 is a set against itself, positive means farther from DATA's
+    neighbourhood than DATA. Fit with the chosen one: anomaly fit --prior friendly --friendly SET.
+    """
+    from anomaly.friendly import default_candidates, rank_friendly
+
+    names = list(candidates) if candidates else default_candidates(data)
+    ranking = rank_friendly(
+        data, names, features=features, root=data_root, cache_dir=cache_dir,
+        max_samples=max_samples, random_state=seed,
+    )  # fmt: skip
+    result = {
+        "target": data,
+        "features": features,
+        "ranking": [{"candidate": name, "sid": sid} for name, sid in ranking],
+    }
+    lines = [f"SID to {data} ({features}), friendliest first:", "rank  SID         candidate"]
+    lines += [f"{i:>4}  {sid:<10.4g}  {name}" for i, (name, sid) in enumerate(ranking, 1)]
+    _emit(result, as_json, lines)
+
+
 class BenchmarkName(str, Enum):
     heldout = "heldout"
     one_class = "one-class"

@@ -228,7 +228,20 @@ class Batches(SettingsGroup):
         "'inception[@SIZE]', 'torchscript:PATH[@SIZE]', 'torchvision:ARCH:WEIGHTS[@SIZE]' "
         "or a TorchScript feature extractor file",
     )
-    prior: str = setting("normal", "latent prior", choices=("normal", "uniform"))
+    prior: str = setting(
+        "normal",
+        "generator input: normal or uniform latents, or friendly: samples of the friendly set "
+        "(Spider GAN)",
+        choices=("normal", "uniform", "friendly"),
+    )
+    friendly: str | None = setting(
+        None,
+        "prior friendly: the friendly set, NAME[:CLASSES] (mnist, fashion-mnist, cifar10, "
+        "digits; e.g. mnist:3 or cifar10:0,1), an image folder, or model:FOLDER (cascading: a "
+        "saved detector's generator samples)",
+        kind=str,
+        none=True,
+    )
     truncation: float | None = setting(
         None,
         "truncation trick (BigGAN): latent entries beyond this magnitude are drawn again, for "

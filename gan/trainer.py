@@ -50,6 +50,7 @@ from .losses import (
     orthogonal_penalty,
 )
 from .networks import CoresetEnergy, build_networks, orthogonal_weights
+from .spider import with_input_stage
 
 __all__ = [
     "Callback",
@@ -345,6 +346,11 @@ class MEGTrainer:
                 bounded=cfg.bounded_output(self.input_shape),
                 spectral_norm=cfg.networks.spectral_norm,
             )
+            if self.prior.shape != (cfg.networks.latent_dim,):  # Spider GAN: friendly inputs
+                self.generator, self.stats_net = with_input_stage(
+                    self.generator, self.stats_net, self.prior.shape, cfg.networks.latent_dim,
+                    cfg.networks.width,
+                )  # fmt: skip
         self.energy_avg = _copy_frozen(self.energy_net)
         self.generator_avg = _copy_frozen(self.generator) if cfg.schedule.generator_ema else None
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):

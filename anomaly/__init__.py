@@ -1,8 +1,8 @@
 """Anomaly detection with an energy-based GAN (MEG) trained on core-set batches (Small-GAN).
 
 The public names: :class:`MEGDetector` (scikit-learn outlier detector), :func:`save_model` /
-:func:`load_model`, and the metrics :func:`auroc`, :func:`average_precision`,
-:func:`auprc_trapezoid`, :func:`evaluate`.
+:func:`load_model`, :class:`PyODAdapter` (PyOD's conventions), and the metrics :func:`auroc`,
+:func:`average_precision`, :func:`auprc_trapezoid`, :func:`evaluate`.
 
 The names are imported on first use (PEP 562): ``import anomaly`` and the command line's
 ``--help`` do not import torch or scikit-learn.
@@ -21,6 +21,7 @@ _SOURCES = {
     "MEGDetector": "_meg",
     "load_model": "_meg",
     "save_model": "_meg",
+    "PyODAdapter": "_pyod",
     "auprc_trapezoid": "metrics",
     "auroc": "metrics",
     "average_precision": "metrics",
@@ -31,6 +32,7 @@ _SOURCES = {
 __all__ = [
     "MEGDetector",
     "ModelFileError",
+    "PyODAdapter",
     "__version__",
     "auprc_trapezoid",
     "auroc",

@@ -18,6 +18,7 @@ from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
 from gan.trainer import seed_from
 
+from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
 from .persistence import ModelFileError, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
@@ -89,6 +90,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ``decision_function = score_samples - offset_`` is negative for outliers; ``predict`` returns
     +1 for inliers and -1 for outliers.
 
+    PyOD's conventions (higher = more anomalous) are there too: ``decision_scores_``,
+    ``threshold_``, ``labels_`` and ``predict_proba``; :meth:`as_pyod` (or
+    :class:`~anomaly.PyODAdapter`) also gives PyOD's ``decision_function`` and 0 / 1 ``predict``.
+
     Parameters
     ----------
     {parameters}
@@ -113,6 +118,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
         scores (a seeded subsample of 10,000 when there are more training samples).
+    decision_scores_ : ndarray of shape (n_train,)
+        Anomaly scores (**higher = more anomalous**, PyOD's convention) of those training
+        samples, ``-score_samples``: ``n_train`` is ``min(n_samples, 10000)``.
+    threshold_ : float
+        ``-offset_``, the threshold on the anomaly-score scale: samples scoring above it are
+        outliers.
+    labels_ : ndarray of shape (n_train,)
+        1 (outlier) where ``decision_scores_ > threshold_``, 0 (inlier) elsewhere: the same as
+        ``predict`` on those samples (a score equal to the threshold is an inlier).
     input_shape_ : tuple of int
         Shape of one sample as the networks see it.
     n_features_in_ : int
@@ -358,6 +372,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return trainer
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
+        """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
+        self.decision_scores_ = -np.asarray(train_scores, dtype=np.float64)
         if self.contamination == "auto":
             median = np.median(train_scores)
             mad = 1.4826 * np.median(np.abs(train_scores - median))
@@ -419,6 +435,69 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         decision = self.decision_function(X)
         return np.where(np.isfinite(decision) & (decision >= 0), 1, -1)
 
+    # ----------------------------------------------------------- PyOD's names
+    @property
+    def threshold_(self) -> float:
+        """``-offset_``: the threshold on the anomaly-score scale (higher = more anomalous)."""
+        check_is_fitted(self)
+        return -self.offset_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """0 (inlier) / 1 (outlier) for the training samples of ``decision_scores_``."""
+        scores = self._training_scores()
+        return np.where(np.isfinite(scores) & (scores <= self.threshold_), 0, 1)
+
+    def _training_scores(self) -> np.ndarray:
+        check_is_fitted(self)
+        if not hasattr(self, "decision_scores_"):
+            raise AttributeError(
+                "this detector has no decision_scores_: its model file was saved without the "
+                "training scores; fit it again to get labels_ and predict_proba"
+            )
+        return self.decision_scores_
+
+    def predict_proba(self, X, method: str = "linear") -> np.ndarray:
+        """Probability of being normal and of being an outlier, as PyOD computes it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or images
+        method : {"linear", "unify"}, default="linear"
+            ``"linear"``: the anomaly score ``-score_samples(X)`` min-max scaled by the range of
+            ``decision_scores_`` and clipped to [0, 1]. ``"unify"`` (Kriegel et al., 2011):
+            ``erf`` of the anomaly score standardised by the mean and standard deviation of
+            ``decision_scores_``, clipped to [0, 1]. Scores that are not numbers give 1.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+            Column 0 is P(normal), column 1 is P(outlier), as PyOD's ``predict_proba``;
+            P(outlier) grows with the anomaly score. These are rescaled scores, not calibrated
+            probabilities, and P(outlier) > 0.5 is not ``predict``'s rule (use ``threshold_``).
+
+        References
+        ----------
+        Kriegel, Kröger, Schubert, Zimek. Interpreting and Unifying Outlier Scores. SDM 2011.
+        """
+        check_method(method)
+        train_scores = self._training_scores()
+        return outlier_probability(train_scores, -self.score_samples(X), method)
+
+    def as_pyod(self) -> PyODAdapter:
+        """This fitted detector with PyOD's conventions, without training it again.
+
+        Returns
+        -------
+        PyODAdapter
+            Its ``detector_`` is this detector: ``decision_function`` is higher for anomalies,
+            ``predict`` gives 1 for outliers and 0 for inliers.
+        """
+        check_is_fitted(self)
+        adapter = PyODAdapter(self)
+        adapter.detector_ = self
+        return adapter
+
     # ------------------------------------------------------------- persistence
     def save(self, path) -> None:
         """Save to a folder (weights + ``model.json``), atomically; see :func:`save_model`."""
@@ -469,6 +548,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "energy_nets": [_cpu_state(net) for net in self.energy_nets_],
             "generator": _cpu_state(self.generator_),
         }
+        if hasattr(self, "decision_scores_"):  # the training anomaly scores (PyOD's names)
+            weights["training"] = {
+                "decision_scores": torch.from_numpy(np.array(self.decision_scores_))
+            }
         return state, weights
 
     @classmethod
@@ -544,6 +627,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
             net.load_state_dict(net_state)
         det.generator_.load_state_dict(weights["generator"])
+        if "training" in weights:  # absent from files saved before the scores were kept
+            scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
+            if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
+                raise ValueError("invalid decision_scores in the model file")
+            det.decision_scores_ = scores
         return det
 
     def _rebuild_networks(self, n_energy: int) -> None:

@@ -602,7 +602,7 @@ def score(
     summary = f"scored {n} samples, {n_flagged} flagged as anomalies"
     lines = [f"{summary}; wrote {out}"]
     if y is not None:
-        metrics = evaluate(y.astype(int), -normality)
+        metrics = evaluate(y.astype(int), normality, higher="normal")
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
     if report is not None:

@@ -78,11 +78,11 @@ def candidates(X_train, X_test, y, metric, view, seed) -> dict[str, float]:
     det = MEGDetector(**base, random_state=seed)
     Xtr = det.fit(X_train)._validate(X_train, reset=False)  # the detector's own scaling
     Xte = det._validate(X_test, reset=False)
-    res = {"detector (after MEG training)": metric(y, -det.score_samples(X_test))}
+    res = {"detector (after MEG training)": metric(y, det.score_samples(X_test), higher="normal")}
     flat_tr, flat_te = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
     d2 = torch.cdist(torch.from_numpy(flat_te), torch.from_numpy(flat_tr)).square()
-    res["kNN, k=5"] = metric(y, d2.topk(5, largest=False).values[:, -1].numpy())
-    res["Gaussian"] = metric(y, LedoitWolf().fit(flat_tr).mahalanobis(flat_te))
+    res["kNN, k=5"] = metric(y, d2.topk(5, largest=False).values[:, -1].numpy(), higher="anomalous")
+    res["Gaussian"] = metric(y, LedoitWolf().fit(flat_tr).mahalanobis(flat_te), higher="anomalous")
     # The untrained energies: the detector's centres, temperature and Gaussian, re-weighted.
     config = MEGConfig.from_params(
         **{k: v for k, v in base.items() if k not in ("view", "scaling")}, gaussian_weight=1.0
@@ -99,7 +99,7 @@ def candidates(X_train, X_test, y, metric, view, seed) -> dict[str, float]:
                 }
             )
             name = f"t={tau}" + (f" + {weight} Gaussian" if weight else ", mixture only")
-            res[name] = metric(y, _energy(energy, Xte))
+            res[name] = metric(y, _energy(energy, Xte), higher="anomalous")
     return res
 
 

@@ -42,7 +42,7 @@ def fit_one(args: tuple[int, int, str, str]) -> tuple[int, int, str, float, floa
     start = time.perf_counter()
     det = MEGDetector(**params, random_state=seed).fit(split.X_train)
     seconds = time.perf_counter() - start
-    auroc = evaluate(split.y_test, -det.score_samples(split.X_test))["auroc"]
+    auroc = evaluate(split.y_test, det.score_samples(split.X_test), higher="normal")["auroc"]
     return cls, seed, setting, auroc, seconds
 
 

@@ -72,7 +72,8 @@ def diagnose(digit: int, seed: int, data_root) -> None:
         f"\n## Held-out digit {digit}, seed {seed}\n\n| score | AUPRC | AUROC |\n|:---|---:|---:|"
     )
     for name, s in scores.items():
-        print(f"| {name} | {auprc_trapezoid(y, s):.3f} | {auroc(y, s):.3f} |")
+        auprc, roc = auprc_trapezoid(y, s, higher="anomalous"), auroc(y, s, higher="anomalous")
+        print(f"| {name} | {auprc:.3f} | {roc:.3f} |")
     with torch.no_grad():
         z = torch.randn(1000, det.latent_dim, generator=torch.Generator().manual_seed(seed))
         generated = det.generator_(z).numpy()

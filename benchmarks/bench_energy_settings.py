@@ -111,7 +111,7 @@ def score_rows(z: np.ndarray, y: np.ndarray, keys: dict) -> list[dict]:
     mean = z.astype(np.float64).mean(axis=1)
     rows = []
     for name, combine in COMBINATIONS.items():
-        metrics = evaluate(y, combine(mean[:, 0], mean[:, 1]))
+        metrics = evaluate(y, combine(mean[:, 0], mean[:, 1]), higher="anomalous")
         rows.append(keys | {"score": name} | {k: metrics[k] for k in ("auprc", "auroc")})
     return rows
 

@@ -72,7 +72,7 @@ def test_subspace_outliers_and_far_points_score_as_anomalies():
     X, normal, outliers, far = _subspace_toy()
     det = MEGDetector(**FAST, random_state=0).fit(X)
     y = np.r_[np.zeros(len(normal)), np.ones(len(outliers))]
-    assert auroc(y, -det.score_samples(np.vstack([normal, outliers]))) > 0.99
+    assert auroc(y, det.score_samples(np.vstack([normal, outliers])), higher="normal") > 0.99
     assert det.score_samples(far).max() < det.score_samples(X).min()
     assert (det.predict(far) == -1).all()
 

@@ -287,7 +287,7 @@ class Protocol:
         for method, (score, figures, det) in score_split(
             split, seed, dataset, device, quick, detectors, features
         ).items():
-            metrics = evaluate(split.y_test, score)
+            metrics = evaluate(split.y_test, score, higher="anomalous")
             rows.append(
                 {
                     "benchmark": self.name,

@@ -27,17 +27,23 @@ _SOURCES = {
     "average_precision": "metrics",
     "evaluate": "metrics",
     "ModelFileError": "persistence",
+    "ModelVersionWarning": "persistence",
+    "ExportError": "export",
+    "export_model": "export",
 }
 
 __all__ = [
+    "ExportError",
     "MEGDetector",
     "ModelFileError",
+    "ModelVersionWarning",
     "PyODAdapter",
     "__version__",
     "auprc_trapezoid",
     "auroc",
     "average_precision",
     "evaluate",
+    "export_model",
     "load_model",
     "save_model",
 ]

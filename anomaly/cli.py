@@ -777,6 +777,50 @@ def friendly(
     _emit(result, as_json, lines)
 
 
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Model folder written by 'anomaly fit'."),
+    file_format: ExportFormat = typer.Option(
+        ExportFormat.torchscript,
+        "--format",
+        help="torchscript (torch.jit.load), or onnx (needs pip install 'coreset-meg[onnx]').",
+    ),
+    out: Path = typer.Option(..., help="File to write (e.g. model.pt or model.onnx)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+):
+    """Write MODEL's score_samples as one TorchScript or ONNX file other tools can run.
+
+    The file takes float32 samples shaped as in training (vectors (N, d); images (N, C, H, W) in
+    [-1, 1]) and returns score_samples (higher = more normal), scaling and embedding them as
+    the model does; its metadata.json holds these conventions and the threshold (offset).
+    """
+    from anomaly import load_model
+    from anomaly.export import export_model
+
+    if out.exists() and not out.is_file():
+        raise CliError(f"--out {out} exists and is not a file; refusing to replace it")
+    if model.is_dir() and model.resolve() in (out.resolve(), *out.resolve().parents):
+        raise CliError(f"--out {out} is inside the model folder {model}; refusing to write there")
+    _check_writable(out)
+    detector = load_model(model)
+    export_model(detector, out, file_format.value)
+    shape = ", ".join(str(s) for s in detector.input_shape_)
+    result = {
+        "model": str(model),
+        "format": file_format.value,
+        "out": str(out),
+        "input_shape": ["N", *detector.input_shape_],
+        "offset": detector.offset_,
+    }
+    line = f"wrote {out} ({file_format.value}): float32 (N, {shape}) -> score_samples (N,)"
+    _emit(result, as_json, [line])
+
+
 class BenchmarkName(str, Enum):
     heldout = "heldout"
     one_class = "one-class"

@@ -44,7 +44,7 @@ def test_fit_and_score_on_csv(table, capsys):
     model = table / "model"
     code, out, _ = run(["fit", str(table / "train.csv"), "--out", str(model), *FAST], capsys)
     assert code == 0, out
-    assert (model / "weights.pt").exists() and (model / "model.json").exists()
+    assert (model / "weights.safetensors").exists() and (model / "model.json").exists()
     scores = table / "scores.csv"
     code, out, err = run(
         ["score", str(model), str(table / "test.csv"), "--label-column", "label"]
@@ -309,6 +309,7 @@ def test_fit_killed_and_resumed_ends_as_an_uninterrupted_fit(tmp_path):
     import time
 
     import torch
+    from safetensors.torch import load_file
 
     data = tmp_path / "x.csv"
     rng = np.random.default_rng(3)
@@ -327,9 +328,9 @@ def test_fit_killed_and_resumed_ends_as_an_uninterrupted_fit(tmp_path):
     assert not checkpoint.exists()  # removed once the model is saved
     whole = subprocess.run([*args, "--out", str(tmp_path / "w")], capture_output=True)
     assert whole.returncode == 0, whole.stderr
-    a = torch.load(out / "weights.pt", weights_only=True)
-    b = torch.load(tmp_path / "w" / "weights.pt", weights_only=True)
-    for net_a, net_b in zip(a["energy_nets"], b["energy_nets"], strict=True):
-        assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
+    a = load_file(out / "weights.safetensors")
+    b = load_file(tmp_path / "w" / "weights.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("energy_nets."))
     again = subprocess.run([*args, "--out", str(tmp_path / "n"), "--resume"], capture_output=True)
     assert again.returncode == 1 and b"nothing to resume" in again.stderr

@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from anomaly import MEGDetector, ModelFileError, auroc, load_model, save_model
+from anomaly import MEGDetector, ModelFileError, auroc, load_model, persistence, save_model
 from anomaly.scoring import energy_scores
 from datasets import grid_mixture, load_benchmark
 
@@ -185,7 +185,7 @@ def test_crash_mid_save_leaves_old_model_intact(tmp_path, mixture_detector, monk
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", crash)
+    monkeypatch.setattr(persistence, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         save_model(other, path)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
@@ -200,7 +200,7 @@ def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path, mixture_dete
     with pytest.raises(ModelFileError, match="model.json is missing"):
         load_model(tmp_path / "empty")
     save_model(det, tmp_path / "m")
-    (tmp_path / "m" / "weights.pt").write_bytes(b"not a torch file")
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"not a weights file")
     with pytest.raises(ModelFileError, match="corrupt"):
         load_model(tmp_path / "m")
     save_model(det, tmp_path / "f")

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
+from gan.tickets import WeightMasks, find_ticket
 from gan.trainer import seed_from
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
@@ -136,7 +137,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     history_ : list of dict
         Training metrics recorded every 50 iterations.
     train_seconds_ : float
-        Wall-clock seconds of the training loop.
+        Wall-clock seconds of the training loop (every pruning round included).
+    ticket_rounds_ : list of dict
+        With ``prune_rounds``: per training (the pruning rounds, then the final one) its
+        ``round``, the share of G's and E's prunable weights removed (``generator_sparsity``,
+        ``energy_sparsity``) and its ``seconds``; empty for a dense run.
     torch_threads_ : int
         Torch threads during ``fit`` (scores are bit-reproducible for the same seed, torch build
         and thread count on a CPU).
@@ -320,7 +325,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         config = self._config()
         rng = check_random_state(self.random_state)
-        trainer = self._trainer(config, rng).fit(X)
+        trainer = self._trainer(config, rng)
+        self.ticket_rounds_ = self._find_ticket(trainer, X)  # lottery ticket: masks on trainer
+        trainer.fit(X)
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
             net.load_state_dict(state)
@@ -334,10 +341,32 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
         self.history_ = trainer.history
         self.torch_threads_ = torch.get_num_threads()
-        self.train_seconds_ = trainer.seconds
+        self.train_seconds_ = trainer.seconds + sum(r["seconds"] for r in self.ticket_rounds_)
+        if self.ticket_rounds_:
+            self.ticket_rounds_.append(dict(self.ticket_rounds_.pop(), seconds=trainer.seconds))
         self.selection_seconds_ = trainer.selection_seconds
         self._set_offset(self._combine(per_net))
         return self
+
+    def _find_ticket(self, trainer: MEGTrainer, X: np.ndarray) -> list[dict]:
+        """With ``prune_rounds``: find a lottery ticket (:func:`gan.tickets.find_ticket`) and
+        attach its masks to ``trainer``; the rounds' records (the last one is the final
+        training's, its seconds set after it)."""
+        tickets = trainer.config.tickets
+        if not tickets.prune_rounds:
+            return []
+        if self.checkpoint_path is not None:
+            raise ValueError(
+                "prune_rounds cannot be combined with checkpoint_path: the pruning rounds and "
+                "their masks are not checkpointed"
+            )
+        rounds = []
+
+        def record(round_: int, done: MEGTrainer, masks: WeightMasks) -> None:
+            rounds.append(_ticket_record(round_, masks, done.seconds))
+
+        masks = find_ticket(trainer, X, on_round=record)
+        return [*rounds, _ticket_record(tickets.prune_rounds, masks, 0.0)]
 
     def _trainer(self, config: MEGConfig, rng) -> MEGTrainer:
         """A new trainer, or the one in ``checkpoint_path`` when it exists and matches."""
@@ -540,6 +569,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 "seconds": float(self.train_seconds_),
                 "selection_seconds": float(self.selection_seconds_),
                 "history": self.history_,
+                **({"ticket_rounds": self.ticket_rounds_} if self.ticket_rounds_ else {}),
             },
         }
         if getattr(self, "prior_shape_", None) is not None:  # the friendly inputs' shape
@@ -614,6 +644,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.train_seconds_ = state["training"]["seconds"]
         det.torch_threads_ = state["training"].get("torch_threads")
         det.selection_seconds_ = state["training"]["selection_seconds"]
+        det.ticket_rounds_ = list(state["training"].get("ticket_rounds", []))
         det.device_ = resolve_device(device)
         n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
         for name in ("energy_mean", "energy_std"):
@@ -675,6 +706,15 @@ def _image_range(X: np.ndarray, integer: bool) -> np.ndarray:
             f"[{X.min():.3g}, {X.max():.3g}]"
         )
     return X
+
+
+def _ticket_record(round_: int, masks: WeightMasks, seconds: float) -> dict:
+    return {
+        "round": round_,
+        "generator_sparsity": masks.sparsity("generator"),
+        "energy_sparsity": masks.sparsity("energy_net"),
+        "seconds": float(seconds),
+    }
 
 
 def _cpu_state(net: torch.nn.Module) -> dict:

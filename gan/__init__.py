@@ -8,7 +8,10 @@ import importlib
 
 #: Public name -> the submodule that defines it.
 _SOURCES = {
-    **dict.fromkeys(["Batches", "MEGConfig", "Networks", "Objective", "Schedule"], "config"),
+    **dict.fromkeys(
+        ["Batches", "MEGConfig", "Networks", "Objective", "Schedule", "Tickets"], "config"
+    ),
+    **dict.fromkeys(["AdvAug", "DiffAugment", "WeightMasks", "find_ticket"], "tickets"),
     **dict.fromkeys(
         ["energy_loss", "generator_loss", "input_gradient_sq_norm", "jsd_mutual_information"],
         "losses",
@@ -46,9 +49,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AdvAug",
     "Batches",
     "Callback",
     "Checkpoints",
+    "DiffAugment",
     "GeneratorSamples",
     "LossTerm",
     "MEGConfig",
@@ -60,8 +65,11 @@ __all__ = [
     "Schedule",
     "Snapshots",
     "StepResult",
+    "Tickets",
+    "WeightMasks",
     "build_networks",
     "energy_loss",
+    "find_ticket",
     "generator_loss",
     "image_geometry",
     "input_gradient_sq_norm",

@@ -22,6 +22,7 @@ __all__ = [
     "Objective",
     "Schedule",
     "SettingsGroup",
+    "Tickets",
     "check_setting",
     "setting",
     "setting_fields",
@@ -282,12 +283,56 @@ class Schedule(SettingsGroup):
     log_every: int = setting(50, "iterations between metric records", low=1)
 
 
+@dataclass
+class Tickets(SettingsGroup):
+    """Lottery tickets and augmentation for small data sets (Chen et al. 2021; Zhao et al. 2020)."""
+
+    prune_rounds: int = setting(
+        0,
+        "rounds of iterative magnitude pruning of G before the final training (0: dense); each "
+        "trains, removes prune_rate of the remaining weights, rewinds the rest to their initial "
+        "values and resets E",
+        low=0,
+    )
+    prune_rate: float = setting(
+        0.2,
+        "share of the remaining weights removed per pruning round (Chen et al.: 0.2)",
+        low=0,
+        high=1,
+        open_low=True,
+        open_high=True,
+    )
+    prune_energy: bool = setting(False, "prune E as well as G (mlp and conv energies only)")
+    diffaugment: str = setting(
+        "none",
+        "DiffAugment of real and generated images before E in both updates: 'none' or a comma "
+        "list of color, translation, cutout",
+    )
+    advaug: float = setting(
+        0.0,
+        "AdvAug: one signed-gradient step of this size (max-norm) on intermediate features of E "
+        "and G, each loss averaged over clean and perturbed passes (0: off; Chen et al.: 0.01)",
+        low=0,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parts = [p.strip() for p in self.diffaugment.split(",")]
+        known = ("color", "translation", "cutout")
+        if self.diffaugment != "none" and not (parts and all(p in known for p in parts)):
+            raise ValueError(
+                f"invalid MEG setting diffaugment={self.diffaugment!r}: 'none' or a comma list "
+                f"of {', '.join(known)}"
+            )
+
+
 #: The trainer's groups, in the order they are shown.
 TRAINING_GROUPS = {
     "networks": Networks,
     "objective": Objective,
     "batches": Batches,
     "schedule": Schedule,
+    "tickets": Tickets,
 }
 
 
@@ -306,6 +351,7 @@ class MEGConfig:
     objective: Objective = dataclasses.field(default_factory=Objective)
     batches: Batches = dataclasses.field(default_factory=Batches)
     schedule: Schedule = dataclasses.field(default_factory=Schedule)
+    tickets: Tickets = dataclasses.field(default_factory=Tickets)
 
     def __post_init__(self) -> None:
         for name, group in TRAINING_GROUPS.items():  # dicts (read from JSON) become groups

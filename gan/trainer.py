@@ -51,6 +51,7 @@ from .losses import (
 )
 from .networks import CoresetEnergy, build_networks, orthogonal_weights
 from .spider import with_input_stage
+from .tickets import advaug_terms, diff_augment
 
 __all__ = [
     "Callback",
@@ -259,7 +260,8 @@ class MEGTrainer:
     loss_terms : sequence of LossTerm, optional
         Extra terms of the energy or generator loss.
     augment : callable, optional
-        Applied to real and generated batches (and its gradient penalty input) before ``E``.
+        Applied to real and generated batches (and its gradient penalty input) before ``E``;
+        default: DiffAugment when ``config.tickets.diffaugment`` is set (:mod:`gan.tickets`).
     callbacks : sequence of Callback, optional
         Called at the end of every iteration, after the built-in :class:`Snapshots`,
         :class:`MetricsLog` and :class:`Checkpoints`.
@@ -318,9 +320,12 @@ class MEGTrainer:
                 OrthogonalRegularisation(config.objective.orthogonal_reg, phase)
                 for phase in ("energy", "generator")
             ]
+        self.loss_terms += advaug_terms(config, self.seed)  # AdvAug (none unless set)
         for term in self.loss_terms:
             if term.phase not in ("energy", "generator"):
                 raise ValueError(f"loss term phase must be energy or generator, got {term.phase}")
+        if augment is None:  # DiffAugment when config.tickets.diffaugment is set
+            augment = diff_augment(config, self.input_shape, self.seed)
         self.augment = augment
         self.callbacks: list[Callback] = [Snapshots(), MetricsLog(log_path)]
         if self.checkpoint_path:

@@ -309,8 +309,9 @@ def main() -> None:
     parser.add_argument("--sid-samples", type=int, default=1000, help="embeddings per set, SID")
     parser.add_argument(
         "--work-cache",
-        default=str(Path(tempfile.gettempdir()) / "spider-embeddings"),
-        help="embedding cache of the sets results/embeddings lacks (the digits)",
+        default=None,
+        help="embedding cache of the sets results/embeddings lacks (the digits) [default: a "
+        "folder in the temporary directory]",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
     parser.add_argument("--resume", action="store_true")
@@ -329,8 +330,9 @@ def main() -> None:
     out = Path(args.out) if args.out else default
     out.mkdir(parents=True, exist_ok=True)
 
+    work_cache = args.work_cache or Path(tempfile.gettempdir()) / "spider-embeddings"
     embedder = functools.partial(
-        embed, root=args.data_root, cache_dir=args.cache_dir, work_cache=args.work_cache
+        embed, root=args.data_root, cache_dir=args.cache_dir, work_cache=work_cache
     )
     sid_kwargs = {"n_points": args.sid_points, "max_samples": args.sid_samples}
     earlier = pd.read_csv(out / "sid.csv") if args.resume and (out / "sid.csv").exists() else None

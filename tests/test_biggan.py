@@ -243,9 +243,10 @@ def test_detector_with_the_options_fits_saves_and_loads(X, tmp_path):
 def test_mixture_runs_a_technique_and_a_truncation_sweep(tmp_path):
     name = TECHNIQUE_SETTINGS[0].name
     text = run_mixture([3], settings=[name], truncations=[0.5], seeds=[0], quick=True,
-                       out_dir=tmp_path, device="cpu")  # fmt: skip
-    assert name in text
+                       config={"n_iter": 2}, out_dir=tmp_path, device="cpu")  # fmt: skip
+    assert name in text and "n_iter=2" in text
     results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results["steps"]) == [2]
     sweep = pd.read_csv(tmp_path / "truncation.csv")
     assert list(results["setting"]) == [name] and list(sweep["truncation"]) == [0.5]
     assert sweep["high_quality_fraction"].between(0, 1).all()
@@ -253,3 +254,5 @@ def test_mixture_runs_a_technique_and_a_truncation_sweep(tmp_path):
         assert (tmp_path / file).is_file()
     with pytest.raises(ValueError, match="settings"):
         run_mixture([3], settings=["core-set 64 + magic"], quick=True, out_dir=tmp_path)
+    with pytest.raises(TypeError, match="unknown MEG setting"):
+        run_mixture([3], settings=[name], config={"n_iters": 2}, quick=True, out_dir=tmp_path)

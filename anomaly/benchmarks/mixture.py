@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -235,6 +235,7 @@ def run_mixture(
     *,
     settings: Iterable[str] | None = None,
     truncations: Iterable[float] = (),
+    config: Mapping[str, Any] | None = None,
     classes: Iterable[int] | None = None,
     seeds: Iterable[int] = (0, 1, 2),
     device: str = "auto",
@@ -250,7 +251,8 @@ def run_mixture(
     ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``settings`` names the batch settings
     run (default: :data:`MIXTURE_SETTINGS`; any of :data:`TECHNIQUE_SETTINGS` too);
     ``truncations`` lists thresholds of the truncation trick measured on every trained
-    generator (none by default); ``seeds`` seed the training samples,
+    generator (none by default); ``config``: flat :class:`~gan.MEGConfig` settings replacing
+    those of :func:`mixture_params` (e.g. fewer iterations); ``seeds`` seed the training samples,
     networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000 training
     and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with the
     same settings left in ``out_dir`` (default ``results/benchmarks/mixture``); ``jobs``: cells
@@ -274,11 +276,16 @@ def run_mixture(
     out = prepare_out_dir(out_dir, NAME)
     dev = str(resolve_device(device))
     params = mixture_params(quick)
+    params["config"].update(config or {})
+    MEGConfig.from_params(**params["config"])  # a wrong setting fails here, before any work
     recorded = {"benchmark": NAME, "quick": quick, "training": params}
-    if truncations:  # runs without a sweep record what they always did (and still resume)
+    # Runs of the default settings without a sweep record what they always did (and resume).
+    if truncations:
         recorded["truncations"] = truncations
-    if settings is not None:
-        recorded["settings"] = {n: dict(_SETTINGS[n].options) for n in names}
+    if any(_SETTINGS[n].options for n in names):  # what the technique settings mean
+        recorded["setting_options"] = {
+            k: dict(v.options) for k, v in _SETTINGS.items() if v.options
+        }
     cells = run_grid(
         out,
         recorded,
@@ -361,8 +368,9 @@ def plot_truncation(sweep: pd.DataFrame, results: pd.DataFrame, path) -> None:
             x = [full["modes_recovered"].mean(), *points["modes_recovered"]]
             y = [100 * full["high_quality_fraction"].mean(), *100 * points["high_quality_fraction"]]
             ax.plot(x, y, marker="o", markersize=3, color=f"C{k}", label=name)
-            for threshold, xi, yi in zip(points.index, x[1:], y[1:], strict=True):
-                ax.annotate(f"{threshold:g}", (xi, yi), fontsize=6, color=f"C{k}")
+            labels = ["none", *(f"{t:g}" for t in points.index)]
+            for label, xi, yi in zip(labels, x, y, strict=True):
+                ax.annotate(label, (xi, yi), fontsize=6, color=f"C{k}")
         n_modes = int(sweep.loc[sweep["side"] == side, "n_modes"].iloc[0])
         ax.set(
             xlabel="modes recovered",
@@ -372,5 +380,5 @@ def plot_truncation(sweep: pd.DataFrame, results: pd.DataFrame, path) -> None:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     seeds = ", ".join(map(str, sorted(sweep["seed"].unique())))
-    fig.suptitle(f"truncation trick: each point a threshold (first: none), seeds {seeds}")
+    fig.suptitle(f"truncation trick, seeds {seeds}:\neach point a threshold (none: untruncated)")
     save_figure(fig, path)

@@ -137,9 +137,11 @@ def report(results: pd.DataFrame, rounds: int) -> str:
     text = []
     for network, part in results.groupby("network", sort=False):
         n_cells = part.groupby(["seed", "fraction", "cls"]).ngroups
+        classes = ", ".join(str(int(c)) for c in sorted(part["cls"].unique()))
+        seeds = ", ".join(str(int(s)) for s in sorted(part["seed"].unique()))
         text.append(
             f"AUROC, {network} energy (mean ± std over classes and seeds; {n_cells} cells; "
-            f"classes {sorted(part['cls'].unique())}, seeds {sorted(part['seed'].unique())})\n"
+            f"classes {classes}, seeds {seeds})\n"
         )
         header = ["method", *(f"{100 * f:g}% of the class" for f in fractions), "fit s"]
         lines = []
@@ -148,14 +150,27 @@ def report(results: pd.DataFrame, rounds: int) -> str:
             cells = [fmt_mean_std(rows[rows["fraction"] == f]["auroc"]) for f in fractions]
             lines.append([method, *cells, f"{rows['fit_seconds'].mean():.1f}"])
         text.append(markdown_table(header, lines))
+        # paired: each method minus dense on the same cell (class, share, seed)
+        keys = ["seed", "fraction", "cls"]
+        dense = part[part["method"] == "dense"].set_index(keys)["auroc"]
+        header = ["method", *(f"{100 * f:g}%" for f in fractions)]
+        lines = []
+        for method in methods[1:]:
+            diff = part[part["method"] == method].set_index(keys)["auroc"] - dense
+            diff = diff.reset_index()
+            cells = [fmt_mean_std(diff[diff["fraction"] == f]["auroc"], 4) for f in fractions]
+            lines.append([method, *cells])
+        text.append(f"\nAUROC minus dense on the same cell ({network} energy)\n")
+        text.append(markdown_table(header, lines))
         curve = part[
             part["method"].isin(["dense", "ticket"]) | part["method"].str.startswith("IMP")
         ]
-        header = ["round", "G sparsity", *(f"{100 * f:g}%" for f in fractions)]
+        header = ["round", "G sparsity", "E sparsity", *(f"{100 * f:g}%" for f in fractions)]
         lines = []
         for round_, rows in curve.groupby("round"):
             cells = [fmt_mean_std(rows[rows["fraction"] == f]["auroc"]) for f in fractions]
-            lines.append([round_, f"{rows['generator_sparsity'].mean():.3f}", *cells])
+            sparsity = [f"{rows[f'{n}_sparsity'].mean():.3f}" for n in ("generator", "energy")]
+            lines.append([round_, *sparsity, *cells])
         text.append(f"\nAUROC by pruning round ({network} energy, before retraining: round "
                     f"{rounds} is the ticket)\n")  # fmt: skip
         text.append(markdown_table(header, lines))
@@ -184,7 +199,7 @@ def plot(results: pd.DataFrame, path: Path) -> None:
                 ax.plot([x], [value], "s^"[j], color=f"C{i}", mfc="none")
             knn = rows[rows["method"] == "kNN distance"]["auroc"].mean()
             ax.axhline(knn, color=f"C{i}", ls="--", lw=1)
-        title = f"{network} energy (squares: +DiffAugment, triangles: +AdvAug; dashed: kNN)"
+        title = f"{network} energy\nsquares: + DiffAugment, triangles: + AdvAug; dashed: kNN"
         ax.set(xlabel="share of G's weights pruned", ylabel="AUROC", title=title)
         ax.title.set_fontsize(8)
         ax.legend(fontsize=8)

@@ -241,8 +241,9 @@ def score_report(
     ]
     sections.append(
         f"<h2>The {len(ranked)} most anomalous samples</h2>\n<table>\n"
+        + "<tr>"
         + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        + "\n"
+        + "</tr>\n"
         + "\n".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )

@@ -15,6 +15,12 @@ both wrote the same scores bit for bit::
 
     python benchmarks/bench_chunked_scoring.py                 # 200,000 and 2,000,000 rows
     python benchmarks/bench_chunked_scoring.py --rows 20000    # a quick look
+    python benchmarks/bench_chunked_scoring.py --formats csv --in-memory-scales 1
+
+Every child runs torch on one thread (``OMP_NUM_THREADS=1``): with two threads, a busy core
+makes the other spin and the times scatter. ``ru_maxrss`` also counts the image a child is
+forked from, so the measuring process imports neither numpy nor torch: fitting and writing the
+inputs run in child processes as well.
 """
 
 from __future__ import annotations
@@ -29,12 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 N_FEATURES = 20
 
 
 def _fit(folder: Path, seed: int) -> Path:
+    import numpy as np
     import pandas as pd
 
     from anomaly import MEGDetector, save_model
@@ -52,6 +57,8 @@ def _fit(folder: Path, seed: int) -> Path:
 def _write_inputs(folder: Path, rows: int, repeats: int, seed: int) -> dict[str, Path]:
     """A CSV and a ``.npy`` file of the same ``rows`` random samples repeated ``repeats`` times
     (written piece by piece)."""
+    import numpy as np
+
     block = np.random.default_rng(seed + 1).normal(size=(rows, N_FEATURES)).round(6)
     block[::50] += 4.0  # a few anomalies
     n = rows * repeats
@@ -72,7 +79,8 @@ def _write_inputs(folder: Path, rows: int, repeats: int, seed: int) -> dict[str,
 def _measure(argv: list[str]) -> tuple[float, float, float]:
     """``(peak RSS in MB, CPU seconds, wall seconds)`` of a child process."""
     start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch on one thread: steadier on a busy machine
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     err = child.stderr.read().decode()  # until the child closes it
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
@@ -85,6 +93,7 @@ def _measure(argv: list[str]) -> tuple[float, float, float]:
 
 def _score_in_memory(model: str, data: str, out: str) -> None:
     """The earlier ``anomaly score`` path: everything read, validated and scored at once."""
+    import numpy as np
     import pandas as pd
 
     from anomaly import load_model
@@ -118,37 +127,66 @@ def _same_scores(a: Path, b: Path) -> bool:
                 return True
 
 
+def _child(args: list[str]) -> None:
+    """The work of a child process: ``fit FOLDER SEED``, ``write FOLDER ROWS REPEATS SEED`` or
+    ``in-memory MODEL DATA OUT``."""
+    task, *rest = args
+    if task == "fit":
+        _fit(Path(rest[0]), int(rest[1]))
+    elif task == "write":
+        _write_inputs(Path(rest[0]), *(int(v) for v in rest[1:]))
+    else:
+        _score_in_memory(*rest)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the 1x input")
     parser.add_argument("--scales", default="1,10", help="input sizes, as multiples of --rows")
+    parser.add_argument("--formats", default="csv,npy", help="csv, npy or both")
+    parser.add_argument(
+        "--in-memory-scales", default=None, help="sizes to measure the in-memory path at [all]"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="[default: a temporary one]")
-    parser.add_argument("--in-memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.in_memory_child:
-        _score_in_memory(*args.in_memory_child)
+    if args.child:
+        _child(args.child)
         return
 
-    scales = [int(s) for s in args.scales.split(",")]
+    scales, formats = _ints(args.scales), args.formats.split(",")
+    in_memory_scales = scales if args.in_memory_scales is None else _ints(args.in_memory_scales)
+    me = [sys.executable, __file__, "--child"]
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
-        model = _fit(folder, args.seed)
-        rows = []
+        _measure([*me, "fit", tmp, str(args.seed)])
+        model = folder / "model"
         for scale in scales:
-            inputs = _write_inputs(folder, args.rows, scale, args.seed)
-            for kind, path in inputs.items():
+            _measure([*me, "write", tmp, str(args.rows), str(scale), str(args.seed)])
+            n = scale * args.rows
+            for kind in formats:
+                path = folder / f"x{n}.{kind}"
                 chunked, in_memory = folder / "chunked.csv", folder / "in_memory.csv"
                 cli = [sys.executable, "-m", "anomaly.cli", "score", str(model), str(path)]
                 new = _measure([*cli, "--out", str(chunked), "--quiet"])
-                child = [sys.executable, __file__, "--in-memory-child"]
-                old = _measure([*child, str(model), str(path), str(in_memory)])
-                same = _same_scores(chunked, in_memory)
+                old, same = (None, None, None), None
+                if scale in in_memory_scales:
+                    old = _measure([*me, "in-memory", str(model), str(path), str(in_memory)])
+                    same = _same_scores(chunked, in_memory)
                 size = path.stat().st_size / 2**20
-                rows.append((kind, f"{scale}x", scale * args.rows, size, *new, *old, same))
-                print(f"  {kind} {scale}x: {rows[-1]}", file=sys.stderr, flush=True)
-            for path in inputs.values():
-                path.unlink()
+                rows.append((kind, f"{scale}x", n, size, *new, *old, same))
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+            for kind in ("csv", "npy"):
+                (folder / f"x{n}.{kind}").unlink()
+
+    def cell(value, digits):
+        return "–" if value is None else f"{value:,.{digits}f}"
 
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
@@ -161,18 +199,18 @@ def main() -> None:
         mb_new, cpu_new, s_new, mb_old, cpu_old, s_old = numbers
         print(
             f"| {kind} | {scale} | {n:,} | {size:,.0f} | {mb_new:,.0f} | {cpu_new:.1f} "
-            f"| {s_new:.1f} | {mb_old:,.0f} | {cpu_old:.1f} | {s_old:.1f} "
-            f"| {'yes' if same else 'NO'} |"
+            f"| {s_new:.1f} | {cell(mb_old, 0)} | {cell(cpu_old, 1)} | {cell(s_old, 1)} "
+            f"| {'–' if same is None else 'yes' if same else 'NO'} |"
         )
     if len(scales) > 1:
         print()
-        for kind in ("csv", "npy"):
+        for kind in formats:
             mine = [r for r in rows if r[0] == kind]
             first, last = mine[0], mine[-1]
-            print(
-                f"{kind}, {last[1]} against {first[1]}: peak memory x{last[4] / first[4]:.2f} "
-                f"chunked, x{last[7] / first[7]:.2f} in memory"
-            )
+            line = f"{kind}, {last[1]} against {first[1]}: peak memory x{last[4] / first[4]:.2f}"
+            if last[7] is not None and first[7] is not None:
+                line += f" chunked, x{last[7] / first[7]:.2f} in memory"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import mmap
 import os
 import warnings
 import zipfile
@@ -495,6 +496,29 @@ def load_table(
     return X, y
 
 
+def _page_release(array: np.ndarray):
+    """A function ``release(rows)`` that drops the pages of a memory-mapped array's first
+    ``rows`` rows from the process's resident memory (they stay in the page cache), so reading
+    a mapped file from start to end does not make the process grow by the file's size."""
+    mapping = getattr(array, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mapping is None or advice is None or not hasattr(mapping, "madvise"):
+        return lambda rows: None
+    base = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    offset = array.ctypes.data - base  # where the rows start in the mapping
+    row_bytes = array.strides[0]
+    done = 0
+
+    def release(rows: int) -> None:
+        nonlocal done
+        end = (offset + rows * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > done:
+            mapping.madvise(advice, done, end - done)
+            done = end
+
+    return release
+
+
 class TableChunks:
     """:func:`load_table` in pieces of at most ``chunk_rows`` rows, for files larger than memory.
 
@@ -582,10 +606,12 @@ class TableChunks:
         if self._suffix == ".csv":
             yield from self._csv_chunks()
         elif self._suffix == ".npy":
+            release = _page_release(self._array)
             for start in range(0, len(self._array), step):
                 part = self._array[start : start + step]
                 X, y = _split_label_column(part, self._label_column, self.path, start)
                 yield _finish_array(X, self.path, str(self.path), start), y
+                release(start + len(part))
         else:
             for start in range(0, len(self._X), step):
                 y = None if self._y is None else self._y[start : start + step]

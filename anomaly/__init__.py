@@ -8,8 +8,9 @@ The names are imported on first use (PEP 562): ``import anomaly`` and the comman
 ``--help`` do not import torch or scikit-learn.
 """
 
-import importlib
 from importlib import metadata
+
+from common.lazy import lazy_exports
 
 try:
     __version__ = metadata.version("coreset-meg")
@@ -49,13 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _SOURCES:
-        value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _SOURCES, __all__)

@@ -4,7 +4,7 @@ The names below are imported on first use (PEP 562), so that reading the setting
 (:mod:`gan.config`) does not import torch: the command line's ``--help`` starts fast.
 """
 
-import importlib
+from common.lazy import lazy_exports
 
 #: Public name -> the submodule that defines it.
 _SOURCES = {
@@ -35,19 +35,6 @@ _SOURCES = {
     ),
 }
 
-
-def __getattr__(name: str):
-    if name in _SOURCES:
-        value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
 __all__ = [
     "AdvAug",
     "Batches",
@@ -77,3 +64,5 @@ __all__ = [
     "resolve_device",
     "seed_from",
 ]
+
+__getattr__, __dir__ = lazy_exports(globals(), _SOURCES, __all__)

@@ -150,7 +150,7 @@ class Networks(SettingsGroup):
         10_000, "coreset network: at most this many centres (memory and time)", low=1
     )
     temperature: float = setting(
-        0.2,
+        0.05,
         "coreset network: initial temperature, times the median squared distance from a "
         "training sample to its nearest other one",
         low=0,

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from common import distributed
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
@@ -412,10 +413,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _snapshot_scores(self, X: np.ndarray) -> np.ndarray:
         """Anomaly scores of validated input under each snapshot and single score kind, shape
-        (n, n_snapshots, n_scores)."""
+        (n, n_snapshots, n_scores). Under torchrun each rank scores a share of the rows, in
+        the batches one process would use, and every rank gets all of them."""
         kinds = score_kinds(self.score_type)
-        columns = [score_columns(net, X, kinds, device=self.device_) for net in self.energy_nets_]
-        return np.stack(columns, axis=1)  # (n, n_snapshots, n_scores)
+
+        def scores(rows: np.ndarray) -> np.ndarray:
+            columns = [
+                score_columns(net, rows, kinds, batch_size=_SCORE_BATCH, device=self.device_)
+                for net in self.energy_nets_
+            ]
+            return np.stack(columns, axis=1)  # (n, n_snapshots, n_scores)
+
+        return distributed.map_rows(scores, X, block=_SCORE_BATCH)
 
     def _combine(self, per_net: np.ndarray) -> np.ndarray:
         """``score_samples`` from per-snapshot anomaly scores: minus their standardised mean."""

@@ -138,9 +138,13 @@ _LOGGING: dict[str, int | None] = {"level": None}
 def _configure_logging(quiet: bool) -> None:
     """Log lines on stderr: the level from ``--log-level`` or ``-v`` when given, else info
     (warning with ``--quiet``)."""
+    from common.distributed import launched, rank
+
     level = _LOGGING["level"]
     if level is None:
         level = logging.WARNING if quiet else logging.INFO
+    if launched() and rank() != 0:  # under torchrun rank 0 speaks for all
+        level = max(level, logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)
 
@@ -183,6 +187,10 @@ def _options(
 
 
 def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    from common.distributed import is_main
+
+    if not is_main():  # under torchrun rank 0 prints the result
+        return
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -362,7 +370,7 @@ def fit(
     Fashion-MNIST, CIFAR-10 or an image folder; vectors: the rest), then --config, then the
     options given here.
     """
-    from anomaly import MEGDetector, evaluate, save_model
+    from anomaly import MEGDetector, evaluate
     from anomaly.persistence import check_model_destination
     from anomaly.settings import group_params, preset
 
@@ -414,6 +422,10 @@ def fit(
         }
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
         return
+    from common import distributed
+
+    distributed.init_from_env(params["device"])  # joins the others when started by torchrun
+    main = distributed.is_main()
     check_model_destination(out)  # refuse a folder that is not ours before training
     _check_writable(out)
     if report is not None:
@@ -422,15 +434,14 @@ def fit(
         check_report_destination(report)  # refused before training, not after
     if resume and not checkpoint.exists():
         raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
-    if not resume and checkpoint.exists():
+    if not resume and checkpoint.exists() and main:
         checkpoint.unlink()  # our own file from an earlier run: start afresh
+    distributed.barrier()  # no rank looks for the checkpoint before it is gone
 
     if data is not None:
         user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
         detector.fit(user.named())
-        save_model(detector, out)
-        checkpoint.unlink(missing_ok=True)
-        _training_report(report, detector)
+        _save(detector, out, checkpoint, report)
         result = {
             "data": str(data),
             "n_train": len(user.X),
@@ -446,9 +457,7 @@ def fit(
     seed = params["random_state"]
     split = load_benchmark(source, protocol.value, cls, root=root, random_state=seed)
     detector.fit(split.X_train)
-    save_model(detector, out)
-    checkpoint.unlink(missing_ok=True)
-    _training_report(report, detector)
+    _save(detector, out, checkpoint, report)
     anomaly_score = -detector.score_samples(split.X_test)
     metrics = evaluate(split.y_test, anomaly_score, higher="anomalous")
     result = {
@@ -471,6 +480,20 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _save(detector, out: Path, checkpoint: Path, report: Path | None) -> None:
+    """Save the fitted model, remove the checkpoint and write the training report: rank 0's
+    work under torchrun (the others wait for it)."""
+    from anomaly import save_model
+    from common import distributed
+
+    if distributed.is_main():
+        with distributed.alone():
+            save_model(detector, out)
+            checkpoint.unlink(missing_ok=True)
+            _training_report(report, detector)
+    distributed.barrier()
 
 
 def _training_report(folder: Path | None, detector) -> None:
@@ -553,9 +576,11 @@ def score(
 
     from anomaly import evaluate, load_model
     from anomaly.report import check_report_destination, score_report
-    from common import progress
+    from common import distributed, progress
 
     _configure_logging(quiet)
+    distributed.init_from_env(device)  # joins the others when started by torchrun
+    main = distributed.is_main()  # rank 0 writes the scores; every rank scores a share
     to_stdout = str(out) == "-"
     if not to_stdout:
         _check_output_file(out, inputs=[data, labels])
@@ -572,7 +597,7 @@ def score(
     show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
     normality_parts, label_parts = [], []
     with contextlib.ExitStack() as stack:
-        handle = _open_scores(stack, out, to_stdout)
+        handle = _open_scores(stack, out, to_stdout) if main else None
         bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
         start = 0
         for X, y_part in source.chunks:
@@ -585,7 +610,8 @@ def score(
                 "score_samples": normality,
                 "is_anomaly": flagged.astype(int),
             }
-            pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
+            if handle is not None:
+                pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
             normality_parts.append(normality)
             if y_part is not None:
                 label_parts.append(y_part)
@@ -605,13 +631,16 @@ def score(
         metrics = evaluate(y.astype(int), normality, higher="normal")
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
-    if report is not None:
-        page = score_report(
-            report, -normality, -detector.offset_, y=y, images=source.images, names=source.paths
-        )
+    if report is not None and main:
+        with distributed.alone():
+            page = score_report(
+                report, -normality, -detector.offset_, y=y, images=source.images,
+                names=source.paths,
+            )  # fmt: skip
         result["report"] = str(page)
         lines.append(f"report: {page}")
-    if to_stdout:  # the table is the output; the summary goes to stderr
+    distributed.barrier()
+    if to_stdout and main:  # the table is the output; the summary goes to stderr
         typer.echo("; ".join([summary, *lines[1:]]), err=True)
         return
     _emit(result, as_json, lines)

@@ -20,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .distributed import is_main
+
 
 class _Bar:
     """Handle returned by :func:`progress`: ``advance`` it and optionally ``set_postfix`` text."""
@@ -41,10 +43,10 @@ class _Bar:
 def progress(total: int, description: str, enabled: bool = True) -> Iterator[_Bar]:
     """Context manager yielding a progress bar on stderr of ``total`` steps.
 
-    The bar is drawn only when ``enabled`` and stderr is a terminal; otherwise the handle's methods
-    do nothing.
+    The bar is drawn only when ``enabled``, stderr is a terminal and this process is rank 0 of
+    a torchrun job (or alone); otherwise the handle's methods do nothing.
     """
-    if not enabled or not sys.stderr.isatty():
+    if not enabled or not sys.stderr.isatty() or not is_main():
         yield _Bar(None, None)
         return
     bar = Progress(

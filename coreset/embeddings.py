@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, first_line, progress, write_text_atomic
+from common import atomic_path, distributed, first_line, progress, write_text_atomic
 
 __all__ = [
     "Embedder",
@@ -397,6 +397,11 @@ def compute_embeddings(
     verbose : bool, default=True
         Show a progress bar (only on a terminal).
 
+    Under torchrun (:mod:`common.distributed`) every rank calls it with the same ``X``: the
+    chunks are shared out among the ranks, every rank gets the whole array, and rank 0 alone
+    reads and writes the cache (so it need not be on storage the ranks share). The chunks and
+    their batches are those of a single process, so the cache file is the same.
+
     Returns
     -------
     numpy.ndarray of shape (n_samples, p), float32
@@ -418,6 +423,8 @@ def compute_embeddings(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     batch_size = int(batch_size)
     n = len(Xn)
+    if distributed.world_size() > 1:
+        return _compute_shared(Xn, embedder, batch_size, cache_dir, int(chunk_size), verbose)
 
     if cache_dir is None:
         with progress(n, "Embedding", enabled=verbose) as bar:
@@ -456,3 +463,75 @@ def compute_embeddings(
     shutil.rmtree(folder, ignore_errors=True)
     logger.info("wrote embedding cache %s", path)
     return emb
+
+
+def _compute_shared(
+    Xn: np.ndarray,
+    embedder: Embedder,
+    batch_size: int,
+    cache_dir: str | os.PathLike[str] | None,
+    chunk_size: int,
+    verbose: bool,
+) -> np.ndarray:
+    """:func:`compute_embeddings` under torchrun: rank 0 owns the cache; in each round every
+    rank embeds one of the chunks still to do, and all of them receive the round's chunks."""
+    n, main = len(Xn), distributed.is_main()
+    path = folder = None
+    parts: dict[int, np.ndarray] = {}
+    if cache_dir is not None:
+        cached = None
+        if main:
+            path = embedding_cache_path(Xn, embedder, cache_dir)
+            cached = _read_cache(path, n)
+        if distributed.broadcast_object(cached is not None):
+            logger.info("read %d embeddings from cache", n)
+            return distributed.broadcast_array(None if cached is None else np.asarray(cached))
+        if main:
+            folder = _chunks_dir(path)
+            manifest = {"format": _CACHE_FORMAT, "n": n, "identity": embedder.identity}
+            chunk_size = _open_chunks(folder, {**manifest, "chunk_size": chunk_size})
+            for index, start in enumerate(range(0, n, chunk_size)):
+                stop = min(start + chunk_size, n)
+                chunk = _read_chunk(folder / f"chunk-{index:06d}.npy", stop - start, None)
+                if chunk is not None:
+                    parts[index] = chunk
+        chunk_size = distributed.broadcast_object(chunk_size)
+    bounds = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+    done = distributed.broadcast_object(sorted(parts))
+    todo = [i for i in range(len(bounds)) if i not in set(done)]
+    size, me = distributed.world_size(), distributed.rank()
+    with progress(n, "Embedding", enabled=verbose) as bar:
+        bar.advance(sum(bounds[i][1] - bounds[i][0] for i in done))
+        for first in range(0, len(todo), size):
+            batch = todo[first : first + size]
+            mine = None
+            if me < len(batch):
+                start, stop = bounds[batch[me]]
+                mine = _embed_rows(Xn, start, stop, embedder, batch_size, _NoBar())
+            for index, chunk in zip(batch, distributed.all_gather_arrays(mine), strict=False):
+                parts[index] = chunk
+                if folder is not None:
+                    _write_npy(folder / f"chunk-{index:06d}.npy", chunk)
+                bar.advance(len(chunk))
+        if done:  # the chunks rank 0 read from an interrupted run's folder
+            shared = distributed.broadcast_array(
+                np.concatenate([parts[i] for i in done]) if main else None
+            )
+            ends = np.cumsum([bounds[i][1] - bounds[i][0] for i in done])
+            for i, chunk in zip(done, np.split(shared, ends[:-1]), strict=True):
+                parts[i] = chunk
+    emb = np.concatenate([parts[i] for i in range(len(bounds))], axis=0)
+    logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
+    if path is not None:
+        _write_npy(path, emb)
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("wrote embedding cache %s", path)
+    distributed.barrier()
+    return emb
+
+
+class _NoBar:
+    """A progress handle that shows nothing (a rank's own share of a shared bar)."""
+
+    def advance(self, n: int = 1) -> None:
+        pass

@@ -23,7 +23,9 @@ __all__ = [
     "build_networks",
     "image_geometry",
     "orthogonal_weights",
+    "SyncedBatchNorm",
     "spectral_normalise",
+    "sync_batch_norm",
 ]
 
 
@@ -362,3 +364,83 @@ def _build(input_shape, latent_dim, kind, width, bounded) -> tuple[nn.Module, nn
             gen.net.append(nn.Unflatten(1, shape))  # samples shaped like the data
         return CoresetEnergy(d), gen, MLPStatistics(d, latent_dim, w)
     return MLPEnergy(d, w), gen, MLPStatistics(d, latent_dim, w)
+
+
+class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation whose training statistics are those of the batches of all ranks
+    together (under torchrun), on any device; alone it is plain batch normalisation.
+
+    ``torch.nn.SyncBatchNorm`` does this on GPUs only. Here the per-channel sums, sums of
+    squares and counts of every rank are added by one differentiable all-reduce, so the
+    generator of a run with ``N`` processes of batch ``B`` normalises as one process with batch
+    ``N * B`` does. Parameters and buffers are those of ``nn.BatchNorm1d``/``2d`` (same state
+    dict keys): :func:`sync_batch_norm` swaps it in and a saved state loads into either.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(
+                f"expected at least 2-D input (batch, channels, ...), got {input.dim()}-D"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from common import distributed
+
+        if not self.training or distributed.world_size() == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        c = x.shape[1]
+        total = stats[-1]
+        mean = stats[:c] / total
+        var = (stats[c : 2 * c] / total - mean * mean).clamp_min(0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                unbiased = var * (total / (total - 1).clamp_min(1.0))
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(unbiased.detach(), momentum)
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks of a tensor; its gradient is the sum over ranks of theirs."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def sync_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` with every ``BatchNorm1d``/``2d`` replaced by a :class:`SyncedBatchNorm`
+    holding the same parameters and buffers (in place for children; returns the module)."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            synced = SyncedBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats,
+            )  # fmt: skip
+            synced.load_state_dict(child.state_dict())
+            synced.to(next(iter(child.state_dict().values())).device)
+            setattr(module, name, synced)
+        else:
+            sync_batch_norm(child)
+    return module

@@ -31,7 +31,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
-from common import atomic_path, progress, write_text_atomic
+from common import atomic_path, distributed, progress, write_text_atomic
 from coreset import (
     GaussianProjection,
     Prior,
@@ -49,7 +49,7 @@ from .losses import (
     jsd_mutual_information,
     orthogonal_penalty,
 )
-from .networks import CoresetEnergy, build_networks, orthogonal_weights
+from .networks import CoresetEnergy, build_networks, orthogonal_weights, sync_batch_norm
 from .spider import with_input_stage
 from .tickets import advaug_terms, diff_augment
 
@@ -183,7 +183,7 @@ class MetricsLog:
     def drop_after(self, step: int) -> None:
         """Remove the file's records after ``step`` (a run resumed from that step's checkpoint
         writes them again)."""
-        if not self.path or not self.path.exists():
+        if not self.path or not self.path.exists() or not distributed.is_main():
             return
         lines = self.path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
@@ -194,14 +194,18 @@ class MetricsLog:
         schedule = trainer.config.schedule
         if trainer.step % schedule.log_every and trainer.step != schedule.n_iter:
             return
+        values = {
+            "loss_energy": result.loss_energy.detach(),
+            "loss_generator": result.loss_generator.detach(),
+            "mutual_information": result.mutual_information.detach(),
+            "energy_real": result.energy_real.detach().mean(),
+            "energy_fake": result.energy_fake.detach().mean(),
+            "grad_sq_norm": result.grad_sq_norm.detach().mean(),
+        }  # under torchrun: the mean over ranks (that of the batches of all ranks together)
+        means = distributed.all_reduce_mean(float(v) for v in values.values())
         record = {
             "step": trainer.step,
-            "loss_energy": float(result.loss_energy.detach()),
-            "loss_generator": float(result.loss_generator.detach()),
-            "mutual_information": float(result.mutual_information.detach()),
-            "energy_real": float(result.energy_real.detach().mean()),
-            "energy_fake": float(result.energy_fake.detach().mean()),
-            "grad_sq_norm": float(result.grad_sq_norm.detach().mean()),
+            **dict(zip(values, means, strict=True)),
             "seconds": round(trainer.seconds, 3),
             "selection_seconds": round(trainer.selection_seconds, 4),
         }
@@ -212,7 +216,7 @@ class MetricsLog:
             )
         trainer.history.append(record)
         logger.debug("%s", record)
-        if self.path:
+        if self.path and distributed.is_main():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -306,7 +310,9 @@ class MEGTrainer:
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = resolve_device(device)
-        self.seed = seed_from(random_state)
+        # Under torchrun every rank trains the same networks (rank 0's seed) on its own batches.
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.seed = distributed.broadcast_object(seed_from(random_state))
         self.verbose = verbose
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.cache_dir = cache_dir
@@ -320,12 +326,12 @@ class MEGTrainer:
                 OrthogonalRegularisation(config.objective.orthogonal_reg, phase)
                 for phase in ("energy", "generator")
             ]
-        self.loss_terms += advaug_terms(config, self.seed)  # AdvAug (none unless set)
+        self.loss_terms += advaug_terms(config, self._rank_seed(5))  # AdvAug (none unless set)
         for term in self.loss_terms:
             if term.phase not in ("energy", "generator"):
                 raise ValueError(f"loss term phase must be energy or generator, got {term.phase}")
         if augment is None:  # DiffAugment when config.tickets.diffaugment is set
-            augment = diff_augment(config, self.input_shape, self.seed)
+            augment = diff_augment(config, self.input_shape, self._rank_seed(6))
         self.augment = augment
         self.callbacks: list[Callback] = [Snapshots(), MetricsLog(log_path)]
         if self.checkpoint_path:
@@ -356,12 +362,16 @@ class MEGTrainer:
                     self.generator, self.stats_net, self.prior.shape, cfg.networks.latent_dim,
                     cfg.networks.width,
                 )  # fmt: skip
+            if self.world_size > 1:  # batch statistics of all ranks' batches together
+                sync_batch_norm(self.generator)
         self.energy_avg = _copy_frozen(self.energy_net)
         self.generator_avg = _copy_frozen(self.generator) if cfg.schedule.generator_ema else None
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
             net.to(self.device)
         if self.generator_avg is not None:
             self.generator_avg.to(self.device)
+        for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
+            distributed.broadcast_module(net)  # the same start on every rank, whatever happens
         self._truncation_gen: torch.Generator | None = None  # set by fit when truncating
         lr, betas = cfg.objective.learning_rate, cfg.objective.betas
         self.opt_e = torch.optim.Adam(self.energy_net.parameters(), lr=lr, betas=betas)
@@ -383,25 +393,9 @@ class MEGTrainer:
         # interrupted); otherwise batches are drawn from a stream keyed by the step.
         restore, self._restore = self._restore, None
         self._sampler_key = restore["key"] if restore else self.step
-        seeds = np.random.SeedSequence([self.seed, self._sampler_key]).generate_state(2)
-        self.sampler = make_sampler(
-            X,
-            batch_size=min(cfg.batches.batch_size, len(X)),
-            latent_dim=cfg.networks.latent_dim,
-            prior_factor=cfg.batches.prior_factor,
-            data_factor=cfg.batches.data_factor,
-            embedding=cfg.batches.embedding,
-            projection_dim=cfg.batches.projection_dim,
-            prior=self.prior,
-            cache_dir=self.cache_dir,
-            random_state=int(seeds[0]),
-            device=self.device,
-            verbose=self.verbose,
+        self.sampler, self._perm_gen, self._truncation_gen = self._batch_streams(
+            X, min(cfg.batches.batch_size, len(X))
         )
-        self._perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
-        if cfg.batches.truncation:  # its own stream: the others draw as without truncation
-            seed = np.random.SeedSequence([self.seed, self._sampler_key, 2]).generate_state(1)
-            self._truncation_gen = torch.Generator(device=self.device).manual_seed(int(seed[0]))
         if restore:
             self.sampler.load_state_dict(restore["sampler"])
             self._perm_gen.set_state(restore["perm_gen"])
@@ -434,6 +428,52 @@ class MEGTrainer:
         if self.generator_avg is not None:
             self.generator_avg.eval()
         return self
+
+    def _entropy(self, *words: int) -> list[int]:
+        """Seed words of one of this rank's random streams: a single process's own words; on
+        several processes the world size and rank are appended, so each rank draws its own."""
+        base = [self.seed, *words]
+        return base if self.world_size == 1 else [*base, 7919, self.world_size, self.rank]
+
+    def _rank_seed(self, word: int) -> int:
+        """An int seed of this rank's stream ``word`` (the trainer's seed in one process)."""
+        if self.world_size == 1:
+            return self.seed
+        return int(np.random.SeedSequence(self._entropy(word)).generate_state(1)[0])
+
+    def _batch_streams(self, X: np.ndarray, batch_size: int):
+        """This rank's random streams for :meth:`fit`: the core-set sampler, the generator of
+        the mutual-information permutations, and the truncation trick's (or None).
+
+        Keyed by ``_sampler_key`` (the step a fit started at), so a fit continued without a
+        checkpoint draws fresh batches; seeded by :meth:`_entropy`.
+        """
+        cfg = self.config
+        seeds = np.random.SeedSequence(self._entropy(self._sampler_key)).generate_state(2)
+        sampler = make_sampler(
+            X,
+            batch_size=batch_size,
+            latent_dim=cfg.networks.latent_dim,
+            prior_factor=cfg.batches.prior_factor,
+            data_factor=cfg.batches.data_factor,
+            embedding=cfg.batches.embedding,
+            projection_dim=cfg.batches.projection_dim,
+            prior=self.prior,
+            cache_dir=self.cache_dir,
+            random_state=int(seeds[0]),
+            device=self.device,
+            verbose=self.verbose,
+        )
+        perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
+        truncation_gen = None
+        if cfg.batches.truncation:  # its own stream: the others draw as without truncation
+            seed = np.random.SeedSequence(self._entropy(self._sampler_key, 2)).generate_state(1)
+            truncation_gen = torch.Generator(device=self.device).manual_seed(int(seed[0]))
+        return sampler, perm_gen, truncation_gen
+
+    def _permutation(self, n: int) -> torch.Tensor:
+        """A random permutation of ``n`` (the mutual-information estimate's shuffled pairs)."""
+        return torch.randperm(n, generator=self._perm_gen, device=self.device)
 
     def truncate(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` with BigGAN's truncation trick when ``config.batches.truncation`` is set
@@ -495,6 +535,7 @@ class MEGTrainer:
         )
         self.opt_e.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.energy_net.parameters())
         self.opt_e.step()
         self._update_average()
         return loss, e_real, e_fake, gp
@@ -507,7 +548,7 @@ class MEGTrainer:
         _train_only(self.generator, self.stats_net, frozen=(self.energy_net,))
         z = self.sampler.sample_prior()  # (B, *prior.shape)
         x_gen = self.generator(z)
-        perm = torch.randperm(len(z), generator=self._perm_gen, device=self.device)
+        perm = self._permutation(len(z))
         mi = jsd_mutual_information(
             self.stats_net(x_gen, z), self.stats_net(x_gen, z.index_select(0, perm))
         )
@@ -521,6 +562,7 @@ class MEGTrainer:
         )
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients([*self.generator.parameters(), *self.stats_net.parameters()])
         self.opt_g.step()
         if self.generator_avg is not None:
             _lerp_average(self.generator_avg, self.generator, self.config.schedule.generator_ema)
@@ -554,7 +596,24 @@ class MEGTrainer:
 
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        """Everything needed to resume: networks, optimisers, config, step, seed, history."""
+        """Everything needed to resume: networks, optimisers, config, step, seed, history.
+
+        Under torchrun every rank must call it (it gathers each rank's batch streams, kept
+        under ``"ranks"``; the networks are the same on every rank).
+        """
+        ranks = None
+        if self.world_size > 1 and self.sampler is not None:
+            ranks = distributed.all_gather_objects(
+                {
+                    "sampler": self.sampler.state_dict(),
+                    "perm_gen": self._perm_gen.get_state(),
+                    **(
+                        {}
+                        if self._truncation_gen is None
+                        else {"truncation_gen": self._truncation_gen.get_state()}
+                    ),
+                }
+            )
         return {
             "energy_net": self.energy_net.state_dict(),
             "energy_avg": self.energy_avg.state_dict(),
@@ -588,12 +647,17 @@ class MEGTrainer:
                     "sampler_key": self._sampler_key,
                 }
             ),
+            **({} if ranks is None else {"ranks": ranks}),
         }
 
     def save_checkpoint(self, path) -> None:
-        """Write the checkpoint atomically (temporary file, then rename)."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        """Write the checkpoint atomically (temporary file, then rename); under torchrun every
+        rank calls it and rank 0 writes."""
+        state = self.state_dict()
+        if distributed.is_main():
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        distributed.barrier()  # no rank reads or replaces it before it is complete
 
     @classmethod
     def from_checkpoint(cls, path, *, device="auto", verbose: bool = False, **kwargs) -> MEGTrainer:
@@ -620,11 +684,20 @@ class MEGTrainer:
         trainer.history = json.loads(state["history"])
         trainer.snapshots = list(state["snapshots"])
         if "sampler" in state:
+            ranks = state.get("ranks")
+            world = 1 if ranks is None else len(ranks)
+            if world != trainer.world_size:
+                raise ValueError(
+                    f"the checkpoint was written by {world} process(es) and this run has "
+                    f"{trainer.world_size}: resume it with as many "
+                    f"(torchrun --nproc-per-node {world} ...)"
+                )
+            mine = state if ranks is None else ranks[trainer.rank]
             trainer._restore = {
-                "sampler": state["sampler"],
-                "perm_gen": state["perm_gen"],
+                "sampler": mine["sampler"],
+                "perm_gen": mine["perm_gen"],
                 "key": int(state["sampler_key"]),
-                "truncation_gen": state.get("truncation_gen"),
+                "truncation_gen": mine.get("truncation_gen"),
             }
         for callback in trainer.callbacks:  # records after the checkpoint are written again
             if isinstance(callback, MetricsLog):

@@ -1,0 +1,297 @@
+"""Several processes under ``torchrun``: who does what, and the few collectives the project uses.
+
+The project runs on PyTorch's own distributed engine rather than one of its own. Started by
+``torchrun --nproc-per-node N anomaly fit ...`` every process runs the same command;
+:func:`init_from_env` joins them into one process group (gloo on CPU, NCCL on GPU). Every
+function here is a no-op or the identity in a single process, so library code calls them
+unconditionally:
+
+- training (:class:`gan.MEGTrainer`): each rank draws its own core-set batches, the gradients
+  are averaged (:func:`average_gradients`) so the weights stay the same on every rank, and
+  checkpoints and logs are written by rank 0;
+- embeddings and scores: each rank computes a slice of the rows and all of them receive the
+  whole result (:func:`map_rows`, :func:`all_gather_arrays`), in the same batches a single
+  process would use, so the numbers are the same;
+- files (models, scores, caches, checkpoints) are written by rank 0 only (:func:`is_main`).
+
+Code that only rank 0 runs (a report, say) must not reach a collective: inside :func:`alone`
+every function here acts as in a single process.
+
+Torch is imported only once a process group exists, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "all_gather_arrays",
+    "all_gather_objects",
+    "all_reduce_mean",
+    "alone",
+    "average_gradients",
+    "barrier",
+    "broadcast_array",
+    "broadcast_module",
+    "broadcast_object",
+    "init_from_env",
+    "is_main",
+    "launched",
+    "map_rows",
+    "rank",
+    "row_range",
+    "world_size",
+]
+
+_STATE = threading.local()
+
+
+def launched() -> bool:
+    """Whether this process was started as one of several (``WORLD_SIZE`` > 1, as torchrun
+    sets it)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _group():
+    """``torch.distributed`` when a process group of more than one process is active (and not
+    inside :func:`alone`), else None."""
+    if getattr(_STATE, "alone", 0) or "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+def _true_rank() -> int:
+    """This process's rank, also inside :func:`alone` (0 without a process group)."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def rank() -> int:
+    """The rank of this process among those that share the work (0 in a single process)."""
+    dist = _group()
+    return 0 if dist is None else dist.get_rank()
+
+
+def world_size() -> int:
+    """How many processes share the work (1 in a single process or inside :func:`alone`)."""
+    dist = _group()
+    return 1 if dist is None else dist.get_world_size()
+
+
+def is_main() -> bool:
+    """True on the process that writes files and prints results: rank 0, or a single process."""
+    return _true_rank() == 0
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Inside this block the process acts as if it were alone: no collectives (for work that
+    only one rank does, such as writing a report)."""
+    _STATE.alone = getattr(_STATE, "alone", 0) + 1
+    try:
+        yield
+    finally:
+        _STATE.alone -= 1
+
+
+def init_from_env(device: str = "auto") -> bool:
+    """Join the process group torchrun describes in the environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``); True when this process is one of several.
+
+    The backend is NCCL when ``device`` is not "cpu" and CUDA is available (each process then
+    uses the GPU ``LOCAL_RANK``), else gloo. A second call does nothing.
+    """
+    if not launched():
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    gpu = str(device) != "cpu" and torch.cuda.is_available()
+    if gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if gpu else "gloo")
+    atexit.register(_shutdown)
+    return dist.get_world_size() > 1
+
+
+def _shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _device():
+    """Where collective tensors live: the current GPU under NCCL, else the CPU."""
+    import torch
+
+    dist = _group()
+    if dist is not None and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait until every process gets here."""
+    dist = _group()
+    if dist is not None:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` as rank ``src`` has it, on every rank (a picklable object; small ones only)."""
+    dist = _group()
+    if dist is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=_device())
+    return box[0]
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (small picklable objects)."""
+    dist = _group()
+    if dist is None:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_gather_arrays(array: np.ndarray | None) -> list[np.ndarray | None]:
+    """Every rank's array, in rank order, on every rank; a rank may give None (nothing).
+
+    The arrays may differ in their number of rows but not in dtype or in their other dimensions.
+    Sent as tensors padded to the longest, not pickled.
+    """
+    dist = _group()
+    if dist is None:
+        return [array]
+    import torch
+
+    meta = None if array is None else (tuple(array.shape), str(array.dtype))
+    metas = all_gather_objects(meta)
+    given = [m for m in metas if m is not None]
+    if not given:
+        return [None] * len(metas)
+    rest, dtype = given[0][0][1:], given[0][1]
+    if any(m[0][1:] != rest or m[1] != dtype for m in given):
+        raise ValueError(f"ranks gave arrays of different shapes or dtypes: {metas}")
+    rows = max(m[0][0] for m in given)
+    device = _device()
+    buffer = torch.zeros((rows, *rest), dtype=getattr(torch, dtype), device=device)
+    if array is not None and len(array):
+        buffer[: len(array)] = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    parts = [torch.empty_like(buffer) for _ in metas]
+    dist.all_gather(parts, buffer)
+    return [
+        None if m is None else part[: m[0][0]].cpu().numpy()
+        for m, part in zip(metas, parts, strict=True)
+    ]
+
+
+def broadcast_array(array: np.ndarray | None, src: int = 0) -> np.ndarray:
+    """Rank ``src``'s array on every rank (the others give None); sent as one tensor."""
+    dist = _group()
+    if dist is None:
+        return array
+    import torch
+
+    meta = broadcast_object(None if array is None else (tuple(array.shape), str(array.dtype)), src)
+    device = _device()
+    if rank() == src:
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    else:
+        tensor = torch.empty(meta[0], dtype=getattr(torch, meta[1]), device=device)
+    dist.broadcast(tensor, src=src)
+    return tensor.cpu().numpy()
+
+
+def row_range(n: int, block: int = 1) -> tuple[int, int]:
+    """This rank's contiguous share ``[start, stop)`` of ``n`` rows, cut at multiples of
+    ``block`` (so each rank's batches are those a single process would run)."""
+    size, me = world_size(), rank()
+    blocks = math.ceil(n / block)
+    per = math.ceil(blocks / size)
+    return min(n, me * per * block), min(n, (me + 1) * per * block)
+
+
+def map_rows(fn: Callable[[Any], np.ndarray], X: Any, block: int = 1) -> np.ndarray:
+    """``fn(X)``, computed as ``fn`` of each rank's rows (:func:`row_range`) and gathered in
+    order on every rank. ``fn`` must act row by row and return an array with one row per row
+    of its input (an empty input included)."""
+    if _group() is None:
+        return fn(X)
+    start, stop = row_range(len(X), block)
+    parts = all_gather_arrays(np.asarray(fn(X[start:stop])))
+    return np.concatenate([p for p in parts if p is not None], axis=0)
+
+
+def all_reduce_mean(values: Iterable[float]) -> list[float]:
+    """The mean over ranks of each number in ``values`` (every rank gives as many)."""
+    values = [float(v) for v in values]
+    dist = _group()
+    if dist is None:
+        return values
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64, device=_device())
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def average_gradients(parameters: Iterable) -> None:
+    """Replace each parameter's gradient by its mean over ranks (one all-reduce of a flat
+    buffer). Parameters without a gradient are skipped; every rank must have the same ones."""
+    dist = _group()
+    if dist is None:
+        return
+    import torch
+
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(module) -> None:
+    """Copy rank 0's parameters and buffers of a ``torch.nn.Module`` to every rank."""
+    dist = _group()
+    if dist is None:
+        return
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)

@@ -438,6 +438,8 @@ def fit(
         checkpoint.unlink()  # our own file from an earlier run: start afresh
     distributed.barrier()  # no rank looks for the checkpoint before it is gone
 
+    if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
+        os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
     if data is not None:
         user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
         detector.fit(user.named())
@@ -1002,6 +1004,10 @@ def _wants_json(argv: list[str] | None) -> bool:
     return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
 
 
+#: ``datasets.DATA_ROOT_ENV``, spelt out here so that ``--help`` does not import ``datasets``.
+_DATA_ROOT_ENV = "ANOMALY_DATA_ROOT"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every failure into one line and an exit code.
 
@@ -1017,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(f"error: {message}", err=True)
         return code
 
+    data_root = os.environ.get(_DATA_ROOT_ENV)  # fit --data-root sets it for the command only
     try:
         result = app(args=argv, standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as err:  # `anomaly` alone: show the help
@@ -1030,6 +1037,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, _failure_types()):
             return fail(first_line(err), 1)
         raise
+    finally:
+        if data_root is None:
+            os.environ.pop(_DATA_ROOT_ENV, None)
+        else:
+            os.environ[_DATA_ROOT_ENV] = data_root
     return result if isinstance(result, int) else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -306,3 +307,20 @@ def test_cli_ranks_friendly_sets(tmp_path, capsys):
     ranking = [r["candidate"] for r in result["ranking"]]
     assert ranking[0] == "digits:1" and result["ranking"][0]["sid"] == 0.0
     assert set(ranking) == {"digits:1", "digits:7", "digits"}
+
+
+def test_cli_fit_reads_builtin_friendly_sets_from_data_root(
+    tmp_path, shared_data, mnist_dir, monkeypatch
+):
+    monkeypatch.setenv("ANOMALY_DATA_ROOT", str(tmp_path / "empty"))  # nothing there
+    args = ["fit", "--prior", "friendly", "--friendly", "mnist:3", "--n-iter", "2", "--quiet",
+            "--out", str(tmp_path / "m"), "--json"]  # fmt: skip
+    assert main(args) != 0  # MNIST is not in $ANOMALY_DATA_ROOT
+    assert main([*args, "--data-root", str(shared_data)]) == 0
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())["settings"]["batches"]
+    assert saved["prior"] == "friendly" and saved["friendly"] == "mnist:3"
+    assert os.environ["ANOMALY_DATA_ROOT"] == str(tmp_path / "empty")  # restored after the command
+    from anomaly.cli import _DATA_ROOT_ENV
+    from datasets._paths import DATA_ROOT_ENV
+
+    assert _DATA_ROOT_ENV == DATA_ROOT_ENV

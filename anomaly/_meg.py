@@ -335,8 +335,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
         # Standardisation and threshold from the training scores (a seeded subsample of
         # _MAX_CALIBRATION samples on large data sets, to keep scoring time in check).
-        if len(X) > _MAX_CALIBRATION:
-            X = X[np.sort(rng.choice(len(X), _MAX_CALIBRATION, replace=False))]
+        if len(X) > _MAX_CALIBRATION:  # under torchrun: rank 0's choice (random_state=None)
+            rows = distributed.broadcast_array(np.sort(rng.choice(len(X), _MAX_CALIBRATION, False)))
+            X = X[rows]
         per_net = self._snapshot_scores(X)  # (n, n_snapshots, n_scores)
         self.energy_mean_ = per_net.mean(axis=0)
         self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)

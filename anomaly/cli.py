@@ -138,12 +138,12 @@ _LOGGING: dict[str, int | None] = {"level": None}
 def _configure_logging(quiet: bool) -> None:
     """Log lines on stderr: the level from ``--log-level`` or ``-v`` when given, else info
     (warning with ``--quiet``)."""
-    from common.distributed import launched, rank
+    from common.distributed import is_main
 
     level = _LOGGING["level"]
     if level is None:
         level = logging.WARNING if quiet else logging.INFO
-    if launched() and rank() != 0:  # under torchrun rank 0 speaks for all
+    if not is_main():  # under torchrun rank 0 speaks for all (RANK, before the group exists)
         level = max(level, logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)

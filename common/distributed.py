@@ -121,8 +121,10 @@ def init_from_env(device: str = "auto") -> bool:
     """Join the process group torchrun describes in the environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``); True when this process is one of several.
 
-    The backend is NCCL when ``device`` is not "cpu" and CUDA is available (each process then
-    uses the GPU ``LOCAL_RANK``), else gloo. A second call does nothing.
+    With CUDA available the group has two backends, NCCL for GPU tensors (each process uses the
+    GPU ``LOCAL_RANK``) and gloo for CPU tensors, so models on either device train in it;
+    without, gloo alone. ``device``: "cpu" keeps gloo alone even where CUDA is available. A
+    second call does nothing.
     """
     if not launched():
         return False
@@ -134,7 +136,7 @@ def init_from_env(device: str = "auto") -> bool:
     gpu = str(device) != "cpu" and torch.cuda.is_available()
     if gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if gpu else "gloo")
+    dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo")
     atexit.register(_shutdown)
     return dist.get_world_size() > 1
 
@@ -144,16 +146,6 @@ def _shutdown() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _device():
-    """Where collective tensors live: the current GPU under NCCL, else the CPU."""
-    import torch
-
-    dist = _group()
-    if dist is not None and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def barrier() -> None:
@@ -168,8 +160,10 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     dist = _group()
     if dist is None:
         return obj
+    import torch
+
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=_device())
+    dist.broadcast_object_list(box, src=src, device=torch.device("cpu"))
     return box[0]
 
 
@@ -203,15 +197,13 @@ def all_gather_arrays(array: np.ndarray | None) -> list[np.ndarray | None]:
     if any(m[0][1:] != rest or m[1] != dtype for m in given):
         raise ValueError(f"ranks gave arrays of different shapes or dtypes: {metas}")
     rows = max(m[0][0] for m in given)
-    device = _device()
-    buffer = torch.zeros((rows, *rest), dtype=getattr(torch, dtype), device=device)
+    buffer = torch.zeros((rows, *rest), dtype=getattr(torch, dtype))
     if array is not None and len(array):
-        buffer[: len(array)] = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        buffer[: len(array)] = _tensor(array)
     parts = [torch.empty_like(buffer) for _ in metas]
     dist.all_gather(parts, buffer)
     return [
-        None if m is None else part[: m[0][0]].cpu().numpy()
-        for m, part in zip(metas, parts, strict=True)
+        None if m is None else part[: m[0][0]].numpy() for m, part in zip(metas, parts, strict=True)
     ]
 
 
@@ -223,13 +215,20 @@ def broadcast_array(array: np.ndarray | None, src: int = 0) -> np.ndarray:
     import torch
 
     meta = broadcast_object(None if array is None else (tuple(array.shape), str(array.dtype)), src)
-    device = _device()
     if rank() == src:
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-    else:
-        tensor = torch.empty(meta[0], dtype=getattr(torch, meta[1]), device=device)
+        dist.broadcast(_tensor(array), src=src)
+        return array  # itself (a read-only memory map stays one)
+    tensor = torch.empty(meta[0], dtype=getattr(torch, meta[1]))
     dist.broadcast(tensor, src=src)
-    return tensor.cpu().numpy()
+    return tensor.numpy()
+
+
+def _tensor(array: np.ndarray):
+    """A CPU tensor of ``array``'s values (copied when the array is read-only)."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def row_range(n: int, block: int = 1) -> tuple[int, int]:
@@ -260,7 +259,7 @@ def all_reduce_mean(values: Iterable[float]) -> list[float]:
         return values
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64, device=_device())
+    t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return (t / dist.get_world_size()).tolist()
 

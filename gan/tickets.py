@@ -281,7 +281,23 @@ AUGMENTATIONS: dict[str, tuple[Callable[[torch.Tensor, torch.Generator], torch.T
 }
 
 
-class DiffAugment:
+class _RandomStream:
+    """The state of an object's own random stream ``_gen`` (created on first use), saved in
+    checkpoints so that a resumed fit draws what it would have."""
+
+    _gen: torch.Generator | None
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The stream's state, or None before its first draw."""
+        return None if self._gen is None else self._gen.get_state()
+
+    def set_rng_state(self, state: torch.Tensor, device: torch.device | str = "cpu") -> None:
+        """Continue from ``state`` (:meth:`rng_state`), drawing on ``device``."""
+        self._gen = torch.Generator(device=device)
+        self._gen.set_state(state)
+
+
+class DiffAugment(_RandomStream):
     """Differentiable augmentation of a batch of images ``(B, C, H, W)`` in [-1, 1].
 
     ``color``: brightness (+U(-0.5, 0.5)), saturation (x U(0, 2)) and contrast (x U(0.5, 1.5));
@@ -377,7 +393,7 @@ def _probe(module: nn.Module) -> Iterator[_Probe]:
         handle.remove()
 
 
-class AdvAug:
+class AdvAug(_RandomStream):
     """AdvAug as a loss term of ``phase``: ``0.5 * (L(perturbed) - L(clean))`` is added to the
     trainer's loss, which makes it the average of the clean and perturbed losses.
 

@@ -370,8 +370,10 @@ class MEGTrainer:
             net.to(self.device)
         if self.generator_avg is not None:
             self.generator_avg.to(self.device)
-        for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
-            distributed.broadcast_module(net)  # the same start on every rank, whatever happens
+        for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg,
+                    self.generator_avg):  # fmt: skip
+            if net is not None:  # the same start on every rank, whatever happens
+                distributed.broadcast_module(net)
         self._truncation_gen: torch.Generator | None = None  # set by fit when truncating
         lr, betas = cfg.objective.learning_rate, cfg.objective.betas
         self.opt_e = torch.optim.Adam(self.energy_net.parameters(), lr=lr, betas=betas)
@@ -401,6 +403,10 @@ class MEGTrainer:
             self._perm_gen.set_state(restore["perm_gen"])
             if self._truncation_gen is not None:
                 self._truncation_gen.set_state(restore["truncation_gen"])
+            streams = restore.get("streams", {})
+            for name, owner in self._stream_owners().items():
+                if name in streams:
+                    owner.set_rng_state(streams[name], self.device)
         elif self.step == 0 and isinstance(self.energy_net, CoresetEnergy):
             self.place_centres(data)
         start_selection = self.sampler.selection_seconds
@@ -470,6 +476,20 @@ class MEGTrainer:
             seed = np.random.SeedSequence(self._entropy(self._sampler_key, 2)).generate_state(1)
             truncation_gen = torch.Generator(device=self.device).manual_seed(int(seed[0]))
         return sampler, perm_gen, truncation_gen
+
+    def _stream_owners(self) -> dict:
+        """The augmentation and loss terms that draw from a random stream of their own
+        (DiffAugment, AdvAug: ``rng_state`` / ``set_rng_state``), by a stable name."""
+        owners = {
+            "augment": self.augment,
+            **{f"loss_term_{i}": t for i, t in enumerate(self.loss_terms)},
+        }
+        return {name: o for name, o in owners.items() if hasattr(o, "rng_state")}
+
+    def _stream_states(self) -> dict:
+        """The states of :meth:`_stream_owners`' streams that have drawn (for checkpoints)."""
+        states = {name: o.rng_state() for name, o in self._stream_owners().items()}
+        return {name: state for name, state in states.items() if state is not None}
 
     def _permutation(self, n: int) -> torch.Tensor:
         """A random permutation of ``n`` (the mutual-information estimate's shuffled pairs)."""
@@ -607,6 +627,7 @@ class MEGTrainer:
                 {
                     "sampler": self.sampler.state_dict(),
                     "perm_gen": self._perm_gen.get_state(),
+                    "streams": self._stream_states(),
                     **(
                         {}
                         if self._truncation_gen is None
@@ -645,6 +666,7 @@ class MEGTrainer:
                     "sampler": self.sampler.state_dict(),
                     "perm_gen": self._perm_gen.get_state(),
                     "sampler_key": self._sampler_key,
+                    "streams": self._stream_states(),
                 }
             ),
             **({} if ranks is None else {"ranks": ranks}),
@@ -698,6 +720,7 @@ class MEGTrainer:
                 "perm_gen": mine["perm_gen"],
                 "key": int(state["sampler_key"]),
                 "truncation_gen": mine.get("truncation_gen"),
+                "streams": mine.get("streams", {}),
             }
         for callback in trainer.callbacks:  # records after the checkpoint are written again
             if isinstance(callback, MetricsLog):

@@ -62,12 +62,14 @@ def main(out: Path) -> None:
     resumed.config.schedule.n_iter = 4
     images = np.random.default_rng(1).integers(0, 256, (50, 1, 4, 4), dtype=np.uint8)
     emb = compute_embeddings(images, PixelEmbedder(), cache_dir=out / "cache", chunk_size=8)
+    again = compute_embeddings(images, PixelEmbedder(), cache_dir=out / "cache", chunk_size=8)
     torch.save(
         {
             "runs": runs,
             "straight": straight,
             "resumed": trained(resumed.fit(X)),
             "embeddings": torch.from_numpy(np.array(emb)),
+            "cached": torch.from_numpy(np.array(again)),  # rank 0 read the cache, sent it
             "rank": me,
         },
         out / f"rank-{me}.pt",

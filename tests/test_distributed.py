@@ -136,6 +136,7 @@ def test_shared_embedding_gives_the_single_process_cache(ranks, tmp_path):
     alone = compute_embeddings(images, PixelEmbedder(), cache_dir=tmp_path, chunk_size=8)
     for rank in ranks:
         np.testing.assert_array_equal(rank["embeddings"].numpy(), alone)
+        np.testing.assert_array_equal(rank["cached"].numpy(), alone)
 
 
 def test_checkpoint_of_two_processes_refuses_one(worker_out):
@@ -151,7 +152,11 @@ def test_anomaly_fit_and_score_under_torchrun(tmp_path):
     test.to_csv(tmp_path / "test.csv", index=False)
     anomaly = shutil.which("anomaly", path=str(Path(sys.executable).parent)) or "anomaly"
     settings = ["--n-iter", "4", "--batch-size", "16", "--quiet"]
-    torchrun("--no-python", anomaly, "fit", "train.csv", "--out", "m2", *settings, cwd=tmp_path)
+    logs = ["--log-dir", "logs", "--redirects", "3"]  # each rank's output in its own files
+    torchrun(*logs, "--no-python", anomaly, "fit", "train.csv", "--out", "m2", *settings[:-1],
+             cwd=tmp_path)  # fmt: skip
+    stderr = {p.parent.name: p.read_text() for p in (tmp_path / "logs").rglob("stderr.log")}
+    assert "INFO:" in stderr["0"] and "INFO:" not in stderr["1"]  # rank 0 speaks for both
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     torchrun("--no-python", anomaly, "score", "m2", "test.csv", "--out", "s2.csv", "--quiet",
              cwd=tmp_path)  # fmt: skip

@@ -205,3 +205,19 @@ def test_detector_with_every_option_saves_loads_and_scores_the_same(tmp_path):
     assert loaded.ticket_rounds_ == det.ticket_rounds_ and loaded.diffaugment == det.diffaugment
     with pytest.raises(ValueError, match="checkpoint_path"):
         MEGDetector(prune_rounds=1, checkpoint_path=str(tmp_path / "ck.pt"), n_iter=1).fit(X)
+
+
+def test_a_resumed_run_with_augmentation_ends_as_an_uninterrupted_one(tmp_path):
+    X, options = _images(), dict(diffaugment="color,translation,cutout", advaug=0.01)
+    whole = MEGTrainer(_config(n_iter=4, **options), SHAPE, device="cpu", random_state=0).fit(X)
+    path = tmp_path / "ckpt.pt"
+    MEGTrainer(
+        _config(n_iter=2, **options), SHAPE, device="cpu", random_state=0, checkpoint_path=path
+    ).fit(X)
+    resumed = MEGTrainer.from_checkpoint(path, device="cpu")
+    resumed.config.schedule.n_iter = 4
+    resumed.fit(X)
+    for a, b in zip(whole.energy_net.parameters(), resumed.energy_net.parameters(), strict=True):
+        assert torch.equal(a, b)  # the augmentations' random streams continued from the checkpoint
+    for a, b in zip(whole.generator.parameters(), resumed.generator.parameters(), strict=True):
+        assert torch.equal(a, b)

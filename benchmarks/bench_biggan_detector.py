@@ -94,10 +94,18 @@ def report(results: pd.DataFrame) -> str:
             continue
         diff = wide[setting] - wide["defaults"]
         seconds = results[results.setting == setting]["fit_seconds"].mean()
-        spread = f"{diff.mean():+.4f} ± {diff.std(ddof=1) if len(diff) > 1 else 0:.4f}"
-        lines.append([setting, f"{wide[setting].mean():.4f}", spread, f"{seconds:.0f}"])
+        spread = f"{diff.mean():+.1e} ± {diff.std(ddof=1) if len(diff) > 1 else 0:.1e}"
+        lines.append([setting, f"{wide[setting].mean():.4f}", spread,
+                      f"{diff.abs().max():.1e}", f"{seconds:.0f}"])  # fmt: skip
     head = f"mean {name} over {len(wide)} cells (classes x seeds)"
-    return markdown_table(["setting", head, "paired difference from defaults", "fit s"], lines)
+    header = [
+        "setting",
+        head,
+        "paired difference from defaults",
+        "largest absolute difference",
+        "fit s",
+    ]
+    return markdown_table(header, lines)
 
 
 def main() -> None:

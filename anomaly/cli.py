@@ -450,6 +450,7 @@ def fit(
             "model": str(out),
             "train_seconds": round(detector.train_seconds_, 2),
         }
+        distributed.finish()  # every rank done before any leaves the group
         _emit(result, as_json, [f"trained on {len(user.X)} samples; model saved to {out}"])
         return
 
@@ -462,6 +463,7 @@ def fit(
     _save(detector, out, checkpoint, report)
     anomaly_score = -detector.score_samples(split.X_test)
     metrics = evaluate(split.y_test, anomaly_score, higher="anomalous")
+    distributed.finish()  # every rank done before any leaves the group
     result = {
         "dataset": source,
         "protocol": protocol.value,
@@ -641,7 +643,7 @@ def score(
             )  # fmt: skip
         result["report"] = str(page)
         lines.append(f"report: {page}")
-    distributed.barrier()
+    distributed.finish()  # every rank done before any leaves the group
     if to_stdout and main:  # the table is the output; the summary goes to stderr
         typer.echo("; ".join([summary, *lines[1:]]), err=True)
         return

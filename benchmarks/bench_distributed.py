@@ -93,6 +93,7 @@ def worker(n_iter: int, warmup: int, out: Path) -> None:
     result["score rows/s"] = len(rows) / (time.perf_counter() - start)
     if distributed.is_main():
         out.write_text(json.dumps(result))
+    distributed.finish()
 
 
 def render(table) -> str:

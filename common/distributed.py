@@ -43,6 +43,7 @@ __all__ = [
     "broadcast_array",
     "broadcast_module",
     "broadcast_object",
+    "finish",
     "init_from_env",
     "is_main",
     "launched",
@@ -141,10 +142,21 @@ def init_from_env(device: str = "auto") -> bool:
     return dist.get_world_size() > 1
 
 
+def finish() -> None:
+    """End a successful run: wait until every rank is done, then leave the process group
+    (before the interpreter shuts down, so gloo's threads hold nothing of it)."""
+    if _group() is not None:
+        barrier()
+    _shutdown()
+
+
 def _shutdown() -> None:
+    """Leave the process group if it exists (also at exit, after a failure)."""
+    if "torch" not in sys.modules:
+        return
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

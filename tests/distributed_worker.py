@@ -74,6 +74,7 @@ def main(out: Path) -> None:
         },
         out / f"rank-{me}.pt",
     )
+    distributed.finish()
 
 
 if __name__ == "__main__":

@@ -599,7 +599,7 @@ def score(
     if total is None and not quiet and sys.stderr.isatty():
         total = _count_csv_rows(data)
     show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
-    normality_parts, label_parts = [], []
+    normality_parts, label_parts, n_flagged = [], [], 0
     with contextlib.ExitStack() as stack:
         handle = _open_scores(stack, out, to_stdout) if main else None
         bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
@@ -617,6 +617,7 @@ def score(
             if handle is not None:
                 pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
             normality_parts.append(normality)
+            n_flagged += int(flagged.sum())
             if y_part is not None:
                 label_parts.append(y_part)
             start += len(normality)
@@ -627,7 +628,7 @@ def score(
             y = y_file
         if y is not None:  # checked before the output is put in place
             y = _check_binary_labels(y, len(normality))
-    n, n_flagged = len(normality), int((~(normality - detector.offset_ >= 0)).sum())
+    n = len(normality)
     result = {"n": n, "n_anomalies": n_flagged, "out": str(out)}
     summary = f"scored {n} samples, {n_flagged} flagged as anomalies"
     lines = [f"{summary}; wrote {out}"]

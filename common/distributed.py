@@ -59,10 +59,15 @@ _STATE = threading.local()
 def launched() -> bool:
     """Whether this process was started as one of several (``WORLD_SIZE`` > 1, as torchrun
     sets it)."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or not one)."""
     try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return int(os.environ.get(name, str(default)))
     except ValueError:
-        return False
+        return default
 
 
 def _group():
@@ -84,10 +89,7 @@ def _true_rank() -> int:
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank()
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    return _env_int("RANK", 0)
 
 
 def rank() -> int:
@@ -136,7 +138,7 @@ def init_from_env(device: str = "auto") -> bool:
         return dist.get_world_size() > 1
     gpu = str(device) != "cpu" and torch.cuda.is_available()
     if gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
     dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo")
     atexit.register(_shutdown)
     return dist.get_world_size() > 1

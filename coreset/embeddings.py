@@ -333,6 +333,18 @@ def _open_chunks(folder: Path, manifest: dict[str, object]) -> int:
     return int(manifest["chunk_size"])
 
 
+def _chunk_path(folder: Path, index: int) -> Path:
+    """The file of chunk ``index`` in a cache's ``.parts`` folder."""
+    return folder / f"chunk-{index:06d}.npy"
+
+
+def _finish_cache(path: Path, folder: Path, emb: np.ndarray) -> None:
+    """Write the whole cache file ``path`` (atomically) and remove its chunk folder."""
+    _write_npy(path, emb)
+    shutil.rmtree(folder, ignore_errors=True)
+    logger.info("wrote embedding cache %s", path)
+
+
 def _read_chunk(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
     """A finished chunk of ``rows`` embeddings, or None when absent or unusable."""
     if not path.is_file():
@@ -346,9 +358,10 @@ def _read_chunk(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
 
 
 def _embed_rows(
-    X: np.ndarray, start: int, stop: int, embedder: Embedder, batch_size: int, bar
+    X: np.ndarray, start: int, stop: int, embedder: Embedder, batch_size: int, bar=None
 ) -> np.ndarray:
-    """Embeddings of ``X[start:stop]``, ``batch_size`` samples per call, as one float32 array."""
+    """Embeddings of ``X[start:stop]``, ``batch_size`` samples per call, as one float32 array;
+    ``bar`` (a :func:`~common.progress` handle), when given, advances as they are made."""
     parts = []
     for lo in range(start, stop, batch_size):
         hi = min(lo + batch_size, stop)
@@ -359,7 +372,8 @@ def _embed_rows(
                 "expected (batch, p)"
             )
         parts.append(out)
-        bar.advance(hi - lo)
+        if bar is not None:
+            bar.advance(hi - lo)
     return np.concatenate(parts, axis=0)
 
 
@@ -446,7 +460,7 @@ def compute_embeddings(
     with progress(n, "Embedding", enabled=verbose) as bar:
         for index, start in enumerate(range(0, n, chunk_size)):
             stop = min(start + chunk_size, n)
-            chunk_path = folder / f"chunk-{index:06d}.npy"
+            chunk_path = _chunk_path(folder, index)
             chunk = _read_chunk(chunk_path, stop - start, dim)
             if chunk is None:
                 chunk = _embed_rows(Xn, start, stop, embedder, batch_size, bar)
@@ -459,9 +473,7 @@ def compute_embeddings(
     emb = np.concatenate(parts, axis=0)
     logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
 
-    _write_npy(path, emb)
-    shutil.rmtree(folder, ignore_errors=True)
-    logger.info("wrote embedding cache %s", path)
+    _finish_cache(path, folder, emb)
     return emb
 
 
@@ -492,13 +504,14 @@ def _compute_shared(
             chunk_size = _open_chunks(folder, {**manifest, "chunk_size": chunk_size})
             for index, start in enumerate(range(0, n, chunk_size)):
                 stop = min(start + chunk_size, n)
-                chunk = _read_chunk(folder / f"chunk-{index:06d}.npy", stop - start, None)
+                chunk = _read_chunk(_chunk_path(folder, index), stop - start, None)
                 if chunk is not None:
                     parts[index] = chunk
         chunk_size = distributed.broadcast_object(chunk_size)
     bounds = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
     done = distributed.broadcast_object(sorted(parts))
-    todo = [i for i in range(len(bounds)) if i not in set(done)]
+    finished = set(done)
+    todo = [i for i in range(len(bounds)) if i not in finished]
     size, me = distributed.world_size(), distributed.rank()
     with progress(n, "Embedding", enabled=verbose) as bar:
         bar.advance(sum(bounds[i][1] - bounds[i][0] for i in done))
@@ -507,11 +520,11 @@ def _compute_shared(
             mine = None
             if me < len(batch):
                 start, stop = bounds[batch[me]]
-                mine = _embed_rows(Xn, start, stop, embedder, batch_size, _NoBar())
+                mine = _embed_rows(Xn, start, stop, embedder, batch_size)  # bar: gathered
             for index, chunk in zip(batch, distributed.all_gather_arrays(mine), strict=False):
                 parts[index] = chunk
                 if folder is not None:
-                    _write_npy(folder / f"chunk-{index:06d}.npy", chunk)
+                    _write_npy(_chunk_path(folder, index), chunk)
                 bar.advance(len(chunk))
         if done:  # the chunks rank 0 read from an interrupted run's folder
             shared = distributed.broadcast_array(
@@ -523,15 +536,6 @@ def _compute_shared(
     emb = np.concatenate([parts[i] for i in range(len(bounds))], axis=0)
     logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
     if path is not None:
-        _write_npy(path, emb)
-        shutil.rmtree(folder, ignore_errors=True)
-        logger.info("wrote embedding cache %s", path)
+        _finish_cache(path, folder, emb)
     distributed.barrier()
     return emb
-
-
-class _NoBar:
-    """A progress handle that shows nothing (a rank's own share of a shared bar)."""
-
-    def advance(self, n: int = 1) -> None:
-        pass

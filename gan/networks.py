@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from common import distributed
+
 __all__ = [
     "ConvEnergy",
     "CoresetEnergy",
@@ -384,8 +386,6 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from common import distributed
-
         if not self.training or distributed.world_size() == 1:
             return super().forward(x)
         dims = [0, *range(2, x.dim())]

@@ -366,14 +366,11 @@ class MEGTrainer:
                 sync_batch_norm(self.generator)
         self.energy_avg = _copy_frozen(self.energy_net)
         self.generator_avg = _copy_frozen(self.generator) if cfg.schedule.generator_ema else None
-        for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg):
-            net.to(self.device)
-        if self.generator_avg is not None:
-            self.generator_avg.to(self.device)
         for net in (self.energy_net, self.generator, self.stats_net, self.energy_avg,
                     self.generator_avg):  # fmt: skip
-            if net is not None:  # the same start on every rank, whatever happens
-                distributed.broadcast_module(net)
+            if net is not None:
+                net.to(self.device)
+                distributed.broadcast_module(net)  # the same start on every rank, whatever happens
         self._truncation_gen: torch.Generator | None = None  # set by fit when truncating
         lr, betas = cfg.objective.learning_rate, cfg.objective.betas
         self.opt_e = torch.optim.Adam(self.energy_net.parameters(), lr=lr, betas=betas)
@@ -621,20 +618,10 @@ class MEGTrainer:
         Under torchrun every rank must call it (it gathers each rank's batch streams, kept
         under ``"ranks"``; the networks are the same on every rank).
         """
+        streams = None if self.sampler is None else self._rank_streams_state()
         ranks = None
-        if self.world_size > 1 and self.sampler is not None:
-            ranks = distributed.all_gather_objects(
-                {
-                    "sampler": self.sampler.state_dict(),
-                    "perm_gen": self._perm_gen.get_state(),
-                    "streams": self._stream_states(),
-                    **(
-                        {}
-                        if self._truncation_gen is None
-                        else {"truncation_gen": self._truncation_gen.get_state()}
-                    ),
-                }
-            )
+        if self.world_size > 1 and streams is not None:
+            ranks = distributed.all_gather_objects(streams)
         return {
             "energy_net": self.energy_net.state_dict(),
             "energy_avg": self.energy_avg.state_dict(),
@@ -654,22 +641,22 @@ class MEGTrainer:
                 if self.generator_avg is None
                 else {"generator_avg": self.generator_avg.state_dict()}
             ),
+            **({} if streams is None else {**streams, "sampler_key": self._sampler_key}),
+            **({} if ranks is None else {"ranks": ranks}),
+        }
+
+    def _rank_streams_state(self) -> dict:
+        """This rank's random streams of :meth:`fit` as a checkpoint keeps them: the sampler,
+        the permutation and truncation generators, the augmentations' streams."""
+        return {
+            "sampler": self.sampler.state_dict(),
+            "perm_gen": self._perm_gen.get_state(),
+            "streams": self._stream_states(),
             **(
                 {}
                 if self._truncation_gen is None
                 else {"truncation_gen": self._truncation_gen.get_state()}
             ),
-            **(
-                {}
-                if self.sampler is None
-                else {
-                    "sampler": self.sampler.state_dict(),
-                    "perm_gen": self._perm_gen.get_state(),
-                    "sampler_key": self._sampler_key,
-                    "streams": self._stream_states(),
-                }
-            ),
-            **({} if ranks is None else {"ranks": ranks}),
         }
 
     def save_checkpoint(self, path) -> None:

@@ -101,15 +101,10 @@ def parse_friendly(spec: str) -> FriendlySet:
 def _builtin(name: str, root) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 images, labels)`` of a built-in set as its loader reads them (channels last),
     training images first: the rows of :func:`~anomaly.benchmarks.features.dataset_features`."""
-    from datasets import load_cifar10, load_mnist
+    from .benchmarks.features import dataset_images
 
-    if name == "cifar10":
-        X_train, y_train, X_test, y_test = load_cifar10(root, download=False, verbose=False)
-    else:
-        X_train, y_train, X_test, y_test = load_mnist(
-            root, kind=name, download=False, verbose=False
-        )
-    return np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
+    images, labels, _ = dataset_images(name, root)
+    return images, labels
 
 
 @functools.lru_cache(maxsize=4)

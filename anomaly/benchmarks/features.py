@@ -17,7 +17,7 @@ import numpy as np
 
 from datasets import Split, load_cifar10, load_mnist
 
-__all__ = ["DEFAULT_CACHE", "FeatureView", "dataset_features"]
+__all__ = ["DEFAULT_CACHE", "FeatureView", "dataset_features", "dataset_images"]
 
 #: Default folder of the embedding cache.
 DEFAULT_CACHE = Path("results") / "embeddings"
@@ -26,17 +26,26 @@ DEFAULT_CACHE = Path("results") / "embeddings"
 _FEATURES: dict[tuple, tuple[np.ndarray, float, int]] = {}
 
 
+def dataset_images(dataset: str, root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every image of ``dataset`` as its loader reads them (uint8, (N, H, W) grey or
+    (N, H, W, 3)), training images first; their labels; the number of training images."""
+    if dataset == "cifar10":
+        X_train, y_train, X_test, y_test = load_cifar10(root, download=False, verbose=False)
+    else:
+        X_train, y_train, X_test, y_test = load_mnist(
+            root, kind=dataset, download=False, verbose=False
+        )
+    images = np.concatenate([X_train, X_test])
+    return images, np.concatenate([y_train, y_test]), len(X_train)
+
+
 def _images(dataset: str, root: str | None) -> tuple[np.ndarray, int]:
     """Every image of ``dataset`` as uint8, (N, H, W) grey or (N, 3, H, W), training images
     first; and their number."""
-    if dataset == "cifar10":
-        X_train, _, X_test, _ = load_cifar10(root, download=False, verbose=False)
-    else:
-        X_train, _, X_test, _ = load_mnist(root, kind=dataset, download=False, verbose=False)
-    images = np.concatenate([X_train, X_test])
+    images, _, n_train = dataset_images(dataset, root)
     if images.ndim == 4:  # channels last -> first
         images = images.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images), len(X_train)
+    return np.ascontiguousarray(images), n_train
 
 
 def dataset_features(

@@ -7,7 +7,7 @@ and with one technique switched on, and scores the validation test set:
 - ``truncation``: the energy step's negatives from latents truncated at 1.0;
 - ``orthogonal_reg``: BigGAN's orthogonal regularisation, beta 1e-4, on E, G and T;
 - ``spectral_norm``: spectral normalisation of G (the core-set energy has no weights to
-  normalise);
+  normalise; with ``--network mlp`` or ``conv`` also of E and G together);
 - ``generator_ema``: G's weight average, decay 0.999, drawing the generated samples.
 
 Prints the mean metric per setting and its paired difference from the defaults (mean ± standard
@@ -16,6 +16,8 @@ deviation over the cells)::
     python benchmarks/bench_biggan_detector.py --quick
     python benchmarks/bench_biggan_detector.py --protocol one-class --dataset mnist \\
         --classes 0,1,2 --seeds 0,1,2 --out docs/results/biggan/detector-mnist --resume
+    python benchmarks/bench_biggan_detector.py --network mlp --classes 0,1,2 --seeds 0,1,2 \
+        --out docs/results/biggan/detector-mnist-mlp --resume   # an energy with weights
 
 Writes ``results.csv`` (rewritten after every cell: ``--resume`` continues) and ``table.md``.
 """
@@ -37,10 +39,13 @@ SETTINGS = {
     "spectral_norm G": {"spectral_norm": "generator"},
     "generator_ema 0.999": {"generator_ema": 0.999},
 }
+#: Only for energies with weights (``--network`` mlp or conv).
+WEIGHTED_SETTINGS = {"spectral_norm E and G": {"spectral_norm": "both"}}
 COLUMNS = (
     "protocol",
     "dataset",
     "view",
+    "network",
     "cls",
     "seed",
     "setting",
@@ -50,7 +55,9 @@ COLUMNS = (
 )
 
 
-def measure(cls, seed, *, protocol, dataset, view, data_root, cache_dir, split_seed, quick):
+def measure(
+    cls, seed, *, protocol, dataset, view, network, data_root, cache_dir, split_seed, quick
+):
     """Every setting on the validation split of one class and seed: one grid cell."""
     import torch
     from bench_coreset_energy import validation_split
@@ -67,19 +74,24 @@ def measure(cls, seed, *, protocol, dataset, view, data_root, cache_dir, split_s
         X_train, X_test, y = X_train[:300], X_test[:400], y[:400]
     metric, name = (auprc_trapezoid, "auprc") if protocol == "heldout" else (auroc, "auroc")
     base = preset("features" if view == "features" else dataset, quick=quick)
-    base["view"] = view
+    base.update(view=view, network=network)
     rows = []
-    for setting, changes in SETTINGS.items():
+    for setting, changes in settings_for(network).items():
         start = time.perf_counter()
         det = MEGDetector(**{**base, **changes}, random_state=seed).fit(X_train)
         seconds = time.perf_counter() - start
         value = metric(y, det.score_samples(X_test), higher="normal")
         rows.append(
-            dict(protocol=protocol, dataset=dataset, view=view, cls=cls, seed=seed,
+            dict(protocol=protocol, dataset=dataset, view=view, network=network, cls=cls, seed=seed,
                  setting=setting, metric=name, value=value, fit_seconds=seconds)
         )  # fmt: skip
         logging.info("class %d seed %d %s: %s %.4f", cls, seed, setting, name, value)
     return Cell((cls, seed), rows)
+
+
+def settings_for(network: str) -> dict:
+    """The settings measured with this energy network."""
+    return SETTINGS if network == "coreset" else {**SETTINGS, **WEIGHTED_SETTINGS}
 
 
 def report(results: pd.DataFrame) -> str:
@@ -89,7 +101,7 @@ def report(results: pd.DataFrame) -> str:
     wide = results.pivot_table(index=["cls", "seed"], columns="setting", values="value")
     name = results["metric"].iloc[0].upper()
     lines = []
-    for setting in SETTINGS:
+    for setting in {**SETTINGS, **WEIGHTED_SETTINGS}:
         if setting not in wide:
             continue
         diff = wide[setting] - wide["defaults"]
@@ -116,6 +128,10 @@ def main() -> None:
         "--view", choices=("auto", "features", "pixels"), default="auto",
         help="auto: features for CIFAR-10, pixels for MNIST (as the detector chooses)",
     )  # fmt: skip
+    parser.add_argument(
+        "--network", choices=("coreset", "mlp", "conv"), default="coreset",
+        help="the energy network (coreset: the detector's default)",
+    )  # fmt: skip
     parser.add_argument("--classes", help="comma-separated [default: 0,1,2; heldout: 0,2,3]")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--split-seed", type=int, default=10, help="seed of the validation split")
@@ -141,19 +157,20 @@ def main() -> None:
     out = prepare_out_dir(args.out, "biggan-detector")
     settings = {
         "protocol": args.protocol, "dataset": args.dataset, "view": view,
-        "split_seed": args.split_seed, "quick": args.quick, "settings": SETTINGS,
+        "network": args.network, "split_seed": args.split_seed, "quick": args.quick,
+        "settings": settings_for(args.network),
     }  # fmt: skip
     cells = run_grid(
         out, settings, {"cls": classes, "seed": seeds},
         partial(measure, protocol=args.protocol, dataset=args.dataset, view=view,
-                data_root=args.data_root, cache_dir=args.cache_dir, split_seed=args.split_seed,
-                quick=args.quick),
+                network=args.network, data_root=args.data_root, cache_dir=args.cache_dir,
+                split_seed=args.split_seed, quick=args.quick),
         columns=COLUMNS, resume=args.resume, jobs=args.jobs, label="biggan", verbose=True,
     )  # fmt: skip
     results = pd.DataFrame([r for c in cells for r in c.rows], columns=list(COLUMNS))
     text = (
-        f"{args.dataset} {args.protocol} validation ({view}), split seed {args.split_seed}, "
-        f"classes {classes}, seeds {seeds}\n\n{report(results)}\n"
+        f"{args.dataset} {args.protocol} validation ({view}, {args.network} energy), "
+        f"split seed {args.split_seed}, classes {classes}, seeds {seeds}\n\n{report(results)}\n"
     )
     write_text(text, out / "table.md")
     print(text)

@@ -1,15 +1,18 @@
 """Spider GAN: does a friendly-set input give the detector a better energy in a fixed budget?
 
-One protocol: one-class MNIST in the EfficientNet-Lite0 feature space, on validation splits
-only (the official training set shuffled with seed 10; its last 10,000 images are the
-validation test set, a seeded 2,000 of them scored; a seeded 1,000 images of the normal class
-among the other 50,000 are the training data, to fit the CPU budget). Features come from the
-benchmarks' cache (``--cache-dir``), scaled to unit length as the detector's features preset
-does, and the detector's settings are that preset's (the core-set energy, 100 iterations).
+Two protocols, one-class MNIST and one-class CIFAR-10 (``--dataset``), in the
+EfficientNet-Lite0 feature space, on validation splits only (the official training set
+shuffled with seed 10; its last 10,000 images are the validation test set, a seeded 2,000 of
+them scored; a seeded 1,000 images of the normal class among the others are the training
+data, to fit the CPU budget). Features come from the benchmarks' cache (``--cache-dir``),
+scaled to unit length as the detector's features preset does, and the detector's settings are
+that preset's (the core-set energy, 100 iterations; ``--network mlp`` for the MLP energy,
+whose scores depend on the generator's negatives).
 
-For each class, the candidate friendly sets (scikit-learn's digits and CIFAR-10, whole and per
-class; MNIST itself is left out, its other digits being this protocol's anomalies) are ranked
-by their SID to the training features (:func:`anomaly.friendly.rank_friendly`'s measure). The
+For each class, the candidate friendly sets (scikit-learn's digits and the other data set,
+whole and per class; the protocol's own data set is left out, its other classes being the
+anomalies) are ranked by their SID to the training features
+(:func:`anomaly.friendly.rank_friendly`'s measure). The
 generator is then trained with three inputs, all else equal: Gaussian latents, the friendliest
 set and the least friendly one (their embeddings, through the learned input map). Every
 ``--eval-at`` iterations the run records the validation AUROC / AUPRC of the averaged energy
@@ -17,6 +20,7 @@ and the Fréchet distance between 500 generated samples and the training feature
 1280-d feature space), against iterations and training seconds (evaluation excluded)::
 
     python benchmarks/bench_spider.py --data-root ../shared/data --classes 3 --seeds 0,1,2
+    python benchmarks/bench_spider.py --dataset cifar10 --data-root ../shared/data --classes 0
     python benchmarks/bench_spider.py --quick --data-root ../shared/data   # a smoke run
 
 Writes ``results.csv`` (one row per run and evaluation; resumable with ``--resume``),
@@ -53,11 +57,14 @@ from anomaly.friendly import friendly_embeddings
 from anomaly.settings import preset
 from coreset.friendly import FriendlyPrior
 from coreset.sid import rank_by_sid
-from datasets import load_mnist
+from datasets import load_cifar10, load_mnist
 from gan import MEGConfig, MEGTrainer
 
 INPUTS = ("gaussian", "best", "worst")  # also "median": the middle of the SID ranking
-CANDIDATES = [s for n in ("digits", "cifar10") for s in [n, *(f"{n}:{k}" for k in range(10))]]
+CANDIDATES = {
+    dataset: [s for n in ("digits", other) for s in [n, *(f"{n}:{k}" for k in range(10))]]
+    for dataset, other in (("mnist", "cifar10"), ("cifar10", "mnist"))
+}
 COLUMNS = [
     "cls",
     "input",
@@ -71,7 +78,7 @@ COLUMNS = [
     "frechet",
 ]
 SPLIT_SEED, N_VALIDATION = 10, 10_000
-DOCS_OUT = Path("docs") / "results" / "spider"
+DOCS_OUT = Path("docs") / "results" / "spider"  # one folder per data set and network below it
 
 
 def unit(X: np.ndarray) -> np.ndarray:
@@ -79,10 +86,11 @@ def unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def validation_split(cls: int, root, cache_dir, n_test: int, n_train: int | None):
+def validation_split(dataset, cls: int, root, cache_dir, n_test: int, n_train: int | None):
     """``(X_train, X_test, y_test)``: unit-length features of the one-class validation split."""
-    F, _, _ = dataset_features("mnist", "efficientnet-lite0", root=root, cache_dir=cache_dir)
-    _, labels, _, _ = load_mnist(root, download=False, verbose=False)
+    F, _, _ = dataset_features(dataset, "efficientnet-lite0", root=root, cache_dir=cache_dir)
+    loader = load_cifar10 if dataset == "cifar10" else load_mnist
+    _, labels, _, _ = loader(root, download=False, verbose=False)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
     fit, val = np.sort(order[:-N_VALIDATION]), np.sort(order[-N_VALIDATION:])
     train = fit[labels[fit] == cls]
@@ -143,11 +151,11 @@ class Evaluate:
         )
 
 
-def measure(cls, input, seed, *, data, friendly, n_iter, eval_at, n_gen) -> Cell:
+def measure(cls, input, seed, *, data, friendly, network, n_iter, eval_at, n_gen) -> Cell:
     """One training run: its metrics at every evaluation step."""
     X_train, X_test, y_test = data[cls]
     name, sid, samples = friendly[cls].get(input, ("", np.nan, None))
-    params = {**preset("features"), "n_iter": n_iter, "log_every": n_iter}
+    params = {**preset("features"), "network": network, "n_iter": n_iter, "log_every": n_iter}
     params.pop("scaling")  # the features are scaled here already
     if samples is not None:
         params.update(prior="friendly", friendly=name)
@@ -292,6 +300,8 @@ def plot(results: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    parser.add_argument("--network", choices=("coreset", "mlp"), default="coreset")
     parser.add_argument("--classes", default="3")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--inputs", default=",".join(INPUTS))
@@ -303,7 +313,10 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     parser.add_argument(
-        "--out", default=None, help="[default: docs/results/spider; --quick: a temporary folder]"
+        "--out",
+        default=None,
+        help="[default: docs/results/spider/DATASET, -mlp appended for the MLP energy; --quick: "
+        "a temporary folder]",
     )
     parser.add_argument("--sid-points", type=int, default=256, help="SID test points per radius")
     parser.add_argument("--sid-samples", type=int, default=1000, help="embeddings per set, SID")
@@ -322,11 +335,14 @@ def main() -> None:
     classes = [int(c) for c in args.classes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     n_iter, eval_at = args.n_iter, [int(s) for s in args.eval_at.split(",")]
-    n_train, candidates, n_gen, n_test = args.n_train, CANDIDATES, args.n_gen, args.n_test
+    n_train, n_gen, n_test = args.n_train, args.n_gen, args.n_test
+    candidates = CANDIDATES[args.dataset]
     if args.quick:
         n_iter, eval_at, n_train, n_gen, n_test = 4, [2, 4], 300, 200, 300
         candidates, seeds = ["digits:3", "digits:7"], seeds[:1]
-    default = Path(tempfile.gettempdir()) / "bench_spider_quick" if args.quick else DOCS_OUT
+    folder = args.dataset + ("-mlp" if args.network == "mlp" else "")
+    quick_out = Path(tempfile.gettempdir()) / "bench_spider_quick"
+    default = quick_out if args.quick else DOCS_OUT / folder
     out = Path(args.out) if args.out else default
     out.mkdir(parents=True, exist_ok=True)
 
@@ -338,7 +354,9 @@ def main() -> None:
     earlier = pd.read_csv(out / "sid.csv") if args.resume and (out / "sid.csv").exists() else None
     data, friendly, sid_rows = {}, {}, []
     for cls in classes:
-        data[cls] = validation_split(cls, args.data_root, args.cache_dir, n_test, n_train)
+        data[cls] = validation_split(
+            args.dataset, cls, args.data_root, args.cache_dir, n_test, n_train
+        )
         mine = None if earlier is None else earlier[earlier.cls == cls]
         ranking = rank(data[cls][0], candidates, embedder, sid_kwargs, mine)
         sid_rows += [
@@ -355,6 +373,8 @@ def main() -> None:
     write_csv(sids, out / "sid.csv")
 
     settings = {
+        "dataset": args.dataset,
+        "network": args.network,
         "n_iter": n_iter,
         "eval_at": eval_at,
         "n_gen": n_gen,
@@ -370,7 +390,13 @@ def main() -> None:
         "input": args.inputs.split(","),
     }  # a seed's inputs together
     task = functools.partial(
-        measure, data=data, friendly=friendly, n_iter=n_iter, eval_at=eval_at, n_gen=n_gen
+        measure,
+        data=data,
+        friendly=friendly,
+        network=args.network,
+        n_iter=n_iter,
+        eval_at=eval_at,
+        n_gen=n_gen,
     )
     cells = run_grid(
         out,

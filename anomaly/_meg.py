@@ -18,7 +18,7 @@ from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
 from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import seed_from
+from gan.trainer import nearest_neighbour_sq_distance, seed_from
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
@@ -209,8 +209,19 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             X = _image_range(X, integer)
         if reset:
             self.view_ = self._resolve_view()
+        return self._network_input(X, reset=reset)
+
+    def _network_input(self, X: np.ndarray, *, reset: bool = False) -> np.ndarray:
+        """Images or vectors ``(n, *input_shape_)`` (images in [-1, 1]) as the networks see
+        them: the view (pixels, features or both), then the scaling (fitted when ``reset``)."""
         if self.view_ == "features":
             X = np.array(self._embed(X), dtype=np.float32)  # (n, p)
+        elif self.view_ == "both":  # (n, C*H*W + p): the pixels, then unit-length features
+            features = np.asarray(self._embed(X), dtype=np.float32)
+            features = features / np.maximum(
+                np.linalg.norm(features, axis=1, keepdims=True), np.float32(1e-12)
+            )
+            X = np.concatenate([X.reshape(len(X), -1), features], axis=1)
         if reset:
             self.network_shape_ = tuple(X.shape[1:])
             self._fit_scaling(X)
@@ -260,16 +271,17 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         raise ValueError(f"X must be 2-D (samples, features) or images, got {X.ndim}-D")
 
     def _resolve_view(self) -> str:
-        """``"features"`` or ``"pixels"`` (what ``view`` means for the fitted input)."""
+        """``"pixels"``, ``"features"`` or ``"both"`` (what ``view`` means for the fitted
+        input)."""
         image = len(self.input_shape_) == 3
-        if self.view == "features" and not image:
+        if self.view in ("features", "both") and not image:
             raise ValueError(
-                "view='features' needs images: (n, H, W) or (n, C, H, W) arrays, or rows with "
-                "image_shape"
+                f"view={self.view!r} needs images: (n, H, W) or (n, C, H, W) arrays, or rows "
+                "with image_shape"
             )
         if self.view == "auto":  # measured on validation splits: README, "How the defaults..."
             return "features" if image and self.input_shape_[0] == 3 else "pixels"
-        return self.view  # "features" is for images only (checked above)
+        return self.view  # "features" and "both" are for images only (checked above)
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
@@ -289,13 +301,22 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if scaling == "auto":
             if self.view_ == "features":
                 scaling = "l2"
+            elif self.view_ == "both":
+                scaling = "views"
             else:
                 scaling = "minmax" if len(self.input_shape_) == 1 else "none"
         self.unit_norm_ = scaling == "l2"
         if scaling in ("none", "l2"):
             self.shift_, self.scale_ = None, None
             return
-        if scaling == "standard":
+        if scaling == "views":  # each part / sqrt(its median nearest-neighbour sq. distance)
+            n_pixels = int(np.prod(self.input_shape_))
+            shift = np.zeros(X.shape[1], dtype=np.float32)
+            spread = np.empty(X.shape[1], dtype=np.float32)
+            for part in (slice(0, n_pixels), slice(n_pixels, None)):
+                rows = torch.from_numpy(np.ascontiguousarray(X[:, part]))
+                spread[part] = np.sqrt(nearest_neighbour_sq_distance(rows, random_state=0))
+        elif scaling == "standard":
             shift, spread = X.mean(axis=0), X.std(axis=0)
         else:  # minmax: the training range maps to [-1, 1]
             lo, hi = X.min(axis=0), X.max(axis=0)
@@ -615,7 +636,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))
         prior_shape = state.get("prior_shape")  # only with a friendly prior
         det.prior_shape_ = None if prior_shape is None else tuple(int(s) for s in prior_shape)
-        if det.view_ not in ("pixels", "features") or (
+        if det.view_ not in ("pixels", "features", "both") or (
             det.view_ == "pixels" and det.network_shape_ != det.input_shape_
         ):
             raise ValueError("invalid view or network_shape in the model file")

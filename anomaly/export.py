@@ -1,9 +1,9 @@
 """Export a fitted detector's ``score_samples`` as one TorchScript or ONNX file.
 
 The exported file takes what the detector takes, as float32, and does the detector's own work:
-the image feature extractor (``view_ == "features"``), the per-feature scaling or unit length,
-every snapshot's energy, their standardisation and mean. Its output is ``score_samples``
-(**higher = more normal**) within 1e-5 of the detector's.
+the image feature extractor (``view_`` "features" or "both"), the per-feature scaling or unit
+length, every snapshot's energy, their standardisation and mean. Its output is
+``score_samples`` (**higher = more normal**) within 1e-5 of the detector's.
 
 Input ``x``: float32 of shape ``(N, *input_shape_)``; vectors ``(N, d)`` as given to ``fit``
 (columns in the training order), images ``(N, C, H, W)`` in [-1, 1] (``uint8`` images ``u`` as
@@ -88,6 +88,19 @@ class _Flatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+class _BothViews(nn.Module):
+    """The ``both`` view: each image's pixels as one row, then its unit-length features."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        f = f / torch.linalg.vector_norm(f, dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.cat([x.reshape(x.shape[0], -1), f], dim=1)
+
+
 class ScoreModule(nn.Module):
     """A fitted detector's ``score_samples`` as one module: float32 ``(N, *input_shape)`` ->
     float64 ``(N,)``, higher = more normal.
@@ -97,7 +110,7 @@ class ScoreModule(nn.Module):
     detector : MEGDetector
         A fitted detector with ``score_type="energy"``; its networks are copied to the CPU.
     embed : torch.nn.Module, optional
-        Maps ``(N, *input_shape)`` to the networks' input, for the features view.
+        Maps ``(N, *input_shape)`` to the networks' input, for the features and both views.
     """
 
     def __init__(self, detector, embed: nn.Module | None = None):
@@ -130,8 +143,9 @@ class ScoreModule(nn.Module):
 
 
 def _embed_module(detector):
-    """``(module, embedder)`` of the features view (``(None, None)`` for the pixel view)."""
-    if detector.view_ != "features":
+    """``(module, embedder)`` of the features or both view (``(None, None)`` for the pixel
+    view)."""
+    if detector.view_ not in ("features", "both"):
         return None, None
     from coreset.embeddings import PixelEmbedder
     from coreset.features import FeatureEmbedder, make_embedder
@@ -144,10 +158,12 @@ def _embed_module(detector):
         )
     embedder = make_embedder(name, device="cpu")
     if isinstance(embedder, PixelEmbedder):
-        return _Flatten(), embedder
-    if not isinstance(embedder, FeatureEmbedder):
+        module = _Flatten()
+    elif isinstance(embedder, FeatureEmbedder):
+        module = _ImageFeatures(embedder)
+    else:
         raise ExportError(f"cannot export a detector with the feature extractor {name!r}")
-    return _ImageFeatures(embedder), embedder
+    return (_BothViews(module) if detector.view_ == "both" else module), embedder
 
 
 def score_module(detector) -> tuple[ScoreModule, object]:
@@ -200,7 +216,7 @@ def export_metadata(detector, fmt: str) -> dict:
         },
         "offset": float(detector.offset_),
         "view": detector.view_,
-        "features": detector.features if detector.view_ == "features" else None,
+        "features": detector.features if detector.view_ in ("features", "both") else None,
         "score_type": detector.score_type,
         "versions": versions(),
     }

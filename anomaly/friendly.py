@@ -246,6 +246,9 @@ def generator_prior(detector, *, root=None):
         )
         if detector.unit_norm_:
             samples = samples / np.maximum(np.linalg.norm(samples, axis=1, keepdims=True), 1e-12)
+    elif detector.view_ == "both":  # the images as the networks see the training images
+        images = _fit_images(friendly_images(friendly, root=root), tuple(detector.input_shape_))
+        samples = detector._network_input(images)
     else:
         samples = friendly_images(friendly, root=root)
         shape = tuple(detector.network_shape_)

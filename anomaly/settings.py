@@ -50,7 +50,7 @@ class Scoring(SettingsGroup):
         "auto",
         "scaling fitted on the training data: per feature (minmax, standard), each sample to "
         "unit length (l2) or none; auto: l2 for image features, minmax for other vectors, none "
-        "for pixels",
+        "for pixels, each part to its nearest-neighbour scale for both",
         choices=("auto", "minmax", "standard", "l2", "none"),
     )
 
@@ -70,9 +70,10 @@ class Inputs(SettingsGroup):
 
     view: str = setting(
         "auto",
-        "for images: the networks see their pixels or their pretrained features; auto: "
+        "for images: the networks see their pixels, their pretrained features, or both side "
+        "by side (each part scaled to the same typical nearest-neighbour distance); auto: "
         "features for colour images, pixels for grey ones (other inputs are taken as they are)",
-        choices=("auto", "pixels", "features"),
+        choices=("auto", "pixels", "features", "both"),
     )
     features: str = setting(
         "efficientnet-lite0",

@@ -87,6 +87,42 @@ def test_meg_trains_the_weights_and_temperature_only():
     assert len(trainer.snapshots) == 1
 
 
+def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_path):
+    """view='both': the flattened pixels, then the unit-length features, each part divided by
+    the square root of its median nearest-neighbour squared distance; it scores as those
+    vectors given directly, uint8 as float images, and after save and load."""
+    from gan.trainer import nearest_neighbour_sq_distance
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)
+    scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    det = MEGDetector(**FAST, view="both", features="efficientnet-lite0@32", random_state=0)
+    det.fit(images)
+    features = det._embed(scaled)
+    assert det.view_ == "both" and det.network_shape_ == (36 + 1280,) and not det.unit_norm_
+    pixels = scaled.reshape(40, -1)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    for part, scale in ((pixels, det.scale_[:36]), (unit, det.scale_[36:])):
+        want = np.sqrt(nearest_neighbour_sq_distance(torch.from_numpy(part)))
+        np.testing.assert_allclose(scale, want, rtol=1e-5)
+    assert abs(det.scale_[0] - det.scale_[-1]) > 0.1  # two different scales
+    np.testing.assert_array_equal(det.shift_, 0)
+    both = np.concatenate([pixels / det.scale_[0], unit / det.scale_[-1]], axis=1)
+    vectors = MEGDetector(**FAST, scaling="none", gaussian_weight=0.0, random_state=0).fit(both)
+    np.testing.assert_allclose(
+        det.score_samples(images), vectors.score_samples(both), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        det.score_samples(images), det.score_samples(scaled), rtol=1e-5, atol=1e-5
+    )
+    save_model(det, tmp_path / "m")
+    np.testing.assert_allclose(
+        load_model(tmp_path / "m").score_samples(images), det.score_samples(images), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="view='both' needs images"):
+        MEGDetector(**FAST, view="both").fit(rng.normal(size=(20, 4)))
+
+
 def test_features_view_scores_like_the_features_given_directly(tmp_path):
     """Images through the default view (features scaled to unit length) score as their features
     given as vectors with l2 scaling; uint8 images as the same images in [-1, 1]; and a saved

@@ -167,7 +167,7 @@ def test_torchscript_export_of_an_image_model_in_the_pixel_view(tmp_path):
     assert read_export_metadata(path)["input"]["shape"] == ["N", 1, 8, 8]
 
 
-def test_torchscript_export_of_the_features_view(tmp_path, monkeypatch):
+def test_torchscript_export_of_the_features_and_both_views(tmp_path, monkeypatch):
     """The extractor's steps (resize, grey to RGB, normalisation) with a tiny network."""
     import coreset.features
     from coreset.features import FeatureEmbedder
@@ -180,11 +180,14 @@ def test_torchscript_export_of_the_features_view(tmp_path, monkeypatch):
                            mean=(120.0, 125.0, 130.0), std=60.0)  # fmt: skip
     monkeypatch.setattr(coreset.features, "make_embedder", lambda name, device="cpu": tiny)
     images = np.random.default_rng(2).integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
-    det = MEGDetector(n_iter=5, view="features", features="tiny", random_state=0).fit(images)
-    path = export_model(det, tmp_path / "features.pt")
     as_float = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    got = torchscript_scores(path, as_float)
-    np.testing.assert_allclose(got, det.score_samples(images), rtol=0, atol=TOL)
+    for view in ("features", "both"):  # both: pixels and unit-length features, each scaled
+        det = MEGDetector(n_iter=5, view=view, features="tiny", random_state=0).fit(images)
+        assert det.network_shape_ == ((4,) if view == "features" else (64 + 4,))
+        path = export_model(det, tmp_path / f"{view}.pt")
+        got = torchscript_scores(path, as_float)
+        np.testing.assert_allclose(got, det.score_samples(images), rtol=0, atol=TOL)
+        assert read_export_metadata(path)["view"] == view
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from PIL import Image
 
 from anomaly import MEGDetector
 from anomaly.cli import main
-from anomaly.friendly import parse_friendly
+from anomaly.friendly import _fit_images, friendly_images, generator_prior, parse_friendly
 from coreset import CoresetSampler, LatentPrior
 from coreset.friendly import FriendlyPrior, GeneratorPrior
 from coreset.sid import (
@@ -284,6 +284,25 @@ def test_friendly_image_folder_feeds_a_pixel_detector(tmp_path):
     det = MEGDetector(view="pixels", prior="friendly", friendly=str(folder), random_state=0, **FAST)
     det.fit(X)
     assert det.prior_shape_ == (1, 8, 8)  # resized to the training images, made grey
+
+
+def test_friendly_images_feed_a_both_view_detector_as_its_training_images(tmp_path):
+    """view='both': the friendly images go through the same pixels-and-features input (and
+    its scaling) as the training images."""
+    folder = tmp_path / "friends"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    X = _digits(1).reshape(-1, 1, 8, 8)
+    det = MEGDetector(view="both", features="pixels", prior="friendly", friendly=str(folder),
+                      random_state=0, **FAST)  # fmt: skip
+    det.fit(X)
+    assert det.network_shape_ == (128,) and det.prior_shape_ == (128,)
+    images = _fit_images(friendly_images(str(folder)), (1, 8, 8))
+    np.testing.assert_allclose(
+        generator_prior(det).samples.numpy(), det._network_input(images), rtol=1e-6
+    )
 
 
 def test_cli_ranks_friendly_sets(tmp_path, capsys):

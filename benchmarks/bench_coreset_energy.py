@@ -125,13 +125,20 @@ def main() -> None:
         )
         rows.append({"class": cls, **candidates(*split, metric, args.view, args.seed)})
         print(f"class {cls}: {time.perf_counter() - started:.0f} s", flush=True)
+    name = "AUPRC" if args.protocol == "heldout" else "AUROC"
+    title = f"{name}, {args.dataset} {args.protocol} validation ({args.view}), seed {args.seed}"
+    print_table(rows, title, args.out, digits=3)
+
+
+def print_table(rows: list[dict], title: str, out: str | None, digits: int) -> None:
+    """Print the per-class ``rows`` as one column per class and their mean (and write it as a
+    CSV to ``out``)."""
     table = pd.DataFrame(rows).set_index("class").T
     table["mean"] = table.mean(axis=1)
-    name = "AUPRC" if args.protocol == "heldout" else "AUROC"
-    print(f"\n{name}, {args.dataset} {args.protocol} validation ({args.view}), seed {args.seed}\n")
-    print(table.round(3).to_string())
-    if args.out:
-        table.to_csv(args.out)
+    print(f"\n{title}\n")
+    print(table.round(digits).to_string())
+    if out:
+        table.to_csv(out)
 
 
 if __name__ == "__main__":

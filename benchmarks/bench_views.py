@@ -29,9 +29,8 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
 import torch
-from bench_coreset_energy import validation_split
+from bench_coreset_energy import print_table, validation_split
 
 from anomaly import auprc_trapezoid, auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE
@@ -119,13 +118,9 @@ def main() -> None:
         ]
         rows.append({"class": cls, **measure(*splits, metric, seed=0)})
         print(f"class {cls}: {time.perf_counter() - started:.0f} s", flush=True)
-    table = pd.DataFrame(rows).set_index("class").T
-    table["mean"] = table.mean(axis=1)
     name = "AUPRC" if args.protocol == "heldout" else "AUROC"
-    print(f"\n{name}, {args.dataset} {args.protocol} validation, split seed {args.seed}\n")
-    print(table.round(4).to_string())
-    if args.out:
-        table.to_csv(args.out)
+    title = f"{name}, {args.dataset} {args.protocol} validation, split seed {args.seed}"
+    print_table(rows, title, args.out, digits=4)
 
 
 if __name__ == "__main__":

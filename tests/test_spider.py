@@ -274,12 +274,18 @@ def test_detector_refuses_a_friendly_set_without_the_friendly_prior():
         MEGDetector(prior="friendly", random_state=0, **FAST).fit(_digits(1))
 
 
-def test_friendly_image_folder_feeds_a_pixel_detector(tmp_path):
-    folder = tmp_path / "friends"
+def _image_folder(path, seed: int):
+    """Six random 12 x 12 colour PNG files in ``path/friends``."""
+    folder = path / "friends"
     folder.mkdir()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_friendly_image_folder_feeds_a_pixel_detector(tmp_path):
+    folder = _image_folder(tmp_path, 0)
     X = _digits(1).reshape(-1, 1, 8, 8)
     det = MEGDetector(view="pixels", prior="friendly", friendly=str(folder), random_state=0, **FAST)
     det.fit(X)
@@ -289,11 +295,7 @@ def test_friendly_image_folder_feeds_a_pixel_detector(tmp_path):
 def test_friendly_images_feed_a_both_view_detector_as_its_training_images(tmp_path):
     """view='both': the friendly images go through the same pixels-and-features input (and
     its scaling) as the training images."""
-    folder = tmp_path / "friends"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = _image_folder(tmp_path, 1)
     X = _digits(1).reshape(-1, 1, 8, 8)
     det = MEGDetector(view="both", features="pixels", prior="friendly", friendly=str(folder),
                       random_state=0, **FAST)  # fmt: skip

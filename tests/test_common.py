@@ -97,6 +97,8 @@ else:  # save versions 1, 2, 3, ... as fast as possible until killed
     for i in range(1, 10**9):
         with cio.atomic_path(target, directory=True) as tmp:
             (tmp / "w.txt").write_text(str(i) * 1000)
+        if i == 1:  # the test kills it only after this, however slowly it started
+            (target.parent / "saved").touch()
 """
 
 
@@ -118,13 +120,16 @@ def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_folder(tmp_path):
     rng, seen = random.Random(0), set()
     for _ in range(5):
         proc = _saver(target, "loop")
-        time.sleep(0.5 + rng.random() * 0.5)
+        while not (tmp_path / "saved").exists() and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.5)  # then at any moment of a later save
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
         text = (target / "w.txt").read_text()  # always one whole version, never none
         unit = text[: len(text) // 1000]
         assert unit.isdigit() and text == unit * 1000
         seen.add(unit)
+        (tmp_path / "saved").unlink()
     assert len(seen - {"0"}) >= 1  # the saves did run before the kills
     with atomic_path(target, directory=True) as tmp:  # the next save clears the leftovers
         (tmp / "w.txt").write_text("last")

@@ -14,6 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from common import distributed
+from coreset.embeddings import unit_length
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
@@ -217,16 +218,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if self.view_ == "features":
             X = np.array(self._embed(X), dtype=np.float32)  # (n, p)
         elif self.view_ == "both":  # (n, C*H*W + p): the pixels, then unit-length features
-            features = np.asarray(self._embed(X), dtype=np.float32)
-            features = features / np.maximum(
-                np.linalg.norm(features, axis=1, keepdims=True), np.float32(1e-12)
-            )
-            X = np.concatenate([X.reshape(len(X), -1), features], axis=1)
+            X = np.concatenate([X.reshape(len(X), -1), unit_length(self._embed(X))], axis=1)
         if reset:
             self.network_shape_ = tuple(X.shape[1:])
             self._fit_scaling(X)
         if self.unit_norm_:
-            X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
+            X = unit_length(X)
         if self.shift_ is not None:
             with np.errstate(over="ignore"):
                 X = (X - self.shift_) / self.scale_

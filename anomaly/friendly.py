@@ -226,6 +226,7 @@ def generator_prior(detector, *, root=None):
     """The prior a fitting :class:`~anomaly.MEGDetector` feeds its generator: None for latents
     (``prior`` normal or uniform), else the friendly set of its ``friendly`` setting, as the
     networks' input needs it (its ``view_``, ``network_shape_`` and scaling known)."""
+    from coreset.embeddings import unit_length
     from coreset.friendly import FriendlyPrior
 
     if detector.prior != "friendly":
@@ -245,7 +246,7 @@ def generator_prior(detector, *, root=None):
             friendly, detector.features, root=root, cache_dir=detector.cache_dir
         )
         if detector.unit_norm_:
-            samples = samples / np.maximum(np.linalg.norm(samples, axis=1, keepdims=True), 1e-12)
+            samples = unit_length(samples)
     elif detector.view_ == "both":  # the images as the networks see the training images
         images = _fit_images(friendly_images(friendly, root=root), tuple(detector.input_shape_))
         samples = detector._network_input(images)

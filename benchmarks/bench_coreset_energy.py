@@ -24,6 +24,7 @@ data set (minutes to tens of minutes on a CPU).
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -43,6 +44,23 @@ N_VALIDATION = 10_000
 N_HELDOUT_TEST = 4_000
 
 
+@functools.lru_cache(maxsize=1)
+def training_set(dataset: str, root) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of the official training set, read once per process (the one-class
+    validation splits of every class come from it)."""
+    loader = load_cifar10 if dataset == "cifar10" else load_mnist
+    X, labels, _, _ = loader(root, download=False, verbose=False)
+    return X, labels
+
+
+def classes_and_metric(protocol: str, classes: str | None):
+    """The ``--classes`` to run (default: all ten; held-out: the validation digits 0, 2, 3, 6,
+    8) and the protocol's metric (held-out: AUPRC, one-class: AUROC)."""
+    default = "0,2,3,6,8" if protocol == "heldout" else "0,1,2,3,4,5,6,7,8,9"
+    metric = auprc_trapezoid if protocol == "heldout" else auroc
+    return [int(c) for c in (classes or default).split(",")], metric
+
+
 def validation_split(dataset, protocol, cls, seed, root, view, cache_dir):
     """``(X_train, X_test, y_test)`` of the validation split, as pixels or features."""
     if protocol == "heldout":
@@ -50,8 +68,7 @@ def validation_split(dataset, protocol, cls, seed, root, view, cache_dir):
         rows = np.sort(np.random.default_rng(0).choice(len(split.y_test), N_HELDOUT_TEST, False))
         train, test, y = split.train_index, split.test_index[rows], split.y_test[rows]
     else:
-        loader = load_cifar10 if dataset == "cifar10" else load_mnist
-        X_all, labels, _, _ = loader(root, download=False, verbose=False)
+        X_all, labels = training_set(dataset, root)
         order = np.random.default_rng(seed).permutation(len(labels))
         fit, val = np.sort(order[:-N_VALIDATION]), np.sort(order[-N_VALIDATION:])
         split = one_class_split(X_all[fit], labels[fit], X_all[val], labels[val], cls)
@@ -114,9 +131,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     parser.add_argument("--out", default=None, help="CSV of the table")
     args = parser.parse_args()
-    default = "0,2,3,6,8" if args.protocol == "heldout" else "0,1,2,3,4,5,6,7,8,9"
-    classes = [int(c) for c in (args.classes or default).split(",")]
-    metric = auprc_trapezoid if args.protocol == "heldout" else auroc
+    classes, metric = classes_and_metric(args.protocol, args.classes)
     rows = []
     for cls in classes:
         started = time.perf_counter()

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from bench_coreset_energy import training_set
 
 from anomaly import evaluate
 from anomaly.benchmarks._grid import Cell, run_grid
@@ -55,9 +56,9 @@ from anomaly.benchmarks._io import (
 from anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
 from anomaly.friendly import friendly_embeddings
 from anomaly.settings import preset
+from coreset.embeddings import unit_length
 from coreset.friendly import FriendlyPrior
 from coreset.sid import rank_by_sid
-from datasets import load_cifar10, load_mnist
 from gan import MEGConfig, MEGTrainer
 
 INPUTS = ("gaussian", "best", "worst")  # also "median": the middle of the SID ranking
@@ -81,16 +82,10 @@ SPLIT_SEED, N_VALIDATION = 10, 10_000
 DOCS_OUT = Path("docs") / "results" / "spider"  # one folder per data set and network below it
 
 
-def unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 def validation_split(dataset, cls: int, root, cache_dir, n_test: int, n_train: int | None):
     """``(X_train, X_test, y_test)``: unit-length features of the one-class validation split."""
     F, _, _ = dataset_features(dataset, "efficientnet-lite0", root=root, cache_dir=cache_dir)
-    loader = load_cifar10 if dataset == "cifar10" else load_mnist
-    _, labels, _, _ = loader(root, download=False, verbose=False)
+    _, labels = training_set(dataset, root)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
     fit, val = np.sort(order[:-N_VALIDATION]), np.sort(order[-N_VALIDATION:])
     train = fit[labels[fit] == cls]
@@ -98,7 +93,7 @@ def validation_split(dataset, cls: int, root, cache_dir, n_test: int, n_train: i
     test = np.sort(rng.choice(val, n_test, replace=False))
     if n_train is not None and len(train) > n_train:
         train = np.sort(rng.choice(train, n_train, replace=False))
-    return unit(F[train]), unit(F[test]), (labels[test] != cls).astype(np.int64)
+    return unit_length(F[train]), unit_length(F[test]), (labels[test] != cls).astype(np.int64)
 
 
 class Frechet:
@@ -187,7 +182,7 @@ def embed(spec, root, cache_dir, work_cache) -> np.ndarray:
     """Unit-length features of a candidate: from the benchmarks' cache, or (the digits) embedded
     into ``work_cache``, since ``results/`` is only read here."""
     cache = work_cache if spec.startswith("digits") else cache_dir
-    return unit(friendly_embeddings(spec, root=root, cache_dir=cache))
+    return unit_length(friendly_embeddings(spec, root=root, cache_dir=cache))
 
 
 def summarise(results: pd.DataFrame, sids: pd.DataFrame, n_iter: int) -> str:

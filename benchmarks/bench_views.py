@@ -30,20 +30,15 @@ import time
 
 import numpy as np
 import torch
-from bench_coreset_energy import print_table, validation_split
+from bench_coreset_energy import classes_and_metric, print_table, validation_split
 
-from anomaly import auprc_trapezoid, auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE
+from coreset.embeddings import unit_length
 from gan import MEGConfig
 from gan.networks import CoresetEnergy
 from gan.trainer import coreset_energy_parts, nearest_neighbour_sq_distance
 
 FEATURES_GAUSSIAN = 0.3  # the features view's default Gaussian weight
-
-
-def unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def energy(X_train, X_test, gaussian_weight: float, seed: int) -> np.ndarray:
@@ -75,7 +70,7 @@ def measure(split_pixels, split_features, metric, seed: int) -> dict[str, float]
     P_train, P_test = (
         np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in (P_train, P_test)
     )
-    F_train, F_test = unit(F_train), unit(F_test)
+    F_train, F_test = unit_length(F_train), unit_length(F_test)
     s_p, s_f = scale(P_train), scale(F_train)
     B_train = np.concatenate([P_train / s_p, F_train / s_f], axis=1)
     B_test = np.concatenate([P_test / s_p, F_test / s_f], axis=1)
@@ -104,9 +99,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="CSV of the table")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    default = "0,2,3,6,8" if args.protocol == "heldout" else "0,1,2,3,4,5,6,7,8,9"
-    classes = [int(c) for c in (args.classes or default).split(",")]
-    metric = auprc_trapezoid if args.protocol == "heldout" else auroc
+    classes, metric = classes_and_metric(args.protocol, args.classes)
     rows = []
     for cls in classes:
         started = time.perf_counter()

@@ -36,6 +36,7 @@ __all__ = [
     "compute_embeddings",
     "embedding_cache_path",
     "prepare_images",
+    "unit_length",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,19 @@ logger = logging.getLogger(__name__)
 _CACHE_FORMAT = "coreset-embeddings-v2"
 # Samples per cache chunk: what an interrupted run may have to recompute.
 DEFAULT_CHUNK_SIZE = 2048
+
+
+def unit_length(X: np.ndarray) -> np.ndarray:
+    """``X`` as float32 with each sample (along axis 1) divided by its Euclidean length; a
+    sample of zeros stays zero.
+
+    Examples
+    --------
+    >>> unit_length(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
 
 
 @runtime_checkable

@@ -307,12 +307,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             self.shift_, self.scale_ = None, None
             return
         if scaling == "views":  # each part / sqrt(its median nearest-neighbour sq. distance)
-            n_pixels = int(np.prod(self.input_shape_))
             shift = np.zeros(X.shape[1], dtype=np.float32)
-            spread = np.empty(X.shape[1], dtype=np.float32)
-            for part in (slice(0, n_pixels), slice(n_pixels, None)):
-                rows = torch.from_numpy(np.ascontiguousarray(X[:, part]))
-                spread[part] = np.sqrt(nearest_neighbour_sq_distance(rows, random_state=0))
+            spread = view_spreads(X, int(np.prod(self.input_shape_)))
         elif scaling == "standard":
             shift, spread = X.mean(axis=0), X.std(axis=0)
         else:  # minmax: the training range maps to [-1, 1]
@@ -721,6 +717,17 @@ def _n_rows(X) -> int | None:
     if isinstance(shape, tuple) and len(shape) >= 2 and hasattr(X, "__getitem__"):
         return int(shape[0])
     return len(X) if isinstance(X, list | tuple) else None
+
+
+def view_spreads(X: np.ndarray, n_pixels: int) -> np.ndarray:
+    """The spread of each column of the both view's rows ``[pixels | unit-length features]``:
+    the square root of its part's median nearest-neighbour squared distance (``X`` divided by it
+    puts the two parts at one scale). The first ``n_pixels`` columns are the pixels."""
+    spread = np.empty(X.shape[1], dtype=np.float32)
+    for part in (slice(0, n_pixels), slice(n_pixels, None)):
+        rows = torch.from_numpy(np.ascontiguousarray(X[:, part], dtype=np.float32))
+        spread[part] = np.sqrt(nearest_neighbour_sq_distance(rows, random_state=0))
+    return spread
 
 
 def _image_range(X: np.ndarray, integer: bool) -> np.ndarray:

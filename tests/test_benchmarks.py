@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,38 @@ def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):
     assert "| 3 |" in text and "| 1 |" in text
 
 
+def test_resume_measures_only_a_detector_added_since(tmp_path, monkeypatch):
+    """A detector added to the registry after a run: resuming measures its column alone on the
+    kept splits, and every other row and score stays as it was."""
+    options = dict(dataset="digits", classes=[1], seeds=[0], quick=True, out_dir=tmp_path)
+    fewer = {k: f for k, f in DETECTORS.items() if k != "Isolation Forest"}
+    monkeypatch.setattr(protocols, "DETECTORS", fewer)
+    run_heldout(**options)
+    first = pd.read_csv(tmp_path / "results.csv")
+    with np.load(tmp_path / "scores.npz") as arrays:
+        kept = {k: arrays[k] for k in arrays.files}
+    monkeypatch.undo()
+    measured = []
+    real = protocols.score_split
+
+    def counting(split, seed, dataset, device, quick, detectors, features=None):
+        measured.append(list(detectors))
+        return real(split, seed, dataset, device, quick, detectors, features)
+
+    monkeypatch.setattr(protocols, "score_split", counting)
+    text = run_heldout(resume=True, **options)
+    assert measured == [["Isolation Forest"]]
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results["method"]) == PIXEL_METHODS  # in registry order
+    old = results[results["method"] != "Isolation Forest"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, first)
+    with np.load(tmp_path / "scores.npz") as arrays:
+        assert "1/0/isolation_forest" in arrays.files
+        for key, value in kept.items():
+            np.testing.assert_array_equal(arrays[key], value)
+    assert "| Isolation Forest |" in text
+
+
 def test_resume_keeps_splits_not_asked_for_again(tmp_path):
     options = {"dataset": "digits", "seeds": [0], "quick": True, "out_dir": tmp_path}
     run_heldout(classes=[1], **options)
@@ -286,6 +319,8 @@ def test_heldout_targets_from_measured_numbers():
             "Gaussian (features)": 0.52,
             "MEG core-set energy (pixels)": 0.45,
             "kNN distance": 0.44,
+            "MEG core-set energy (both views)": 0.60,
+            "kNN distance (both views)": 0.62,
         }
     )
     text = heldout_report(_fake_results(values), dataset="mnist")
@@ -305,6 +340,11 @@ def test_heldout_targets_from_measured_numbers():
     assert verdict(ours + "Gaussian").startswith("MET (0.525")  # ties count
     pixels = "- mean AUPRC: MEG core-set energy (pixels) >= kNN distance"
     assert verdict(pixels).startswith("MET (0.455 ± 0.007 vs 0.445")
+    # The both view against kNN on its own vectors and on each of its parts.
+    both = "- mean AUPRC: MEG core-set energy (both views) >= "
+    assert verdict(both + "kNN distance (both views)").startswith("NOT MET (0.605 ± 0.007 vs 0.625")
+    assert verdict(both + "kNN distance, unit").startswith("NOT MET (0.605 ± 0.007 vs 0.705")
+    assert verdict(both + "kNN distance:").startswith("MET (0.605 ± 0.007 vs 0.445")
     # Published columns are there and marked; the subset mean row appears.
     for name in PUBLISHED_HELDOUT_AUPRC:
         assert f"{name} ({PUBLISHED_NOTE})" in text
@@ -535,4 +575,44 @@ def test_views_reach_spawned_workers():
     with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
         seen = pool.submit(_views, dict(DETECTORS)).result()
     assert seen == _views(DETECTORS)
-    assert "features" in seen.values() and "pixels" in seen.values()
+    assert {"features", "pixels", "both"} <= set(seen.values())
+
+
+def test_both_view_detectors_see_pixels_and_features_side_by_side():
+    """The benchmarks' both view: the pixels in [-1, 1] then the features, the features at unit
+    length, each part divided by sqrt(median nearest-neighbour squared distance); kNN on them
+    is kNN on those vectors, and the MEG detector scores as ``MEGDetector(view="both")``."""
+    import torch
+
+    from anomaly.benchmarks.detectors import BothViews, KNNDistance, joined_views
+    from gan.trainer import nearest_neighbour_sq_distance
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(70, 6, 6), dtype=np.uint8)
+    feats = rng.normal(size=(70, 5)).astype(np.float32) * 40
+    split = load_benchmark("digits", "heldout", 1)
+    split = replace(split, X_train=images[:50], X_test=images[50:], y_test=np.arange(20) % 2)
+    features = replace(split, X_train=feats[:50], X_test=feats[50:])
+    names = ["kNN distance (both views)", "MEG core-set energy (both views)"]
+    detectors = {name: DETECTORS[name] for name in names}
+    out = protocols.score_split(split, 0, "mnist", "cpu", True, detectors, features)
+
+    pixels = images.reshape(70, -1) / np.float32(127.5) - 1
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    scales = [
+        np.sqrt(nearest_neighbour_sq_distance(torch.from_numpy(np.ascontiguousarray(p[:50]))))
+        for p in (pixels, unit)
+    ]
+    vectors = np.concatenate([pixels / scales[0], unit / scales[1]], axis=1).astype(np.float32)
+    want = -KNNDistance(k=5).fit(vectors[:50]).score_samples(vectors[50:])
+    np.testing.assert_allclose(out[names[0]][0], want, rtol=1e-4)
+    meg = out[names[1]][2]
+    assert isinstance(meg, BothViews) and meg.detector_.network_shape_ == (36 + 5,)
+    np.testing.assert_allclose(meg.spread_[[0, -1]], scales, rtol=1e-5)
+    direct = MEGDetector(**meg.detector.get_params()).fit(vectors[:50])
+    np.testing.assert_allclose(
+        out[names[1]][0], -direct.score_samples(vectors[50:]), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(joined_views(images, feats)[:, :36], pixels.reshape(70, -1))
+    with pytest.raises(ValueError, match="n_pixels must split the columns"):
+        BothViews(KNNDistance()).fit(vectors)

@@ -104,7 +104,9 @@ def run_grid(
         Keep the cells of an earlier run with the same settings in ``out``.
     load, save : callable, optional
         ``load(out, cells) -> cells`` adds what else kept cells have (scores, samples) and drops
-        incomplete ones; ``save(out, cells)`` writes it after every cell.
+        incomplete ones; a cell it returns with ``extra["missing"]`` set is measured again as
+        ``measure(**coordinates, kept=cell)``, which measures only what is missing (a detector
+        added to a benchmark since). ``save(out, cells)`` writes it after every cell.
     jobs : int, optional
         Cells measured at once, each in its own process sharing the cores.
     label : str, optional
@@ -121,9 +123,15 @@ def run_grid(
         check_resumable(out, settings)
         done = load_cells(out, list(axes), columns)
         done = load(out, done) if load else done
+    partial = {k: c for k, c in done.items() if c.extra.get("missing")}
+    done = {k: c for k, c in done.items() if k not in partial}
     write_settings(out, settings)
     asked = list(itertools.product(*axes.values()))
-    todo = [dict(zip(axes, key, strict=True)) for key in asked if key not in done]
+    todo = [
+        {**dict(zip(axes, key, strict=True)), **({"kept": partial[key]} if key in partial else {})}
+        for key in asked
+        if key not in done
+    ]
     if done:
         logger.info("%s: resuming, %d of %d cells kept", label, len(asked) - len(todo), len(asked))
     order = [

@@ -16,7 +16,10 @@ keep 90% of the training variance (:class:`PCAReconstruction`).
 A factory made with ``view="features"`` gets the split's pretrained image features (see
 :mod:`.features`) instead of its pixels: the fair baselines of the detector's feature view are kNN
 (:class:`KNNDistance`, on the raw features and on features scaled to unit length) and a Gaussian
-with a shrunk covariance (:class:`GaussianDistance`) on the same features.
+with a shrunk covariance (:class:`GaussianDistance`) on the same features. One made with
+``view="both"`` gets the flattened pixels and the features side by side and sees them as
+``MEGDetector(view="both")`` does (:class:`BothViews`); its fair baseline is kNN on those same
+vectors.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -36,16 +39,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer
 
 from anomaly.settings import preset
+from coreset.embeddings import unit_length
 
-from .._meg import MEGDetector
+from .._meg import MEGDetector, view_spreads
 
 __all__ = [
     "DETECTORS",
+    "BothViews",
     "GaussianDistance",
     "KNNDistance",
     "PCAReconstruction",
     "anomaly_score",
     "flatten",
+    "joined_views",
     "meg_detector",
     "outlier_detector",
     "view_of",
@@ -114,12 +120,47 @@ class GaussianDistance(OutlierMixin, BaseEstimator):
         return -self.gaussian_.mahalanobis(X).astype(np.float64)
 
 
+class BothViews(OutlierMixin, BaseEstimator):
+    """``detector`` on the pixels and the pretrained features of images side by side, as
+    ``MEGDetector(view="both")`` sees them.
+
+    Rows of ``X`` are the flattened pixels (the first ``n_pixels`` columns, in [-1, 1]) followed by
+    the raw features. The features are scaled to unit length, and each part is divided by the
+    square root of its median nearest-neighbour squared distance on the training rows
+    (:func:`anomaly._meg.view_spreads`), so the two weigh alike. ``score_samples`` is the
+    detector's on those vectors.
+    """
+
+    def __init__(self, detector=None, n_pixels: int | None = None):
+        self.detector = detector
+        self.n_pixels = n_pixels
+
+    def _joined(self, X) -> np.ndarray:
+        X, n = flatten(X), self.n_pixels
+        return np.concatenate([X[:, :n], unit_length(X[:, n:])], axis=1)
+
+    def fit(self, X, y=None):
+        if self.n_pixels is None or not 0 < int(self.n_pixels) < flatten(X[:1]).shape[1]:
+            raise ValueError(f"n_pixels must split the columns in two, got {self.n_pixels}")
+        X = self._joined(X)
+        self.spread_ = view_spreads(X, int(self.n_pixels))
+        self.detector_ = clone(self.detector).fit(X / self.spread_)
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        return np.asarray(self.detector_.score_samples(self._joined(X) / self.spread_))
+
+
 def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, quick: bool):
     detector = cls(**params)
     if "random_state" in detector.get_params():
         detector.set_params(random_state=seed)
     steps = [FunctionTransformer(flatten)] + ([Normalizer()] if unit_length else [])
     return make_pipeline(*steps, detector)
+
+
+def _both(build, dataset: str, seed: int, device: str, quick: bool) -> BothViews:
+    return BothViews(build(dataset, seed, device, quick))
 
 
 @dataclass(frozen=True)
@@ -135,14 +176,26 @@ class ViewFactory:
 
 
 def _with_view(factory: partial, view: str) -> Factory:
-    if view not in ("pixels", "features"):
-        raise ValueError(f"view must be 'pixels' or 'features', got {view!r}")
+    if view not in ("pixels", "features", "both"):
+        raise ValueError(f"view must be 'pixels', 'features' or 'both', got {view!r}")
+    if view == "both":
+        return ViewFactory(partial(_both, factory), view)
     return factory if view == "pixels" else ViewFactory(factory, view)
 
 
 def view_of(factory: Factory) -> str:
-    """``"features"`` for a factory whose detector gets pretrained features, else ``"pixels"``."""
+    """What a factory's detector gets of an image: ``"pixels"``, ``"features"`` (pretrained
+    features) or ``"both"`` (the pixels, then the features: :class:`BothViews`)."""
     return getattr(factory, "view", "pixels")
+
+
+def joined_views(pixels: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The rows a ``view="both"`` detector gets: the flattened pixels in [-1, 1] (uint8 images
+    are read as 0..255), then the features."""
+    flat = flatten(pixels)
+    if np.asarray(pixels).dtype == np.uint8:
+        flat = flat / np.float32(127.5) - np.float32(1.0)
+    return np.concatenate([flat, flatten(features)], axis=1)
 
 
 def outlier_detector(
@@ -156,10 +209,13 @@ def outlier_detector(
 
 def _meg(changes, view, dataset: str, seed: int, device: str, quick: bool) -> MEGDetector:
     # The feature view gets the features as vectors (the "features" preset scales them as the
-    # detector's own feature view does); the pixel view gets the images.
+    # detector's own feature view does); the pixel view gets the images; the both view gets
+    # vectors that BothViews has scaled as the detector's both view scales them.
     params = preset("features", quick) if view == "features" else preset(dataset, quick)
     if view == "pixels":
         params["view"] = "pixels"
+    if view == "both":
+        params["scaling"] = "none"
     return MEGDetector(**{**params, **changes}, random_state=seed, device=device)
 
 
@@ -184,6 +240,8 @@ DETECTORS: dict[str, Factory] = {
         KNNDistance, view="features", unit_length=True, k=5
     ),
     "Gaussian (features)": outlier_detector(GaussianDistance, view="features"),
+    "MEG core-set energy (both views)": meg_detector(view="both"),
+    "kNN distance (both views)": outlier_detector(KNNDistance, view="both", k=5),
     "MEG core-set energy (pixels)": meg_detector(view="pixels"),
     "kNN distance": outlier_detector(KNNDistance, k=5),
     "Isolation Forest": outlier_detector(IsolationForest, n_estimators=100),

@@ -49,7 +49,7 @@ from ._io import (
     write_npz,
     write_text,
 )
-from .detectors import DETECTORS, anomaly_score, view_of
+from .detectors import DETECTORS, anomaly_score, joined_views, view_of
 from .features import DEFAULT_CACHE, FeatureView
 
 __all__ = ["COLUMNS", "Protocol", "run_heldout", "run_one_class", "subsample"]
@@ -98,11 +98,24 @@ def score_split(
 ):
     """Fit every detector on ``split.X_train``, score ``split.X_test``: ``{name: (anomaly score,
     timings and training figures, fitted detector)}``. Detectors of the feature view get
-    ``features`` (the same split's pretrained features) instead."""
-    out = {}
+    ``features`` (the same split's pretrained features) instead, those of the both view the
+    pixels and the features side by side (:func:`~.detectors.joined_views`)."""
+    out, views = {}, {"pixels": split, "features": features}
+    if any(view_of(f) == "both" for f in detectors.values()):
+        views["both"] = replace(
+            split,
+            X_train=joined_views(split.X_train, features.X_train),
+            X_test=joined_views(split.X_test, features.X_test),
+        )
+    n_pixels = int(np.prod(split.X_train.shape[1:]))
+
+    def build(factory):
+        det = factory(dataset, seed, device, quick)
+        return det.set_params(n_pixels=n_pixels) if view_of(factory) == "both" else det
+
     for name, factory in detectors.items():
-        data = features if view_of(factory) == "features" else split
-        det, fit_s = timed(lambda f=factory, d=data: f(dataset, seed, device, quick).fit(d.X_train))
+        data = views[view_of(factory)]
+        det, fit_s = timed(lambda f=factory, d=data: build(f).fit(d.X_train))
         score, score_s = timed(lambda d=det, x=data.X_test: anomaly_score(d, x))
         figures = {"fit_seconds": fit_s, "score_seconds": score_s}
         if hasattr(det, "train_seconds_"):  # MEG: iterations and core-set selection
@@ -134,25 +147,29 @@ def _save(out: Path, cells: list[Cell]) -> None:
 
 
 def _load(out: Path, cells: dict[tuple, Cell], methods: Iterable[str]) -> dict[tuple, Cell]:
-    """The cells with scores of every detector; their scores and histories added."""
+    """The cells with scores of every detector, their scores and histories added; and those with
+    scores of some of them (none other), ``extra["missing"]`` naming the rest."""
     if not (out / "scores.npz").exists():
         return {}
     path = out / "training_history.csv"
     histories = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["cls", "seed"])
-    complete = {}
+    kept, methods = {}, list(methods)
     with np.load(out / "scores.npz") as arrays:
         for (cls, seed), cell in cells.items():
-            prefix = f"{cls}/{seed}"
-            if {r["method"] for r in cell.rows} != set(methods) or f"{prefix}/y_test" not in arrays:
+            prefix, have = f"{cls}/{seed}", {r["method"] for r in cell.rows}
+            if not have <= set(methods) or f"{prefix}/y_test" not in arrays:
+                continue
+            if any(f"{prefix}/{slug(m)}" not in arrays for m in have):
                 continue
             mine = histories[(histories["cls"] == cls) & (histories["seed"] == seed)]
             cell.extra = {
                 "y_test": arrays[f"{prefix}/y_test"],
-                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in methods},
+                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in methods if m in have},
                 "histories": mine.to_dict("records"),
+                "missing": [m for m in methods if m not in have],
             }
-            complete[(cls, seed)] = cell
-    return complete
+            kept[(cls, seed)] = cell
+    return kept
 
 
 @dataclass(frozen=True)
@@ -268,9 +285,13 @@ class Protocol:
         return text
 
     def measure(
-        self, cls: int, seed: int, *, dataset, device, quick, data_root, detectors, view
+        self, cls: int, seed: int, *, dataset, device, quick, data_root, detectors, view, kept=None
     ) -> Cell:
-        """Every detector on the split of one class and seed: one grid cell."""
+        """Every detector on the split of one class and seed: one grid cell; with ``kept`` (a cell
+        of an earlier run), only the detectors it lacks, added to it."""
+        order = list(detectors)
+        if kept is not None:
+            detectors = {m: f for m, f in detectors.items() if m in kept.extra["missing"]}
         seeded = self.protocol == "heldout" or dataset == "digits"
         key = (dataset, self.protocol, cls, seed if seeded else None, data_root)
         if key not in _SPLIT_CACHE:
@@ -281,7 +302,7 @@ class Protocol:
         split = subsample(_SPLIT_CACHE[key], seed) if quick else _SPLIT_CACHE[key]
         logger.info("%s: %s", self.name, split.description)
         features, embed_s = None, float("nan")
-        if any(view_of(f) == "features" for f in detectors.values()):
+        if any(view_of(f) != "pixels" for f in detectors.values()):
             features, embed_s = view(split, dataset, self.protocol, data_root, quick)
         rows, histories, scores = [], [], {}
         for method, (score, figures, det) in score_split(
@@ -299,7 +320,7 @@ class Protocol:
                     **metrics,
                     **figures,
                     "embedding_seconds": embed_s
-                    if view_of(detectors[method]) == "features"
+                    if view_of(detectors[method]) != "pixels"
                     else float("nan"),
                     "n_train": len(split.X_train),
                     "n_test": len(split.X_test),
@@ -315,6 +336,12 @@ class Protocol:
             logger.info(
                 "%s class %d seed %d %s: AUPRC %.3f", self.name, cls, seed, method, metrics["auprc"]
             )
+        if kept is not None:
+            if not np.array_equal(kept.extra["y_test"], split.y_test):
+                raise RuntimeError(f"class {cls} seed {seed}: the kept split differs from this one")
+            rows = sorted(kept.rows + rows, key=lambda r: order.index(r["method"]))
+            scores = {**kept.extra["scores"], **scores}
+            histories = kept.extra["histories"] + histories
         return Cell(
             (cls, seed), rows, {"y_test": split.y_test, "scores": scores, "histories": histories}
         )

@@ -27,7 +27,7 @@ from anomaly.benchmarks import (
 from anomaly.benchmarks._grid import Cell, run_grid
 from anomaly.benchmarks._io import fmt_mean_std, write_meta
 from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE, heldout_report
-from anomaly.benchmarks.detectors import anomaly_score, view_of
+from anomaly.benchmarks.detectors import KNNDistance, anomaly_score, view_of
 from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
 from anomaly.benchmarks.protocols import COLUMNS, subsample
 from anomaly.settings import family
@@ -250,6 +250,9 @@ def test_resume_measures_only_the_missing_splits(tmp_path, monkeypatch):
     assert "| 3 |" in text and "| 1 |" in text
 
 
+KNN1 = outlier_detector(KNNDistance, k=1)
+
+
 def test_resume_measures_only_a_detector_added_since(tmp_path, monkeypatch):
     """A detector added to the registry after a run: resuming measures its column alone on the
     kept splits, and every other row and score stays as it was."""
@@ -280,6 +283,12 @@ def test_resume_measures_only_a_detector_added_since(tmp_path, monkeypatch):
         for key, value in kept.items():
             np.testing.assert_array_equal(arrays[key], value)
     assert "| Isolation Forest |" in text
+    # A kept split lacking a detector stays as it is when its class is not asked for again.
+    monkeypatch.setattr(protocols, "DETECTORS", {**DETECTORS, "kNN, k=1": KNN1})
+    run_heldout(**{**options, "classes": [3]}, resume=True)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert set(results.loc[results["cls"] == 1, "method"]) == set(PIXEL_METHODS)
+    assert set(results.loc[results["cls"] == 3, "method"]) == {*PIXEL_METHODS, "kNN, k=1"}
 
 
 def test_resume_keeps_splits_not_asked_for_again(tmp_path):
@@ -584,7 +593,7 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side():
     is kNN on those vectors, and the MEG detector scores as ``MEGDetector(view="both")``."""
     import torch
 
-    from anomaly.benchmarks.detectors import BothViews, KNNDistance, joined_views
+    from anomaly.benchmarks.detectors import BothViews, joined_views
     from gan.trainer import nearest_neighbour_sq_distance
 
     rng = np.random.default_rng(0)

@@ -123,10 +123,11 @@ def run_grid(
         check_resumable(out, settings)
         done = load_cells(out, list(axes), columns)
         done = load(out, done) if load else done
-    partial = {k: c for k, c in done.items() if c.extra.get("missing")}
+    asked = list(itertools.product(*axes.values()))
+    # Cells with something missing are completed where asked for, else kept as they are.
+    partial = {k: c for k, c in done.items() if c.extra.get("missing") and k in set(asked)}
     done = {k: c for k, c in done.items() if k not in partial}
     write_settings(out, settings)
-    asked = list(itertools.product(*axes.values()))
     todo = [
         {**dict(zip(axes, key, strict=True)), **({"kept": partial[key]} if key in partial else {})}
         for key in asked

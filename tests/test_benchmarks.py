@@ -272,8 +272,10 @@ def test_resume_measures_only_a_detector_added_since(tmp_path, monkeypatch):
         return real(split, seed, dataset, device, quick, detectors, features)
 
     monkeypatch.setattr(protocols, "score_split", counting)
+    history = pd.read_csv(tmp_path / "training_history.csv")
     text = run_heldout(resume=True, **options)
     assert measured == [["Isolation Forest"]]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "training_history.csv"), history)
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results["method"]) == PIXEL_METHODS  # in registry order
     old = results[results["method"] != "Isolation Forest"].reset_index(drop=True)
@@ -283,12 +285,37 @@ def test_resume_measures_only_a_detector_added_since(tmp_path, monkeypatch):
         for key, value in kept.items():
             np.testing.assert_array_equal(arrays[key], value)
     assert "| Isolation Forest |" in text
-    # A kept split lacking a detector stays as it is when its class is not asked for again.
+    # A kept split lacking a detector stays as it is when its class is not asked for again, and
+    # stays on disk while a resumed run that would complete it is interrupted.
     monkeypatch.setattr(protocols, "DETECTORS", {**DETECTORS, "kNN, k=1": KNN1})
     run_heldout(**{**options, "classes": [3]}, resume=True)
     results = pd.read_csv(tmp_path / "results.csv")
     assert set(results.loc[results["cls"] == 1, "method"]) == set(PIXEL_METHODS)
     assert set(results.loc[results["cls"] == 3, "method"]) == {*PIXEL_METHODS, "kNN, k=1"}
+
+    def broken(split, *args):  # class 5 is measured, then the run stops on class 1
+        if "class 1" in split.description:
+            raise KeyboardInterrupt
+        return real(split, *args)
+
+    monkeypatch.setattr(protocols, "score_split", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_heldout(**{**options, "classes": [5, 1]}, resume=True)
+    interrupted = pd.read_csv(tmp_path / "results.csv")
+    assert set(interrupted["cls"]) == {1, 3, 5}
+    by_class = ["cls", "method"]
+    pd.testing.assert_frame_equal(
+        interrupted[interrupted["cls"] != 5].sort_values(by_class).reset_index(drop=True),
+        results.sort_values(by_class).reset_index(drop=True),
+    )
+    results = interrupted
+    # A detector dropped from the registry: its kept rows stay.
+    monkeypatch.setattr(protocols, "score_split", real)
+    monkeypatch.setattr(protocols, "DETECTORS", fewer)
+    run_heldout(**{**options, "classes": [3]}, resume=True)
+    after = pd.read_csv(tmp_path / "results.csv")
+    assert "Isolation Forest" in set(after.loc[after["cls"] == 3, "method"])
+    assert len(after) == len(results)
 
 
 def test_resume_keeps_splits_not_asked_for_again(tmp_path):
@@ -587,7 +614,7 @@ def test_views_reach_spawned_workers():
     assert {"features", "pixels", "both"} <= set(seen.values())
 
 
-def test_both_view_detectors_see_pixels_and_features_side_by_side():
+def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
     """The benchmarks' both view: the pixels in [-1, 1] then the features, the features at unit
     length, each part divided by sqrt(median nearest-neighbour squared distance); kNN on them
     is kNN on those vectors, and the MEG detector scores as ``MEGDetector(view="both")``."""
@@ -615,13 +642,20 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side():
     vectors = np.concatenate([pixels / scales[0], unit / scales[1]], axis=1).astype(np.float32)
     want = -KNNDistance(k=5).fit(vectors[:50]).score_samples(vectors[50:])
     np.testing.assert_allclose(out[names[0]][0], want, rtol=1e-4)
-    meg = out[names[1]][2]
+    meg, figures = out[names[1]][2], out[names[1]][1]
     assert isinstance(meg, BothViews) and meg.detector_.network_shape_ == (36 + 5,)
+    assert figures["n_iter"] == 5 and figures["iters_per_second"] > 0  # the wrapped MEG's
     np.testing.assert_allclose(meg.spread_[[0, -1]], scales, rtol=1e-5)
-    direct = MEGDetector(**meg.detector.get_params()).fit(vectors[:50])
-    np.testing.assert_allclose(
-        out[names[1]][0], -direct.score_samples(vectors[50:]), rtol=1e-4, atol=1e-4
+    # The detector's own both view on the images, given the same features, scores the same.
+    monkeypatch.setattr(
+        MEGDetector, "_embed", lambda self, X: feats[:50] if len(X) == 50 else feats[50:]
     )
-    np.testing.assert_allclose(joined_views(images, feats)[:, :36], pixels.reshape(70, -1))
+    own = MEGDetector(**detector_params("mnist", quick=True), view="both", random_state=0)
+    own.fit(images[:50, None])
+    np.testing.assert_allclose(
+        out[names[1]][0], -own.score_samples(images[50:, None]), rtol=1e-4, atol=1e-4
+    )
+    floats = images / np.float32(127.5) - np.float32(1.0)
+    np.testing.assert_allclose(joined_views(floats, feats), joined_views(images, feats), atol=1e-6)
     with pytest.raises(ValueError, match="n_pixels must split the columns"):
         BothViews(KNNDistance()).fit(vectors)

@@ -4,8 +4,10 @@ A benchmark is a grid: named axes (``cls`` x ``seed``, or ``side`` x ``seed`` x 
 function that measures one cell. Each cell gives rows of ``results.csv`` keyed by its coordinates
 (and, where the benchmark keeps them, scores or samples). ``results.csv`` is rewritten after every
 cell, so a long run can be watched and an interrupted one continued: with ``resume=True`` the cells
-already in the output folder are kept as they are and only the missing ones are measured, provided
-``settings.json`` records the same settings.
+already in the output folder are kept and only the missing ones are measured, provided
+``settings.json`` records the same settings. A kept cell that lacks something measured since (a
+detector added to a benchmark) is completed where it is asked for again, and stays on disk as it
+was until then.
 """
 
 from __future__ import annotations
@@ -124,17 +126,24 @@ def run_grid(
         done = load_cells(out, list(axes), columns)
         done = load(out, done) if load else done
     asked = list(itertools.product(*axes.values()))
-    # Cells with something missing are completed where asked for, else kept as they are.
-    partial = {k: c for k, c in done.items() if c.extra.get("missing") and k in set(asked)}
-    done = {k: c for k, c in done.items() if k not in partial}
+    # Cells with something missing are completed where asked for, else kept as they are; until
+    # completed they stay in the files as they were.
+    wanted = set(asked)
+    partial = {k: c for k, c in done.items() if c.extra.get("missing") and k in wanted}
     write_settings(out, settings)
     todo = [
         {**dict(zip(axes, key, strict=True)), **({"kept": partial[key]} if key in partial else {})}
         for key in asked
-        if key not in done
+        if key not in done or key in partial
     ]
     if done:
-        logger.info("%s: resuming, %d of %d cells kept", label, len(asked) - len(todo), len(asked))
+        logger.info(
+            "%s: resuming, %d of %d cells kept, %d to complete",
+            label,
+            len(asked) - len(todo),
+            len(asked),
+            len(partial),
+        )
     order = [
         list(dict.fromkeys([*v, *sorted({k[i] for k in done})]))
         for i, v in enumerate(axes.values())

@@ -37,11 +37,12 @@ from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer
+from sklearn.utils.validation import check_is_fitted
 
 from anomaly.settings import preset
 from coreset.embeddings import unit_length
 
-from .._meg import MEGDetector, view_spreads
+from .._meg import MEGDetector, _image_range, view_spreads
 
 __all__ = [
     "DETECTORS",
@@ -136,7 +137,7 @@ class BothViews(OutlierMixin, BaseEstimator):
         self.n_pixels = n_pixels
 
     def _joined(self, X) -> np.ndarray:
-        X, n = flatten(X), self.n_pixels
+        X, n = flatten(X), int(self.n_pixels)
         return np.concatenate([X[:, :n], unit_length(X[:, n:])], axis=1)
 
     def fit(self, X, y=None):
@@ -148,6 +149,7 @@ class BothViews(OutlierMixin, BaseEstimator):
         return self
 
     def score_samples(self, X) -> np.ndarray:
+        check_is_fitted(self, "spread_")
         return np.asarray(self.detector_.score_samples(self._joined(X) / self.spread_))
 
 
@@ -190,11 +192,9 @@ def view_of(factory: Factory) -> str:
 
 
 def joined_views(pixels: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The rows a ``view="both"`` detector gets: the flattened pixels in [-1, 1] (uint8 images
-    are read as 0..255), then the features."""
-    flat = flatten(pixels)
-    if np.asarray(pixels).dtype == np.uint8:
-        flat = flat / np.float32(127.5) - np.float32(1.0)
+    """The rows a ``view="both"`` detector gets: the flattened pixels in [-1, 1] (integer images
+    are read as 0..255, as the detector reads them), then the features."""
+    flat = _image_range(flatten(pixels), np.asarray(pixels).dtype.kind in "ui")
     return np.concatenate([flat, flatten(features)], axis=1)
 
 

@@ -118,12 +118,13 @@ def score_split(
         det, fit_s = timed(lambda f=factory, d=data: build(f).fit(d.X_train))
         score, score_s = timed(lambda d=det, x=data.X_test: anomaly_score(d, x))
         figures = {"fit_seconds": fit_s, "score_seconds": score_s}
-        if hasattr(det, "train_seconds_"):  # MEG: iterations and core-set selection
+        meg = getattr(det, "detector_", det)  # the both view's detector is wrapped
+        if hasattr(meg, "train_seconds_"):  # MEG: iterations and core-set selection
             figures.update(
-                n_iter=float(det.n_iter),
-                iters_per_second=det.n_iter / det.train_seconds_,
-                selection_seconds=det.selection_seconds_,
-                selection_share=det.selection_seconds_ / det.train_seconds_,
+                n_iter=float(meg.n_iter),
+                iters_per_second=meg.n_iter / meg.train_seconds_,
+                selection_seconds=meg.selection_seconds_,
+                selection_share=meg.selection_seconds_ / meg.train_seconds_,
             )
         out[name] = (score, figures, det)
     return out
@@ -147,8 +148,8 @@ def _save(out: Path, cells: list[Cell]) -> None:
 
 
 def _load(out: Path, cells: dict[tuple, Cell], methods: Iterable[str]) -> dict[tuple, Cell]:
-    """The cells with scores of every detector, their scores and histories added; and those with
-    scores of some of them (none other), ``extra["missing"]`` naming the rest."""
+    """The cells with their scores and histories added, ``extra["missing"]`` naming the detectors
+    of ``methods`` they lack (scores of detectors no longer asked for are kept as they are)."""
     if not (out / "scores.npz").exists():
         return {}
     path = out / "training_history.csv"
@@ -156,15 +157,15 @@ def _load(out: Path, cells: dict[tuple, Cell], methods: Iterable[str]) -> dict[t
     kept, methods = {}, list(methods)
     with np.load(out / "scores.npz") as arrays:
         for (cls, seed), cell in cells.items():
-            prefix, have = f"{cls}/{seed}", {r["method"] for r in cell.rows}
-            if not have <= set(methods) or f"{prefix}/y_test" not in arrays:
+            prefix, have = f"{cls}/{seed}", list(dict.fromkeys(r["method"] for r in cell.rows))
+            if f"{prefix}/y_test" not in arrays:
                 continue
             if any(f"{prefix}/{slug(m)}" not in arrays for m in have):
                 continue
             mine = histories[(histories["cls"] == cls) & (histories["seed"] == seed)]
             cell.extra = {
                 "y_test": arrays[f"{prefix}/y_test"],
-                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in methods if m in have},
+                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in have},
                 "histories": mine.to_dict("records"),
                 "missing": [m for m in methods if m not in have],
             }
@@ -289,9 +290,6 @@ class Protocol:
     ) -> Cell:
         """Every detector on the split of one class and seed: one grid cell; with ``kept`` (a cell
         of an earlier run), only the detectors it lacks, added to it."""
-        order = list(detectors)
-        if kept is not None:
-            detectors = {m: f for m, f in detectors.items() if m in kept.extra["missing"]}
         seeded = self.protocol == "heldout" or dataset == "digits"
         key = (dataset, self.protocol, cls, seed if seeded else None, data_root)
         if key not in _SPLIT_CACHE:
@@ -301,6 +299,12 @@ class Protocol:
             )
         split = subsample(_SPLIT_CACHE[key], seed) if quick else _SPLIT_CACHE[key]
         logger.info("%s: %s", self.name, split.description)
+        order = list(detectors)
+        if kept is not None and not _same_split(kept, split):
+            logger.warning("class %d seed %d: the kept split differs; measured anew", cls, seed)
+            kept = None
+        if kept is not None:
+            detectors = {m: f for m, f in detectors.items() if m in kept.extra["missing"]}
         features, embed_s = None, float("nan")
         if any(view_of(f) != "pixels" for f in detectors.values()):
             features, embed_s = view(split, dataset, self.protocol, data_root, quick)
@@ -330,21 +334,31 @@ class Protocol:
             )
             histories += [
                 {"method": method, "cls": cls, "seed": seed, **h}
-                for h in getattr(det, "history_", [])
+                for h in getattr(getattr(det, "detector_", det), "history_", [])
             ]
             scores[method] = np.asarray(score, dtype=np.float32)
             logger.info(
                 "%s class %d seed %d %s: AUPRC %.3f", self.name, cls, seed, method, metrics["auprc"]
             )
-        if kept is not None:
-            if not np.array_equal(kept.extra["y_test"], split.y_test):
-                raise RuntimeError(f"class {cls} seed {seed}: the kept split differs from this one")
-            rows = sorted(kept.rows + rows, key=lambda r: order.index(r["method"]))
+        if kept is not None:  # registry order; detectors no longer asked for last
+            rank = {m: i for i, m in enumerate(order)}
+            rows = sorted(kept.rows + rows, key=lambda r: rank.get(r["method"], len(order)))
             scores = {**kept.extra["scores"], **scores}
             histories = kept.extra["histories"] + histories
         return Cell(
             (cls, seed), rows, {"y_test": split.y_test, "scores": scores, "histories": histories}
         )
+
+
+def _same_split(kept: Cell, split: Split) -> bool:
+    """Whether a kept cell was measured on ``split`` (same description, sizes and labels)."""
+    row = kept.rows[0]
+    return (
+        str(row["split"]) == split.description
+        and int(row["n_train"]) == len(split.X_train)
+        and int(row["n_test"]) == len(split.X_test)
+        and np.array_equal(kept.extra["y_test"], split.y_test)
+    )
 
 
 def plot_curves(curves: Mapping[int, Mapping[str, Any]], path, kind, class_label, title) -> None:

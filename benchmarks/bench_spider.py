@@ -195,7 +195,7 @@ def summarise(results: pd.DataFrame, sids: pd.DataFrame, n_iter: int) -> str:
             [
                 cls,
                 inp,
-                g.friendly.iloc[0] or "–",
+                g.friendly.iloc[0] if isinstance(g.friendly.iloc[0], str) else "–",
                 fmt(g.sid.iloc[0]),
                 fmt_mean_std(g.auroc),
                 fmt_mean_std(g.auprc),
@@ -365,6 +365,8 @@ def main() -> None:
         }
         print(f"class {cls}: SID ranking " + ", ".join(f"{n} {s:.4g}" for n, s in ranking))
     sids = pd.DataFrame(sid_rows)
+    if earlier is not None:  # rankings of classes not asked for this time are kept
+        sids = pd.concat([sids, earlier[~earlier.cls.isin(classes)]], ignore_index=True)
     write_csv(sids, out / "sid.csv")
 
     settings = {

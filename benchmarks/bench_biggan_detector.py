@@ -59,6 +59,7 @@ def measure(
     cls, seed, *, protocol, dataset, view, network, data_root, cache_dir, split_seed, quick
 ):
     """Every setting on the validation split of one class and seed: one grid cell."""
+    import numpy as np
     import torch
     from bench_coreset_energy import validation_split
 
@@ -70,11 +71,14 @@ def measure(
     X_train, X_test, y = validation_split(
         dataset, protocol, cls, split_seed, data_root, view, cache_dir
     )
-    if quick:
-        X_train, X_test, y = X_train[:300], X_test[:400], y[:400]
+    if quick:  # a seeded sample of the test rows (they may be sorted by class)
+        rows = np.random.default_rng(0).permutation(len(y))[:400]
+        X_train, X_test, y = X_train[:300], X_test[rows], y[rows]
     metric, name = (auprc_trapezoid, "auprc") if protocol == "heldout" else (auroc, "auroc")
+    # The features view gets the cached features as vectors, with the preset that scales them as
+    # the detector's own features view does; the pixel view gets the images.
     base = preset("features" if view == "features" else dataset, quick=quick)
-    base.update(view=view, network=network)
+    base.update(network=network, **({"view": "pixels"} if view == "pixels" else {}))
     rows = []
     for setting, changes in settings_for(network).items():
         start = time.perf_counter()

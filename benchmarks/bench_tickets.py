@@ -11,6 +11,10 @@ every other class is an anomaly). Compared on the same subset:
 - ``ticket + DiffAugment + AdvAug``: and ``advaug=0.01``;
 - ``kNN distance``: distance to the 5th nearest training image of the same subset.
 
+With ``--view features`` every method sees the images' EfficientNet-Lite0 features instead,
+each divided by its length as the detector's features view does (from the embedding cache of
+the other benchmarks); DiffAugment works on images only, so its rows become ``ticket + AdvAug``.
+
 The ticket rows come from the functions :class:`~anomaly.MEGDetector` calls
 (:func:`gan.tickets.find_ticket`, then a trainer of the same settings and seed), so each row is the
 detector with those options: its score is the energy of the weight-averaged ``E`` (one
@@ -36,12 +40,17 @@ from pathlib import Path
 
 import pandas as pd
 
-#: The ticket's training variants: settings over the benchmark's.
+#: The ticket's training variants, per view: settings over the benchmark's.
 VARIANTS = {
-    "ticket": {},
-    "ticket + DiffAugment": {"diffaugment": "color,translation,cutout"},
-    "ticket + DiffAugment + AdvAug": {"diffaugment": "color,translation,cutout", "advaug": 0.01},
-}
+    "pixels": {
+        "ticket": {},
+        "ticket + DiffAugment": {"diffaugment": "color,translation,cutout"},
+        "ticket + DiffAugment + AdvAug": {
+            "diffaugment": "color,translation,cutout", "advaug": 0.01
+        },
+    },
+    "features": {"ticket": {}, "ticket + AdvAug": {"advaug": 0.01}},
+}  # fmt: skip
 # fmt: off
 COLUMNS = (
     "dataset", "network", "seed", "fraction", "cls", "method", "round", "generator_sparsity",
@@ -51,9 +60,12 @@ COLUMNS = (
 _SPLITS: dict[tuple, object] = {}
 
 
-def small_split(dataset: str, cls: int, fraction: float, seed: int, root, n_test: int):
+def small_split(
+    dataset: str, cls: int, fraction: float, seed: int, root, n_test: int, view: str, cache_dir
+):
     """The one-class split of ``cls`` with a seeded ``fraction`` of its training images (at least
-    2) and, with ``n_test``, a stratified, seeded subsample of the test images."""
+    2) and, with ``n_test``, a stratified, seeded subsample of the test images; with ``view``
+    "features", their unit-length features."""
     from anomaly.benchmarks.protocols import subsample
     from datasets import load_benchmark
 
@@ -65,10 +77,20 @@ def small_split(dataset: str, cls: int, fraction: float, seed: int, root, n_test
     n = len(split.X_train)
     keep = max(2, round(fraction * n))
     split = subsample(split, seed, n_train=keep, n_test=n_test or len(split.X_test))
+    if view == "features":
+        import numpy as np
+
+        from anomaly.benchmarks.features import FeatureView
+
+        split, _ = FeatureView("efficientnet-lite0", cache_dir)(split, dataset, "one-class", root)
+        unit = (X / np.linalg.norm(X, axis=1, keepdims=True) for X in (split.X_train, split.X_test))
+        split = replace(split, X_train=next(unit), X_test=next(unit))
     return split
 
 
-def measure(seed, fraction, cls, *, dataset, network, params, rounds, root, n_test, device):
+def measure(
+    seed, fraction, cls, *, dataset, view, network, params, rounds, root, n_test, device, cache_dir
+):
     """Every method on one cell: a row per method (and per pruning round)."""
     import torch
 
@@ -80,7 +102,7 @@ def measure(seed, fraction, cls, *, dataset, network, params, rounds, root, n_te
     from gan.tickets import find_ticket
 
     torch.set_num_threads(1)
-    split = small_split(dataset, cls, fraction, seed, root, n_test)
+    split = small_split(dataset, cls, fraction, seed, root, n_test, view, cache_dir)
     X, X_test, y = split.X_train, split.X_test, split.y_test
     base = dict(
         dataset=dataset, network=network, seed=seed, fraction=fraction, cls=cls,
@@ -115,7 +137,7 @@ def measure(seed, fraction, cls, *, dataset, network, params, rounds, root, n_te
 
     first = trainer_of({})
     masks = find_ticket(first, X, on_round=on_round)
-    for method, changes in VARIANTS.items():
+    for method, changes in VARIANTS[view].items():
         trainer = first if method == "ticket" else trainer_of(changes)
         if trainer is not first:  # find_ticket attached the masks to the first
             masks.attach(trainer)
@@ -193,13 +215,14 @@ def plot(results: pd.DataFrame, path: Path) -> None:
             curve = imp.groupby("round")[["generator_sparsity", "auroc"]].mean()
             label = f"{100 * fraction:g}% of the class"
             ax.plot(curve["generator_sparsity"], curve["auroc"], "o-", color=f"C{i}", label=label)
-            for j, method in enumerate(list(VARIANTS)[1:]):
+            variants = [m for m in dict.fromkeys(rows["method"]) if m.startswith("ticket +")]
+            for j, method in enumerate(variants):
                 value = rows[rows["method"] == method]["auroc"].mean()
                 x = curve["generator_sparsity"].iloc[-1]
                 ax.plot([x], [value], "s^"[j], color=f"C{i}", mfc="none")
             knn = rows[rows["method"] == "kNN distance"]["auroc"].mean()
             ax.axhline(knn, color=f"C{i}", ls="--", lw=1)
-        title = f"{network} energy\nsquares: + DiffAugment, triangles: + AdvAug; dashed: kNN"
+        title = f"{network} energy\nsquares, triangles: {', '.join(variants)}; dashed: kNN"
         ax.set(xlabel="share of G's weights pruned", ylabel="AUROC", title=title)
         ax.title.set_fontsize(8)
         ax.legend(fontsize=8)
@@ -210,6 +233,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist", "cifar10"))
     parser.add_argument("--network", default="coreset", choices=("coreset", "conv", "mlp"))
+    parser.add_argument(
+        "--view", default="pixels", choices=("pixels", "features"),
+        help="what every method sees: the images, or their unit-length pretrained features",
+    )  # fmt: skip
+    parser.add_argument("--cache-dir", default="results/embeddings", help="embedding cache")
     parser.add_argument("--classes", default="0,1,2")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--fractions", default="0.01,0.1,1.0")
@@ -232,9 +260,10 @@ def main() -> None:
     classes = [int(c) for c in args.classes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
-    # The data set's preset, the settings of the trainer only (it sees the pixels)
+    # The view's preset, the settings of the trainer only (it sees the pixels or the features)
     trainer_settings = {field.name for _, field in setting_fields(TRAINING_GROUPS)}
-    params = {k: v for k, v in preset(args.dataset).items() if k in trainer_settings}
+    data_preset = preset("features" if args.view == "features" else args.dataset)
+    params = {k: v for k, v in data_preset.items() if k in trainer_settings}
     params["n_iter"] = args.n_iter
     if args.prune_energy:
         params["prune_energy"] = True
@@ -247,9 +276,12 @@ def main() -> None:
         "dataset": args.dataset, "network": args.network, "params": params, "rounds": rounds,
         "n_test": n_test, "quick": args.quick,
     }  # fmt: skip
+    if args.view == "features":  # (the folders of pixel runs have no "view")
+        settings["view"] = "features"
     measure_cell = partial(
-        measure, dataset=args.dataset, network=args.network, params=params, rounds=rounds,
-        root=args.data_root, n_test=n_test, device=args.device,
+        measure, dataset=args.dataset, view=args.view, network=args.network, params=params,
+        rounds=rounds, root=args.data_root, n_test=n_test, device=args.device,
+        cache_dir=args.cache_dir,
     )  # fmt: skip
     cells = run_grid(
         out, settings, {"seed": seeds, "fraction": fractions, "cls": classes}, measure_cell,

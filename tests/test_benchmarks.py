@@ -482,6 +482,33 @@ def test_mixture_resumes_an_interrupted_run(tmp_path, monkeypatch):
     assert (tmp_path / "meta.json").is_file() and (tmp_path / "samples.png").is_file()
 
 
+def test_mixture_keeps_the_samples_of_the_cells_finished_before_an_interruption(
+    tmp_path, monkeypatch
+):
+    import anomaly.benchmarks.mixture as mixture_module
+
+    names = [s.name for s in MIXTURE_SETTINGS[:2]]
+    real_train, trained = mixture_module.train_setting, []
+
+    def train_once(X, setting, config, *, seed, device):
+        if trained:
+            raise KeyboardInterrupt  # stopped during the second cell
+        trained.append(setting.name)
+        return real_train(X, setting, config, seed=seed, device=device)
+
+    monkeypatch.setattr(mixture_module, "train_setting", train_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_mixture(sides=[3], seeds=[0], settings=names, quick=True, out_dir=tmp_path)
+    with np.load(tmp_path / "samples.npz") as arrays:
+        assert arrays.files == [f"3/{names[0]}/0"]
+        first = arrays[f"3/{names[0]}/0"]
+    monkeypatch.setattr(mixture_module, "train_setting", real_train)
+    run_mixture(sides=[3], seeds=[0], settings=names, quick=True, out_dir=tmp_path, resume=True)
+    with np.load(tmp_path / "samples.npz") as arrays:  # the kept cell's samples are plotted
+        assert sorted(arrays.files) == sorted(f"3/{name}/0" for name in names)
+        np.testing.assert_array_equal(arrays[f"3/{names[0]}/0"], first)
+
+
 # -------------------------------------------------------------------------------- cost
 
 

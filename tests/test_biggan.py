@@ -245,6 +245,7 @@ def test_mixture_runs_a_technique_and_a_truncation_sweep(tmp_path):
     text = run_mixture([3], settings=[name], truncations=[0.5], seeds=[0], quick=True,
                        config={"n_iter": 2}, out_dir=tmp_path, device="cpu")  # fmt: skip
     assert name in text and "n_iter=2" in text
+    assert "- none: the one target compares core-set 64 with random 64" in text  # no random 64
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results["steps"]) == [2]
     sweep = pd.read_csv(tmp_path / "truncation.csv")

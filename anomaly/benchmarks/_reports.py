@@ -427,7 +427,8 @@ def mixture_report(results: pd.DataFrame, *, spacing, std, config=None, quick=Fa
         spacing=spacing,
         std=std,
         table=summary_table(results, by, MIXTURE_COLUMNS),
-        targets="\n".join(targets),
+        targets="\n".join(targets)
+        or "- none: the one target compares core-set 64 with random 64, not both in this run.",
         training=training,
     )
 

@@ -223,8 +223,21 @@ def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
     return cells
 
 
-def _save_truncation(out: Path, cells: list[Cell]) -> None:
-    """Write the truncation rows of the cells to ``truncation.csv`` (when there are any)."""
+def _plotted_samples(cells: list[Cell]) -> dict[tuple[int, str], tuple[int, np.ndarray]]:
+    """``{(side, setting): (seed, samples)}``: the lowest seed with samples of each panel."""
+    samples: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+    for cell in cells:
+        side, seed, setting = cell.key
+        if "samples" in cell.extra and seed < samples.get((side, setting), (seed + 1,))[0]:
+            samples[(side, setting)] = (seed, cell.extra["samples"])
+    return samples
+
+
+def _save_cells(out: Path, cells: list[Cell]) -> None:
+    """Write what the cells have besides their rows, after every cell (an interrupted run keeps
+    it): the plotted samples to ``samples.npz``, the truncation rows to ``truncation.csv``."""
+    samples = _plotted_samples(cells)
+    write_npz({f"{k[0]}/{k[1]}/{seed}": v for k, (seed, v) in samples.items()}, out / "samples.npz")
     rows = [r for c in cells for r in c.extra.get("truncation", [])]
     if rows:
         write_csv(pd.DataFrame(rows, columns=list(TRUNCATION_COLUMNS)), out / "truncation.csv")
@@ -294,19 +307,13 @@ def run_mixture(
         columns=COLUMNS,
         resume=resume,
         load=_load_samples,
-        save=_save_truncation if truncations else None,
+        save=_save_cells,
         jobs=jobs,
         label=NAME,
         verbose=verbose,
     )
-    samples: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
-    for cell in cells:  # the plot shows the lowest seed with samples
-        side, seed, setting = cell.key
-        if "samples" in cell.extra and seed < samples.get((side, setting), (seed + 1,))[0]:
-            samples[(side, setting)] = (seed, cell.extra["samples"])
-    arrays = {f"{side}/{name}/{seed}": v for (side, name), (seed, v) in samples.items()}
-    write_npz(arrays, out / "samples.npz")
-    plot_samples(samples, sides, out / "samples.png", names)
+    _save_cells(out, cells)  # (a resumed run with nothing left to measure has not saved)
+    plot_samples(_plotted_samples(cells), sides, out / "samples.png", names)
     results = pd.DataFrame([r for c in cells for r in c.rows], columns=list(COLUMNS))
     text = mixture_report(results, spacing=SPACING, std=STD, config=params, quick=quick)
     write_text(text, out / "table.md")
@@ -327,7 +334,7 @@ def plot_samples(
     default :data:`MIXTURE_SETTINGS`).
 
     ``samples`` maps ``(side, setting name)`` to ``(seed, samples)``; a panel without samples
-    shows the mode centres only."""
+    shows the mode centres and says so."""
     names = [s.name for s in MIXTURE_SETTINGS] if names is None else list(names)
     fig, axes = new_figure(len(sides), len(names), size=(3.2, 3.2))
     for i, side in enumerate(sides):
@@ -338,6 +345,8 @@ def plot_samples(
             _, pts = samples.get((side, name), (None, None))
             if pts is not None:
                 ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3, color="C0", rasterized=True)
+            else:  # e.g. a resumed run whose samples.npz was not kept
+                ax.text(0.5, 0.5, "no samples kept", transform=ax.transAxes, ha="center")
             c = mixture.centers
             ax.scatter(c[:, 0], c[:, 1], s=12, marker="x", color="C3", linewidths=0.8)
             ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])

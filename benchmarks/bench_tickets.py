@@ -77,14 +77,12 @@ def small_split(
     n = len(split.X_train)
     keep = max(2, round(fraction * n))
     split = subsample(split, seed, n_train=keep, n_test=n_test or len(split.X_test))
-    if view == "features":
-        import numpy as np
-
+    if view == "features":  # unit-length, as the detector's features view scales them
         from anomaly.benchmarks.features import FeatureView
+        from coreset.embeddings import unit_length
 
         split, _ = FeatureView("efficientnet-lite0", cache_dir)(split, dataset, "one-class", root)
-        unit = (X / np.linalg.norm(X, axis=1, keepdims=True) for X in (split.X_train, split.X_test))
-        split = replace(split, X_train=next(unit), X_test=next(unit))
+        split = replace(split, X_train=unit_length(split.X_train), X_test=unit_length(split.X_test))
     return split
 
 

@@ -23,7 +23,7 @@ cell without augmentation (as the detector does) and shared by the three ticket 
 
     python benchmarks/bench_tickets.py --quick
     python benchmarks/bench_tickets.py --dataset mnist --classes 0,1,2 --seeds 0,1,2 \\
-        --fractions 0.01,0.1 --rounds 2 --n-iter 40 --out docs/results/tickets/mnist --resume
+        --fractions 0.01,0.1 --rounds 2 --n-iter 50 --out docs/results/tickets/mnist --resume
 
 Writes ``results.csv`` (a row per method x cell, rewritten after every cell: ``--resume``
 continues an interrupted run), ``table.md`` and ``sparsity_auroc.png`` to ``--out``.

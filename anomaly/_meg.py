@@ -115,9 +115,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     energy_mean_, energy_std_ : ndarray of shape (n_snapshots, n_scores)
         Mean and spread of each snapshot's scores on the training data (for standardising);
         ``n_scores`` is 2 for ``score_type="energy+gradnorm"`` and 1 otherwise.
-    generator_ : torch.nn.Module
+    generator_ : torch.nn.Module or None
         The generator (draw samples with ``generator_(z)``); its weight average when
-        ``generator_ema`` is set.
+        ``generator_ema`` is set. None when nothing was trained (``n_iter=0``, the default
+        for the core-set energy).
     offset_ : float
         Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
         scores (a seeded subsample of 10,000 when there are more training samples).
@@ -136,6 +137,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Number of columns of ``X`` seen in ``fit``.
     shift_, scale_ : ndarray or None
         Scaling fitted on the training data, ``(X - shift_) / scale_`` (None when not scaling).
+    n_iter_ : int
+        Generator updates done (``n_iter`` resolved: 0 when nothing was trained).
     history_ : list of dict
         Training metrics recorded every 50 iterations.
     train_seconds_ : float
@@ -346,7 +349,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
             net.load_state_dict(state)
-        self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
+        if config.schedule.n_iter:
+            self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
+        else:  # nothing was trained: there is no generator to keep or to save
+            self.generator_ = None
         # Standardisation and threshold from the training scores (a seeded subsample of
         # _MAX_CALIBRATION samples on large data sets, to keep scoring time in check).
         if len(X) > _MAX_CALIBRATION:  # under torchrun: rank 0's choice (random_state=None)
@@ -356,6 +362,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_mean_ = per_net.mean(axis=0)
         self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
         self.history_ = trainer.history
+        self.n_iter_ = config.schedule.n_iter
         self.torch_threads_ = torch.get_num_threads()
         self.train_seconds_ = trainer.seconds + sum(r["seconds"] for r in self.ticket_rounds_)
         if self.ticket_rounds_:
@@ -598,10 +605,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         }
         if getattr(self, "prior_shape_", None) is not None:  # the friendly inputs' shape
             state["prior_shape"] = list(self.prior_shape_)
-        weights = {
-            "energy_nets": [_cpu_state(net) for net in self.energy_nets_],
-            "generator": _cpu_state(self.generator_),
-        }
+        weights = {"energy_nets": [_cpu_state(net) for net in self.energy_nets_]}
+        if self.generator_ is not None:  # none when nothing was trained (n_iter=0)
+            weights["generator"] = _cpu_state(self.generator_)
         if hasattr(self, "decision_scores_"):  # the training anomaly scores (PyOD's names)
             weights["training"] = {
                 "decision_scores": torch.from_numpy(np.array(self.decision_scores_))
@@ -665,6 +671,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             if not ok:
                 raise ValueError(f"invalid {name} in the model file")
         det.history_ = state["training"]["history"]
+        det.n_iter_ = det._config().schedule.n_iter
         det.train_seconds_ = state["training"]["seconds"]
         det.torch_threads_ = state["training"].get("torch_threads")
         det.selection_seconds_ = state["training"]["selection_seconds"]
@@ -681,7 +688,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det._rebuild_networks(n_nets)
         for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
             net.load_state_dict(net_state)
-        det.generator_.load_state_dict(weights["generator"])
+        if "generator" in weights:
+            det.generator_.load_state_dict(weights["generator"])
+        else:  # a fit that trained nothing (n_iter=0) keeps no generator
+            det.generator_ = None
         if "training" in weights:  # absent from files saved before the scores were kept
             scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
             if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():

@@ -206,10 +206,6 @@ def _metrics_line(metrics: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------ fit
-#: Iterations of the built-in digits demo (about 25 s on two cores); other data get the preset.
-_DEMO_N_ITER = 600
-
-
 def _setting_options(command):
     """Add one ``--option`` per setting (anomaly.settings.GROUPS) to a typer command.
 
@@ -393,8 +389,6 @@ def fit(
 
     # Settings: defaults < family preset < --config < the command line.
     params = {**MEGDetector().get_params(), **preset("images" if is_images else "vectors")}
-    if source == "digits":
-        params["n_iter"] = _DEMO_N_ITER
     params["random_state"] = seed
     for group in file.get("settings", {}).values():
         params.update(group)

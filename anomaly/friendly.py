@@ -266,6 +266,11 @@ def _cascade(path: Path):
     from ._meg import load_model
 
     earlier = load_model(path)
+    if earlier.generator_ is None:
+        raise ValueError(
+            f"cannot cascade from {path}: it trained no generator (n_iter=0); fit it with "
+            "n_iter >= 1"
+        )
     if earlier.prior == "friendly":
         inner = generator_prior(earlier)
     else:

@@ -258,7 +258,14 @@ class Batches(SettingsGroup):
 class Schedule(SettingsGroup):
     """How long training runs, and what of it is kept."""
 
-    n_iter: int = setting(100, "generator updates, each after n_energy_steps energy updates", low=1)
+    n_iter: int | None = setting(
+        None,
+        "generator updates, each after n_energy_steps energy updates (None: 0 for the core-set "
+        "energy, whose score MEG training does not move, 100 for the networks with weights)",
+        kind=int,
+        low=0,
+        none=True,
+    )
     ema_decay: float = setting(
         0.99,
         "decay of the weight average of E used to score (0: last iterate)",
@@ -358,6 +365,14 @@ class MEGConfig:
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 setattr(self, name, group(**value))
+        coreset = self.networks.network == "coreset"
+        if self.schedule.n_iter is None:  # resolved here, once: the trainer reads an int
+            self.schedule = dataclasses.replace(self.schedule, n_iter=0 if coreset else 100)
+        elif self.schedule.n_iter == 0 and not coreset:
+            raise ValueError(
+                f"n_iter=0 trains nothing, which only network='coreset' can score with "
+                f"(network={self.networks.network!r} needs n_iter >= 1)"
+            )
 
     @classmethod
     def from_params(cls, **params: Any) -> MEGConfig:

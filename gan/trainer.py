@@ -382,7 +382,11 @@ class MEGTrainer:
 
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray) -> MEGTrainer:
-        """Train until ``n_iter`` iterations are done (continuing after a resume)."""
+        """Train until ``n_iter`` iterations are done (continuing after a resume).
+
+        With ``n_iter=0`` (the core-set energy only) nothing is trained: the centres are placed
+        and that energy is the one snapshot.
+        """
         cfg = self.config
         X = np.asarray(X, dtype=np.float32)
         if tuple(X.shape[1:]) != self.input_shape:
@@ -423,6 +427,11 @@ class MEGTrainer:
                 result = StepResult(loss_e, loss_g, mi, e_real, e_fake, gp)
                 for callback in self.callbacks:
                     callback.on_step_end(self, result)
+        if cfg.schedule.n_iter == 0:  # no training: the energy as placed is the one to score
+            self.energy_avg.load_state_dict(self.energy_net.state_dict())
+            self.snapshots = [
+                {k: v.detach().cpu().clone() for k, v in self.energy_avg.state_dict().items()}
+            ]
         if self.checkpoint_path:
             self.save_checkpoint(self.checkpoint_path)
         _train_only(self.energy_net, self.generator, self.stats_net)

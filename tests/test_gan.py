@@ -162,7 +162,9 @@ def test_checkpoint_resume_continues_from_saved_state(tmp_path):
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="n_iter"):
-        MEGConfig.from_params(n_iter=0)
+        MEGConfig.from_params(n_iter=-1)
+    with pytest.raises(ValueError, match="n_iter=0"):  # only the core-set energy trains nothing
+        MEGConfig.from_params(n_iter=0, network="mlp")
     with pytest.raises(ValueError, match="network"):
         MEGConfig.from_params(network="transformer")
 

@@ -120,11 +120,14 @@ def score_split(
         figures = {"fit_seconds": fit_s, "score_seconds": score_s}
         meg = getattr(det, "detector_", det)  # the both view's detector is wrapped
         if hasattr(meg, "train_seconds_"):  # MEG: iterations and core-set selection
+            trained = meg.n_iter_ > 0 and meg.train_seconds_ > 0
             figures.update(
-                n_iter=float(meg.n_iter),
-                iters_per_second=meg.n_iter / meg.train_seconds_,
+                n_iter=float(meg.n_iter_),
+                iters_per_second=meg.n_iter_ / meg.train_seconds_ if trained else float("nan"),
                 selection_seconds=meg.selection_seconds_,
-                selection_share=meg.selection_seconds_ / meg.train_seconds_,
+                selection_share=(
+                    meg.selection_seconds_ / meg.train_seconds_ if trained else float("nan")
+                ),
             )
         out[name] = (score, figures, det)
     return out

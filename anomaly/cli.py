@@ -851,6 +851,7 @@ def export(
 
 class BenchmarkName(str, Enum):
     heldout = "heldout"
+    heldout_published = "heldout-published"
     one_class = "one-class"
     mixture = "mixture"
     cost = "cost"

@@ -17,6 +17,7 @@ from .splits import (
     heldout_split,
     load_benchmark,
     one_class_split,
+    published_heldout_split,
     to_model_input,
 )
 from .tabular import (
@@ -46,6 +47,7 @@ __all__ = [
     "default_data_root",
     "grid_mixture",
     "heldout_split",
+    "published_heldout_split",
     "load_benchmark",
     "load_cifar10",
     "load_digits_data",

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 #: Benchmark names :func:`load_benchmark` knows.
 BENCHMARKS = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: Protocol names :func:`load_benchmark` knows.
-PROTOCOLS = ("heldout", "one-class")
+PROTOCOLS = ("heldout", "one-class", "heldout-published")
 
 _CLASS_NAMES = {
     "digits": [str(i) for i in range(10)],
@@ -144,6 +144,43 @@ def heldout_split(
     description = (
         f"heldout: anomaly class {anomaly_class}; {len(train_index)} train, "
         f"{len(test_index)} test ({y_test.mean():.1%} anomalies); seed {random_state}"
+    )
+    return Split(X[train_index], X[test_index], y_test, train_index, test_index, description)
+
+
+def published_heldout_split(X: np.ndarray, y: np.ndarray, anomaly_class: int) -> Split:
+    """The held-out-class split as the published MEG and Efficient-GAN code draws it (leaky).
+
+    Those loaders shuffle the normal samples with one ``numpy.random.RandomState(42)`` shared by
+    two calls: the call that returns the training set draws a permutation (and a second one to
+    shuffle its test set), and the call that returns the test set draws a new permutation of
+    the normal samples, so its 20% of "unseen" normal samples are mostly training samples (about
+    80% of them, by chance). The anomalies are all in the test set. This reproduces that draw on
+    ``X`` (the pooled samples in the order those loaders concatenate them); the result is the
+    same for every seed. Use it only to compare with the published figures, and report the
+    leak-free :func:`heldout_split` beside it.
+
+    Returns
+    -------
+    Split
+        Test indices may repeat training indices (``train_index`` and ``test_index`` overlap).
+    """
+    y = _check_xy(X, y, "published_heldout_split")
+    _check_class(y, anomaly_class, "anomaly class")
+    normal = np.flatnonzero(y != anomaly_class)
+    anomalies = np.flatnonzero(y == anomaly_class)
+    rng = np.random.RandomState(42)  # noqa: NPY002 - the published loaders' generator
+    n_train = int(len(normal) * 0.8)
+    train_index = np.sort(normal[rng.permutation(len(normal))[:n_train]]).astype(np.int64)
+    rng.permutation(len(normal) - n_train + len(anomalies))  # the training call's test shuffle
+    test_normal = normal[rng.permutation(len(normal))[n_train:]]  # the test call: a new draw
+    test_index = np.sort(np.concatenate([test_normal, anomalies])).astype(np.int64)
+    y_test = (y[test_index] == anomaly_class).astype(np.int64)
+    leaked = np.isin(test_normal, train_index).mean()
+    description = (
+        f"heldout-published: anomaly class {anomaly_class}; {len(train_index)} train, "
+        f"{len(test_index)} test ({y_test.mean():.1%} anomalies); the published loaders' draw "
+        f"(RandomState(42)): {leaked:.0%} of the normal test samples are training samples"
     )
     return Split(X[train_index], X[test_index], y_test, train_index, test_index, description)
 
@@ -263,9 +300,12 @@ def load_benchmark(
     ----------
     name : {"digits", "mnist", "fashion-mnist", "cifar10"}
         The data set. ``"digits"`` is scikit-learn's bundled 8x8 digits and needs no files.
-    protocol : {"heldout", "one-class"}, optional
+    protocol : {"heldout", "one-class", "heldout-published"}, optional
         ``"heldout"``: ``cls`` is the anomaly; official train and test data are pooled
         (:func:`heldout_split`, indices into the pool: train rows first, then test rows).
+        ``"heldout-published"``: the published MEG / Efficient-GAN loaders' leaky draw of the
+        same protocol (:func:`published_heldout_split`; ``random_state`` is not used), for
+        comparing with the published figures only.
         ``"one-class"``: ``cls`` is the normal class; official splits are used
         (:func:`one_class_split`). The digits have no official split, so a stratified 70/30
         split seeded by ``random_state`` stands in for one, and indices refer to the full
@@ -301,6 +341,8 @@ def load_benchmark(
         X, y = load_digits_data()
         if protocol == "heldout":
             split = heldout_split(X, y, c, random_state=random_state)
+        elif protocol == "heldout-published":
+            split = published_heldout_split(X, y, c)
         else:
             rows = np.arange(len(y))
             tr, te = train_test_split(rows, test_size=0.3, stratify=y, random_state=random_state)
@@ -327,14 +369,32 @@ def load_benchmark(
             X = np.concatenate([X_train, X_test])
             y = np.concatenate([y_train, y_test])
             split = heldout_split(X, y, c, random_state=random_state)
+        elif protocol == "heldout-published":
+            # The published loaders read an mnist.npz of x_train (55,000), x_test, x_valid
+            # (5,000: the first official training images, as TensorFlow's MNIST reader splits
+            # them) and concatenate them in that order; indices refer to that pool.
+            pool = [
+                (X_train[5000:], y_train[5000:]),
+                (X_test, y_test),
+                (X_train[:5000], y_train[:5000]),
+            ]
+            X = np.concatenate([p[0] for p in pool])
+            y = np.concatenate([p[1] for p in pool])
+            split = published_heldout_split(X, y, c)
         else:
             split = one_class_split(X_train, y_train, X_test, y_test, c)
         split = _images_to_model_input(split)
 
     class_name = _CLASS_NAMES[name][c]
     label = f" ({class_name})" if class_name != str(c) else ""
-    role = "anomaly" if protocol == "heldout" else "normal"
+    role = "normal" if protocol == "one-class" else "anomaly"
     seed = f"; seed {random_state}" if protocol == "heldout" else ""
+    if protocol == "heldout-published":
+        leaked = np.isin(split.test_index[split.y_test == 0], split.train_index).mean()
+        seed = (
+            f"; the published loaders' leaky draw: {leaked:.0%} of the normal test samples are "
+            "training samples"
+        )
     split.description = (
         f"{name} {protocol}: {role} class {c}{label}; {len(split.train_index)} train, "
         f"{len(split.test_index)} test ({split.anomaly_fraction:.1%} anomalies){seed}{note}"

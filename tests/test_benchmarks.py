@@ -686,3 +686,24 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
     np.testing.assert_allclose(joined_views(floats, feats), joined_views(images, feats), atol=1e-6)
     with pytest.raises(ValueError, match="n_pixels must split the columns"):
         BothViews(KNNDistance()).fit(vectors)
+
+
+def test_published_heldout_split_leaks_training_samples_into_the_test_set():
+    """The published loaders' draw: most normal test samples are training samples, the same
+    for every seed; the leak-free split has none, and both hold every anomaly in the test."""
+    from datasets import heldout_split, load_benchmark, published_heldout_split
+
+    y = np.repeat(np.arange(10), 50)
+    X = np.arange(len(y), dtype=np.float32)[:, None]
+    leaky = published_heldout_split(X, y, 3)
+    clean = heldout_split(X, y, 3, random_state=0)
+    for split in (leaky, clean):
+        assert len(split.train_index) == 360 and (y[split.train_index] != 3).all()
+        assert set(np.flatnonzero(y == 3)) <= set(split.test_index)
+    normal_test = leaky.test_index[leaky.y_test == 0]
+    assert len(normal_test) == 90
+    assert 0.6 < np.isin(normal_test, leaky.train_index).mean() < 0.95  # about 80%
+    assert not np.isin(clean.test_index, clean.train_index).any()
+    np.testing.assert_array_equal(published_heldout_split(X, y, 3).test_index, leaky.test_index)
+    split = load_benchmark("digits", "heldout-published", 0, random_state=5)
+    assert "leaky" in split.description and "training samples" in split.description

@@ -148,6 +148,19 @@ def heldout_split(
     return Split(X[train_index], X[test_index], y_test, train_index, test_index, description)
 
 
+def published_pool(n_train: int, n_test: int) -> np.ndarray:
+    """Rows of the official pool (training images, then test images) in the order the published
+    MNIST loaders concatenate them: their ``mnist.npz`` holds ``x_train`` (55,000), ``x_test``
+    and ``x_valid`` (5,000: the first official training images, as TensorFlow's MNIST reader
+    splits them), in that order.
+
+    >>> published_pool(7000, 2).tolist()[:2], published_pool(7000, 2).tolist()[-1]
+    ([5000, 5001], 4999)
+    """
+    valid = min(5000, n_train)
+    return np.r_[np.arange(valid, n_train), np.arange(n_train, n_train + n_test), np.arange(valid)]
+
+
 def published_heldout_split(X: np.ndarray, y: np.ndarray, anomaly_class: int) -> Split:
     """The held-out-class split as the published MEG and Efficient-GAN code draws it (leaky).
 
@@ -370,16 +383,9 @@ def load_benchmark(
             y = np.concatenate([y_train, y_test])
             split = heldout_split(X, y, c, random_state=random_state)
         elif protocol == "heldout-published":
-            # The published loaders read an mnist.npz of x_train (55,000), x_test, x_valid
-            # (5,000: the first official training images, as TensorFlow's MNIST reader splits
-            # them) and concatenate them in that order; indices refer to that pool.
-            pool = [
-                (X_train[5000:], y_train[5000:]),
-                (X_test, y_test),
-                (X_train[:5000], y_train[:5000]),
-            ]
-            X = np.concatenate([p[0] for p in pool])
-            y = np.concatenate([p[1] for p in pool])
+            order = published_pool(len(X_train), len(X_test))  # indices refer to this pool
+            X = np.concatenate([X_train, X_test])[order]
+            y = np.concatenate([y_train, y_test])[order]
             split = published_heldout_split(X, y, c)
         else:
             split = one_class_split(X_train, y_train, X_test, y_test, c)

@@ -707,3 +707,21 @@ def test_published_heldout_split_leaks_training_samples_into_the_test_set():
     np.testing.assert_array_equal(published_heldout_split(X, y, 3).test_index, leaky.test_index)
     split = load_benchmark("digits", "heldout-published", 0, random_state=5)
     assert "leaky" in split.description and "training samples" in split.description
+
+
+def test_feature_view_of_the_published_split_takes_the_rows_of_its_pool(monkeypatch):
+    """The published split indexes the pool in its loaders' order; its features must be those
+    of the same images in the official order (training images first)."""
+    from anomaly.benchmarks import features as fv
+    from datasets import Split
+    from datasets.splits import published_pool
+
+    n_train, n_test = 7000, 50
+    official = np.arange(n_train + n_test, dtype=np.float32)[:, None]  # row i's feature is i
+    monkeypatch.setattr(fv, "dataset_features", lambda *a, **k: (official, 0.0, n_train))
+    pool = official[published_pool(n_train, n_test)]  # the images as the loaders order them
+    train, test = np.array([0, 1, 6990]), np.array([2, 6995, 7049])
+    split = Split(pool[train], pool[test], np.zeros(3, int), train, test, "")
+    got, _ = fv.FeatureView("x")(split, "mnist", "heldout-published", None)
+    np.testing.assert_array_equal(got.X_train, pool[train])
+    np.testing.assert_array_equal(got.X_test, pool[test])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import Split, load_cifar10, load_mnist
+from datasets.splits import published_pool
 
 __all__ = ["DEFAULT_CACHE", "FeatureView", "dataset_features", "dataset_images"]
 
@@ -107,10 +108,12 @@ class FeatureView:
         F, seconds, n_train = dataset_features(
             dataset, self.features, root=root, cache_dir=self.cache_dir, verbose=self.verbose
         )
-        # Held-out splits index the pooled data (training images first); one-class splits index
-        # the official training and test sets.
-        test_rows = split.test_index + (n_train if protocol == "one-class" else 0)
-        return (
-            replace(split, X_train=F[split.train_index], X_test=F[test_rows]),
-            seconds,
-        )
+        # Held-out splits index the pooled data (training images first; the published split,
+        # the pool in its loaders' order); one-class splits index the official sets.
+        train_rows, test_rows = split.train_index, split.test_index
+        if protocol == "one-class":
+            test_rows = test_rows + n_train
+        elif protocol == "heldout-published":
+            order = published_pool(n_train, len(F) - n_train)
+            train_rows, test_rows = order[train_rows], order[test_rows]
+        return replace(split, X_train=F[train_rows], X_test=F[test_rows]), seconds

@@ -12,7 +12,8 @@ scores by less than 2e-4 AUROC at the defaults: README, "How the defaults were c
   (``tests/test_coreset_energy.py`` checks the detector against these vectors), without and
   with the 0.3 Gaussian term;
 - ``sum``: the two views' energies added, each in units of its own scale (a score-level
-  combination, for comparison);
+  combination, for comparison), and ``max``, the larger of the two (an anomaly in either view);
+- ``both, features x w``: the both view with its features' part multiplied by ``w``;
 
 and kNN (5th neighbour) on the pixels and on the unit-length features for reference. A
 combination counts only where it beats each of its parts::
@@ -39,6 +40,7 @@ from gan.networks import CoresetEnergy
 from gan.trainer import coreset_energy_parts, nearest_neighbour_sq_distance
 
 FEATURES_GAUSSIAN = 0.3  # the features view's default Gaussian weight
+FEATURE_WEIGHTS = (0.5, 0.7, 1.4, 2.0)  # weights of the features' part tried in the both view
 
 
 def energy(X_train, X_test, gaussian_weight: float, seed: int) -> np.ndarray:
@@ -84,7 +86,12 @@ def measure(split_pixels, split_features, metric, seed: int) -> dict[str, float]
         "both": energy(B_train, B_test, 0.0, seed),
         f"both + {FEATURES_GAUSSIAN} Gaussian": energy(B_train, B_test, FEATURES_GAUSSIAN, seed),
         "sum of the two energies": e_p / s_p**2 + e_f / s_f**2,
+        "max of the two energies": np.maximum(e_p / s_p**2, e_f / s_f**2),
     }
+    for weight in FEATURE_WEIGHTS:  # the both view with the features' part weighted
+        B_train[:, P_train.shape[1] :] = weight * F_train / s_f
+        B_test[:, P_test.shape[1] :] = weight * F_test / s_f
+        scores[f"both, features x {weight}"] = energy(B_train, B_test, 0.0, seed)
     return {name: metric(y, s, higher="anomalous") for name, s in scores.items()}
 
 

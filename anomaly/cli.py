@@ -33,6 +33,9 @@ except ImportError:  # pragma: no cover - typer releases built on the click pack
 
 __all__ = ["app", "main"]
 
+#: ``datasets.images.MAX_IMAGE_SIDE``, spelt out here so that ``--help`` does not import it.
+MAX_IMAGE_SIDE = 4096
+
 app = typer.Typer(
     name="anomaly",
     help="Anomaly detection with an energy-based GAN (MEG) trained on core-set batches. "
@@ -393,7 +396,9 @@ def fit(
     drop_columns: str | None = typer.Option(
         None, help="Comma-separated CSV columns left out of the features."
     ),
-    image_size: int | None = typer.Option(None, help="Resize images in DATA to this side."),
+    image_size: int | None = typer.Option(
+        None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
+    ),
     coreset: bool = typer.Option(
         True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
     ),
@@ -801,6 +806,7 @@ def _score_input(
 
     images, paths, y = _read_image_folder(data, detector, normal_class)
     X = to_model_input(images)
+    detector.set_params(image_range="symmetric")  # X is in [-1, 1]: a bright image is no doubt
     step = _IMAGE_CHUNK_ROWS
     chunks = ((X[start : start + step], None, None) for start in range(0, len(X), step))
     return _ScoreInput(chunks, len(X), "path", paths, y, images)

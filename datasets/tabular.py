@@ -528,6 +528,10 @@ def _finish_array(X: np.ndarray, path: Path, source: str, first_row: int = 0) ->
         )
     if X.ndim == 2:
         return check_finite_2d(X, source=source, first_row=first_row)
+    if X.dtype in (np.uint8, np.uint16):  # images: the detector scales them by their dtype
+        if X.size == 0:
+            raise DataError(f"{source} is empty: shape {X.shape}")
+        return np.ascontiguousarray(X)
     return check_finite(X, source=source, min_ndim=3, first_row=first_row)
 
 
@@ -615,7 +619,8 @@ def load_table(
       line is read with semicolons and decimal commas (or tabs); a number with a ``.`` in such a
       file (``1.234``: a thousands mark?) is refused rather than guessed.
     * ``.npy``: a 2-D array (n_samples, n_features), or an N-D image array (N, ...) returned with
-      its shape unchanged. An integer ``label_column`` splits a column off a 2-D array.
+      its shape unchanged (and its dtype, when it is uint8 or uint16: the detector scales such
+      images by their dtype). An integer ``label_column`` splits a column off a 2-D array.
     * ``.npz``: the array named ``"X"`` (or the only array other than the labels) is the data;
       the array ``"y"`` (or the key named by a string ``label_column``), when present, holds
       the labels.
@@ -637,7 +642,8 @@ def load_table(
     Returns
     -------
     X : numpy.ndarray
-        ``float32`` data, shape (n, d) (or the N-D shape of an image array).
+        ``float32`` data, shape (n, d) (or the N-D shape of an image array; uint8 and uint16
+        image arrays keep their dtype).
     y : numpy.ndarray or None
         ``int64`` labels of shape (n,), or ``None`` when the file has none.
 

@@ -177,3 +177,147 @@ def test_thousands_marks_in_a_decimal_comma_file_are_refused(tmp_path):
         load_table(path)
     path.write_text("a;b\n1,5;2\n1234,5;3\n")
     np.testing.assert_array_equal(load_table(path)[0], [[1.5, 2], [1234.5, 3]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+
+TINY = dict(n_iter=4, n_energy_steps=1, width=16, random_state=0)
+
+
+def _digits_u8(n=24):
+    """Grey 8x8 "digits": a dark background with a bright bar, uint8 (n, 8, 8)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 40, size=(n, 8, 8)).astype(np.uint8)
+    images[:, 2:6, 3:5] = rng.integers(180, 256, size=(n, 4, 2))
+    return images
+
+
+def _png_folder(folder, images, bits=8):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        array = image.astype(np.uint16) * 257 if bits == 16 else image
+        Image.fromarray(array).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_channels_last_images_from_the_loader_fit_as_channels_first(tmp_path):
+    from anomaly import MEGDetector
+    from datasets import load_image_folder
+
+    images, _, _ = load_image_folder(_png_folder(tmp_path / "d", _digits_u8()))
+    assert images.shape == (24, 8, 8, 1)
+    det = MEGDetector(**TINY).fit(images)
+    assert det.input_shape_ == (1, 8, 8)
+    first = images.transpose(0, 3, 1, 2)
+    ref = MEGDetector(**TINY).fit(first)
+    np.testing.assert_array_equal(det.score_samples(images), ref.score_samples(first))
+    np.testing.assert_array_equal(det.score_samples(first), ref.score_samples(first))
+    colour = np.repeat(images, 3, axis=3)  # (N, 8, 8, 3)
+    assert MEGDetector(**TINY, view="pixels").fit(colour).input_shape_ == (3, 8, 8)
+
+
+def test_16_bit_pngs_are_scaled_by_their_bit_depth(tmp_path):
+    from datasets import load_image_folder
+
+    digits = _digits_u8(4)
+    eight, _, _ = load_image_folder(_png_folder(tmp_path / "8", digits))
+    sixteen, _, _ = load_image_folder(_png_folder(tmp_path / "16", digits, bits=16))
+    np.testing.assert_array_equal(sixteen, eight)
+    colour, _, _ = load_image_folder(tmp_path / "16", grayscale=False)
+    np.testing.assert_array_equal(colour, np.repeat(eight, 3, axis=3))
+
+
+def test_float_images_in_0_1_need_a_declared_range():
+    from anomaly import MEGDetector
+
+    digits = _digits_u8()[:, None]
+    symmetric = digits / np.float32(127.5) - np.float32(1.0)
+    unit = digits.astype(np.float32) / 255
+    with pytest.raises(ValueError, match=r"image_range='unit'"):
+        MEGDetector(**TINY).fit(unit)
+    det = MEGDetector(**TINY).fit(symmetric)
+    with pytest.raises(ValueError, match=r"no negative value"):
+        det.score_samples(unit)  # the issue's case: [0, 1] scored as if in [-1, 1]
+    bright = np.clip(symmetric[:1], 0, 1)  # in [-1, 1], with no negative value
+    with pytest.raises(ValueError, match=r"no negative value"):
+        det.score_samples(bright)
+    det.set_params(image_range="symmetric")
+    assert np.isfinite(det.score_samples(bright)).all()  # declared: taken as it is
+    unit_det = MEGDetector(**TINY, image_range="unit").fit(unit)
+    np.testing.assert_allclose(
+        unit_det.score_samples(unit), det.score_samples(symmetric), rtol=1e-4, atol=1e-4
+    )
+    with pytest.raises(ValueError, match=r"image_range='unit': float images must be in \[0, 1\]"):
+        unit_det.score_samples(symmetric)
+
+
+def test_integer_images_are_scaled_by_their_dtype():
+    from anomaly import MEGDetector
+
+    digits = _digits_u8()[:, None]
+    det = MEGDetector(**TINY).fit(digits)
+    wide = digits.astype(np.uint16) * 257
+    np.testing.assert_allclose(det.score_samples(wide), det.score_samples(digits), atol=1e-4)
+    det16 = MEGDetector(**TINY).fit(wide)
+    np.testing.assert_allclose(det16.score_samples(wide), det.score_samples(digits), atol=1e-4)
+    with pytest.raises(ValueError, match=r"int32 values in \[0, 65535\]"):
+        det.score_samples(wide.astype(np.int32))
+
+
+def test_uint8_npy_images_from_the_command_line(tmp_path, capsys):
+    np.save(tmp_path / "train.npy", _digits_u8()[:, None])
+    np.save(tmp_path / "test.npy", _digits_u8(6)[:, :, :, None])  # channels last
+    X, _ = load_table(tmp_path / "train.npy")
+    assert X.dtype == np.uint8
+    model = tmp_path / "m"
+    code, _, err = run(["fit", str(tmp_path / "train.npy"), "--out", str(model), *FAST], capsys)
+    assert code == 0, err
+    scores = tmp_path / "s.csv"
+    code, _, err = run(
+        ["score", str(model), str(tmp_path / "test.npy"), "--out", str(scores), "--quiet"], capsys
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(scores)) == 6
+
+
+def test_one_colour_file_in_a_grey_folder_is_named(tmp_path, caplog):
+    from PIL import Image
+
+    from datasets import load_image_folder
+
+    folder = _png_folder(tmp_path / "d", _digits_u8(3))
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "zz-colour.png")
+    with caplog.at_level(logging.WARNING, logger="datasets.images"):
+        X, _, _ = load_image_folder(folder)
+    assert X.shape == (4, 8, 8, 3)
+    assert "zz-colour.png" in caplog.text and "1 of 4" in caplog.text
+
+
+def test_image_size_is_bounded(tmp_path, capsys):
+    from datasets import load_image_folder
+
+    folder = _png_folder(tmp_path / "d", _digits_u8(2))
+    from anomaly.cli import MAX_IMAGE_SIDE
+    from datasets.images import MAX_IMAGE_SIDE as LOADER_MAX
+
+    assert MAX_IMAGE_SIDE == LOADER_MAX
+    with pytest.raises(DataError, match=r"image_size 30000 is larger than 4096"):
+        load_image_folder(folder, image_size=30000)
+    code, _, err = run(["fit", str(folder), "--image-size", "30000", *FAST], capsys)
+    assert code != 0 and "--image-size" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_integer_column_names_are_checked():
+    from anomaly import MEGDetector
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(30, 3)))  # columns 0, 1, 2
+    det = MEGDetector(**TINY).fit(frame)
+    det.score_samples(frame)
+    det.score_samples(frame.to_numpy())  # unnamed: by position
+    with pytest.raises(ValueError, match=r"column 0 is '2', expected '0'"):
+        det.score_samples(frame[[2, 1, 0]])

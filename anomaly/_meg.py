@@ -136,6 +136,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Number of columns of ``X`` seen in ``fit``.
     shift_, scale_ : ndarray or None
         Scaling fitted on the training data, ``(X - shift_) / scale_`` (None when not scaling).
+        Each feature is scaled by its own spread, however small.
+    constant_ : ndarray of bool or None
+        The features that were exactly constant in training (None: none, or not scaling). A
+        sample with any of them off its training value is an outlier: ``score_samples`` gives
+        it at most ``offset_ - 1``.
     history_ : list of dict
         Training metrics recorded every 50 iterations.
     train_seconds_ : float
@@ -309,6 +314,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             else:
                 scaling = "minmax" if len(self.input_shape_) == 1 else "none"
         self.unit_norm_ = scaling == "l2"
+        self.constant_ = None
         if scaling in ("none", "l2"):
             self.shift_, self.scale_ = None, None
             return
@@ -320,8 +326,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         else:  # minmax: the training range maps to [-1, 1]
             lo, hi = X.min(axis=0), X.max(axis=0)
             shift, spread = (lo + hi) / 2, (hi - lo) / 2
+        # Every feature is scaled by its own spread, however small; only an exactly constant
+        # one keeps scale 1 (and its value as shift, so that value scales to exactly 0).
+        constant = spread == 0
+        shift = np.where(constant, X[0], shift)
         self.shift_ = shift.astype(np.float32)
-        self.scale_ = np.where(spread > 1e-8, spread, 1.0).astype(np.float32)
+        self.scale_ = np.where(constant, 1.0, spread).astype(np.float32)
+        self.constant_ = constant if constant.any() else None
 
     # ---------------------------------------------------------------------- API
     def fit(self, X, y=None):
@@ -457,8 +468,17 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return -((per_net - self.energy_mean_) / self.energy_std_).mean(axis=(1, 2))
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
-        """``score_samples`` of already-validated input (higher = more normal)."""
-        return self._combine(self._snapshot_scores(X))
+        """``score_samples`` of already-validated input (higher = more normal).
+
+        A sample off a feature that was exactly constant in training is an outlier: its score
+        is at most ``offset_ - 1``.
+        """
+        scores = self._combine(self._snapshot_scores(X))
+        constant = getattr(self, "constant_", None)
+        if constant is not None:
+            off = (X.reshape(len(X), -1)[:, constant.reshape(-1)] != 0).any(axis=1)
+            scores[off] = np.minimum(scores[off], self.offset_ - 1.0)
+        return scores
 
     def score_samples(self, X):
         """Minus the anomaly score: **higher for normal** samples.
@@ -596,6 +616,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 "shift": None if self.shift_ is None else self.shift_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
                 "unit_norm": bool(self.unit_norm_),
+                **(
+                    {}
+                    if getattr(self, "constant_", None) is None
+                    else {"constant": np.flatnonzero(self.constant_).tolist()}
+                ),
             },
             "training": {
                 # Scores are bit-reproducible on a CPU for the same seed, torch build and
@@ -658,6 +683,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
         det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
         det.unit_norm_ = bool(pre.get("unit_norm", False))
+        det.constant_ = None  # the features that were exactly constant (files before: none)
+        if pre.get("constant") and det.shift_ is not None:
+            index = np.asarray(pre["constant"])
+            if (
+                index.ndim != 1
+                or index.dtype.kind not in "iu"
+                or not ((index >= 0) & (index < det.shift_.size)).all()
+            ):
+                raise ValueError("invalid constant in the model file")
+            constant = np.zeros(det.shift_.size, dtype=bool)
+            constant[index] = True
+            det.constant_ = constant.reshape(det.shift_.shape)
 
         def valid(values, positive=False) -> bool:
             return values is None or (

@@ -321,3 +321,26 @@ def test_integer_column_names_are_checked():
     det.score_samples(frame.to_numpy())  # unnamed: by position
     with pytest.raises(ValueError, match=r"column 0 is '2', expected '0'"):
         det.score_samples(frame[[2, 1, 0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling
+
+
+def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
+    from anomaly import MEGDetector, load_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    X[:, 1] = rng.uniform(-1, 1, size=200) * 1e-9  # spans about 2e-9: not constant
+    X[:, 2] = 3.0  # constant
+    det = MEGDetector(n_iter=40, width=16, random_state=0).fit(X)
+    assert det.scale_[1] < 1e-8
+    probe = np.array([[0.0, 1e-5, 3.0], [0.0, 0.0, 3.5], [0.0, 0.0, 3.0]])
+    assert det.predict(probe).tolist() == [-1, -1, 1]
+    scores = det.score_samples(probe)
+    assert scores[1] <= det.offset_ - 1.0
+    np.testing.assert_array_equal(det.constant_, [False, False, True])
+    det.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(again.score_samples(probe), scores)

@@ -344,3 +344,17 @@ def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
     det.save(tmp_path / "m")
     again = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.score_samples(probe), scores)
+
+
+def test_image_file_names_like_formulas_are_quoted_in_the_scores(tmp_path, capsys):
+    folder = _png_folder(tmp_path / "d", _digits_u8(6))
+    (folder / "000.png").rename(folder / "=1+1.png")
+    (folder / "001.png").rename(folder / "-2.png")
+    model = tmp_path / "m"
+    code, _, err = run(["fit", str(folder), "--out", str(model), *FAST], capsys)
+    assert code == 0, err
+    scores = tmp_path / "s.csv"
+    code, _, err = run(["score", str(model), str(folder), "--out", str(scores)], capsys)
+    assert code == 0, err
+    paths = pd.read_csv(scores)["path"].tolist()
+    assert {"'-2.png", "'=1+1.png", "002.png"} <= set(paths)

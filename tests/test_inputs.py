@@ -169,6 +169,9 @@ def test_csv_with_a_byte_order_mark(tmp_path, capsys):
 
 def test_thousands_marks_in_a_decimal_comma_file_are_refused(tmp_path):
     path = tmp_path / "eu.csv"
+    path.write_text("a;b\n1.234;2,5\n5.678;3\n")  # was read as 1.234 and 5.678
+    with pytest.raises(DataError, match=r"eu.csv line 2, column 'a': '1.234' .*thousands"):
+        load_table(path)
     path.write_text("a;b\n1,5;2\n1.234;3\n")
     with pytest.raises(DataError, match=r"eu.csv line 3, column 'a': '1.234' .*thousands"):
         load_table(path)
@@ -270,11 +273,11 @@ def test_integer_images_are_scaled_by_their_dtype():
 def test_uint8_npy_images_from_the_command_line(tmp_path, capsys):
     np.save(tmp_path / "train.npy", _digits_u8()[:, None])
     np.save(tmp_path / "test.npy", _digits_u8(6)[:, :, :, None])  # channels last
-    X, _ = load_table(tmp_path / "train.npy")
-    assert X.dtype == np.uint8
     model = tmp_path / "m"
     code, _, err = run(["fit", str(tmp_path / "train.npy"), "--out", str(model), *FAST], capsys)
     assert code == 0, err
+    X, _ = load_table(tmp_path / "train.npy")
+    assert X.dtype == np.uint8
     scores = tmp_path / "s.csv"
     code, _, err = run(
         ["score", str(model), str(tmp_path / "test.npy"), "--out", str(scores), "--quiet"], capsys
@@ -300,15 +303,16 @@ def test_image_size_is_bounded(tmp_path, capsys):
     from datasets import load_image_folder
 
     folder = _png_folder(tmp_path / "d", _digits_u8(2))
-    from anomaly.cli import MAX_IMAGE_SIDE
-    from datasets.images import MAX_IMAGE_SIDE as LOADER_MAX
-
-    assert MAX_IMAGE_SIDE == LOADER_MAX
     with pytest.raises(DataError, match=r"image_size 30000 is larger than 4096"):
         load_image_folder(folder, image_size=30000)
     code, _, err = run(["fit", str(folder), "--image-size", "30000", *FAST], capsys)
     assert code != 0 and "--image-size" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+    from anomaly.cli import MAX_IMAGE_SIDE
+    from datasets.images import MAX_IMAGE_SIDE as LOADER_MAX
+
+    assert MAX_IMAGE_SIDE == LOADER_MAX
 
 
 def test_integer_column_names_are_checked():

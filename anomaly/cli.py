@@ -87,9 +87,6 @@ class CsvOptions:
     id_column: str | None = None
     drop_columns: list[str] = dataclasses.field(default_factory=list)
 
-    def given(self) -> bool:
-        return self.header is not None or self.id_column is not None or bool(self.drop_columns)
-
     def check(self, path: Path) -> None:
         """Refuse these options for anything but a CSV file."""
         if path.suffix.lower() == ".csv" and not path.is_dir():
@@ -104,6 +101,18 @@ class CsvOptions:
 
     def kwargs(self) -> dict:
         return dict(header=self.header, id_column=self.id_column, drop_columns=self.drop_columns)
+
+
+_HEADER_HELP = (
+    "Whether a CSV file's first row holds the column names [default: yes, unless it is all "
+    "numbers: then the file is read without a header, with a notice, and its columns go by "
+    "position]."
+)
+_ID_HELP = (
+    "CSV column of row ids or names (any text), left out of the features{}. An unnamed first "
+    "column counting 0, 1, 2, ... (pandas' index) is dropped with a notice."
+)
+_DROP_HELP = "Comma-separated CSV columns left out of the features."
 
 
 def _column_list(text) -> list[str]:
@@ -382,20 +391,14 @@ def fit(
     header: bool | None = typer.Option(
         None,
         "--header/--no-header",
-        help="Whether a CSV file's first row holds the column names [default: yes, unless it is "
-        "all numbers: then the file is read without a header, with a notice, and its columns go "
-        "by position].",
+        help=_HEADER_HELP,
         show_default=False,
     ),
     id_column: str | None = typer.Option(
         None,
-        help="CSV column of row ids or names (any text), left out of the features"
-        ". An unnamed first column counting 0, 1, 2, ... (pandas' index) is dropped "
-        "with a notice.",
+        help=_ID_HELP.format(""),
     ),
-    drop_columns: str | None = typer.Option(
-        None, help="Comma-separated CSV columns left out of the features."
-    ),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
     image_size: int | None = typer.Option(
         None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
     ),
@@ -479,6 +482,11 @@ def fit(
         params["checkpoint_path"] = str(checkpoint)
     detector = MEGDetector(**params)
     detector._settings()  # every setting checked before anything is read or trained
+    if is_images and params["image_range"] == "unit":
+        raise CliError(
+            "--image-range unit applies to float image arrays (.npy/.npz); the images of "
+            f"{data or source} are read as 0..255"
+        )
     if dry_run:
         resolved = {
             "data": str(data) if data else None,
@@ -635,20 +643,14 @@ def score(
     header: bool | None = typer.Option(
         None,
         "--header/--no-header",
-        help="Whether a CSV file's first row holds the column names [default: yes, unless it is "
-        "all numbers: then the file is read without a header, with a notice, and its columns go "
-        "by position].",
+        help=_HEADER_HELP,
         show_default=False,
     ),
     id_column: str | None = typer.Option(
         None,
-        help="CSV column of row ids or names (any text), left out of the features and written "
-        "as the first column of the scores (in place of index). An unnamed first column "
-        "counting 0, 1, 2, ... (pandas' index) is dropped with a notice.",
+        help=_ID_HELP.format(" and written as the scores' first column (in place of index)"),
     ),
-    drop_columns: str | None = typer.Option(
-        None, help="Comma-separated CSV columns left out of the features."
-    ),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
     normal_class: str | None = typer.Option(
         None,
         help="Image folders of class sub-folders (root/good, root/<defect>, ...): the sub-folder "

@@ -362,3 +362,9 @@ def test_image_file_names_like_formulas_are_quoted_in_the_scores(tmp_path, capsy
     assert code == 0, err
     paths = pd.read_csv(scores)["path"].tolist()
     assert {"'-2.png", "'=1+1.png", "002.png"} <= set(paths)
+
+
+def test_image_range_unit_is_refused_for_an_image_folder(tmp_path, capsys):
+    folder = _png_folder(tmp_path / "d", _digits_u8(2))
+    code, _, err = run(["fit", str(folder), "--image-range", "unit", *FAST], capsys)
+    assert code == 1 and "--image-range unit applies to float image arrays" in err

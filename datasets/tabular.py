@@ -267,7 +267,8 @@ def _select_label(
 
 def _csv_dialect(path: Path) -> tuple[str, str]:
     """``(separator, decimal mark)`` from the first line: commas; or, when it has no comma,
-    semicolons with decimal commas (the European convention) or tabs."""
+    semicolons with decimal commas (the European convention) or tabs; or semicolons with decimal
+    commas when the line is numbers in that convention."""
     try:
         with open(path, encoding=_ENCODING, errors="replace") as f:
             header = f.readline()
@@ -277,6 +278,9 @@ def _csv_dialect(path: Path) -> tuple[str, str]:
         return ";", ","
     if "," not in header and "\t" in header:
         return "\t", "."
+    fields = header.strip().split(";")
+    if len(fields) > 1 and all(_is_number(f, ",") for f in fields):  # 1,5;2,25 without a header
+        return ";", ","
     return ",", "."
 
 

@@ -180,6 +180,8 @@ def test_thousands_marks_in_a_decimal_comma_file_are_refused(tmp_path):
         load_table(path)
     path.write_text("a;b\n1,5;2\n1234,5;3\n")
     np.testing.assert_array_equal(load_table(path)[0], [[1.5, 2], [1234.5, 3]])
+    path.write_text("1,5;2\n1234,5;3\n")  # without a header
+    np.testing.assert_array_equal(load_table(path)[0], [[1.5, 2], [1234.5, 3]])
 
 
 # ----------------------------------------------------------------------------------------------

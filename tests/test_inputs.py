@@ -351,6 +351,17 @@ def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
     again = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.score_samples(probe), scores)
 
+    # The exported file applies the same rule (its own check scores samples off the constant).
+    import torch
+
+    from anomaly.export import export_model
+
+    path = export_model(det, tmp_path / "m.pt")
+    module = torch.jit.load(str(path))
+    with torch.no_grad():
+        exported = module(torch.from_numpy(probe.astype(np.float32))).numpy()
+    np.testing.assert_allclose(exported, scores, atol=1e-5)
+
 
 def test_image_file_names_like_formulas_are_quoted_in_the_scores(tmp_path, capsys):
     folder = _png_folder(tmp_path / "d", _digits_u8(6))

@@ -325,13 +325,21 @@ def _csv_layout(
                     probe.append(row[0])
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+    numeric = [_is_number(c, decimal) for c in first]
     if header is None:
-        header = not (first and all(_is_number(c, decimal) for c in first))
+        header = not (first and all(numeric))
         if not header and notify:
             logger.warning(
                 "%s is read without a header: its first row is numbers (columns are numbered "
                 "from 0; pass header=True, or --header, to read that row as column names)",
                 path,
+            )
+        elif any(numeric) and notify:
+            logger.warning(
+                "the first row of %s is read as the header but some of it looks numeric (%s); "
+                "pass header=False, or --no-header, if it is data",
+                path,
+                ", ".join(c for c, n in zip(first, numeric, strict=True) if n),
             )
     columns = first if header else [str(j) for j in range(len(first))]
     if not header:  # columns go by position: "2" or 2

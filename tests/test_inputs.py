@@ -44,6 +44,13 @@ def test_headerless_numeric_csv_is_read_without_a_header(tmp_path, caplog):
     assert chunks.feature_names is None
     np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), X)
 
+    partly = tmp_path / "partly.csv"
+    partly.write_text("1,,3\n4,5,6\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="datasets.tabular"):
+        assert load_table(partly, label_column=None)[0].shape == (1, 3)
+    assert "some of it looks numeric (1, 3)" in caplog.text
+
     # Forced either way; a label column by position.
     assert load_table(path, header=True)[0].shape == (19, 3)
     named = tmp_path / "named.csv"

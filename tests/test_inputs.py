@@ -388,3 +388,20 @@ def test_image_range_unit_is_refused_for_an_image_folder(tmp_path, capsys):
     folder = _png_folder(tmp_path / "d", _digits_u8(2))
     code, _, err = run(["fit", str(folder), "--image-range", "unit", *FAST], capsys)
     assert code == 1 and "--image-range unit applies to float image arrays" in err
+
+
+def test_float_npy_images_in_0_1_from_the_command_line(tmp_path, capsys):
+    np.save(tmp_path / "unit.npy", _digits_u8()[:, None].astype(np.float32) / 255)
+    model = tmp_path / "m"
+    code, _, err = run(["fit", str(tmp_path / "unit.npy"), "--out", str(model), *FAST], capsys)
+    assert code == 1 and "image_range='unit'" in err
+    code, _, err = run(
+        ["fit", str(tmp_path / "unit.npy"), "--out", str(model), "--image-range", "unit", *FAST],
+        capsys,
+    )
+    assert code == 0, err
+    scores = tmp_path / "s.csv"
+    code, _, err = run(
+        ["score", str(model), str(tmp_path / "unit.npy"), "--out", str(scores), "--quiet"], capsys
+    )
+    assert code == 0, err

@@ -137,6 +137,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Number of columns of ``X`` seen in ``fit``.
     shift_, scale_ : ndarray or None
         Scaling fitted on the training data, ``(X - shift_) / scale_`` (None when not scaling).
+        Each feature is scaled by its own spread, however small.
+    constant_ : ndarray of bool or None
+        The features that were exactly constant in training (None: none, or not scaling). A
+        sample with any of them off its training value is an outlier: ``score_samples`` gives
+        it at most ``offset_ - 1``.
     n_iter_ : int
         Generator updates done (``n_iter`` resolved: 0 when nothing was trained).
     history_ : list of dict
@@ -193,14 +198,20 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         per image) or shaped, and a wrong count gets scikit-learn's usual message.
         """
         dtype = [np.float64, np.float32]
-        integer = getattr(X, "dtype", None) is not None and np.dtype(X.dtype).kind in "ui"
+        given = X.dtype if isinstance(getattr(X, "dtype", None), np.dtype) else None
         if reset:
+            names = getattr(X, "columns", None)
             X = validate_data(self, X, reset=True, allow_nd=True, dtype=dtype)
+            X = _channels_first(X)
+            if names is not None and not hasattr(self, "feature_names_in_"):
+                # Names that are not all strings (0, 1, 2, ...) are checked as their text, so
+                # a frame with its columns reordered is refused rather than read by position.
+                self.feature_names_in_ = np.asarray([str(c) for c in names], dtype=object)
             self.input_shape_ = self._input_shape(X)
             self.n_features_in_ = int(np.prod(self.input_shape_))
         else:
             self._check_names(X)
-            X = check_array(X, allow_nd=True, dtype=dtype)
+            X = _channels_first(check_array(X, allow_nd=True, dtype=dtype))
         n_features = int(np.prod(X.shape[1:]))
         if n_features != self.n_features_in_:
             raise ValueError(
@@ -210,7 +221,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         # C order: a data frame's (column-major) values score the same as the array's.
         X = np.array(X, dtype=np.float32, copy=True, order="C").reshape(len(X), *self.input_shape_)
         if len(self.input_shape_) == 3:
-            X = _image_range(X, integer)
+            X = _image_range(X, given, self.image_range)
         if reset:
             self.view_ = self._resolve_view()
         return self._network_input(X, reset=reset)
@@ -306,6 +317,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             else:
                 scaling = "minmax" if len(self.input_shape_) == 1 else "none"
         self.unit_norm_ = scaling == "l2"
+        self.constant_ = None
         if scaling in ("none", "l2"):
             self.shift_, self.scale_ = None, None
             return
@@ -317,8 +329,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         else:  # minmax: the training range maps to [-1, 1]
             lo, hi = X.min(axis=0), X.max(axis=0)
             shift, spread = (lo + hi) / 2, (hi - lo) / 2
+        # Every feature is scaled by its own spread, however small; only an exactly constant
+        # one keeps scale 1 (and its value as shift, so that value scales to exactly 0).
+        constant = spread == 0
+        shift = np.where(constant, X[0], shift)
         self.shift_ = shift.astype(np.float32)
-        self.scale_ = np.where(spread > 1e-8, spread, 1.0).astype(np.float32)
+        self.scale_ = np.where(constant, 1.0, spread).astype(np.float32)
+        self.constant_ = constant if constant.any() else None
 
     # ---------------------------------------------------------------------- API
     def fit(self, X, y=None):
@@ -327,8 +344,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
-            Training samples. Images are floats in [-1, 1], or integers (uint8) read as
-            0..255; scoring reads them the same way.
+            Training samples. Images are floats in [-1, 1] (or in [0, 1] with
+            ``image_range="unit"``; float images with no negative value are refused unless
+            ``image_range`` says which), or integers scaled by their dtype (uint8 read as
+            0..255, uint16 as 0..65535); scoring reads them the same way. Images may be given
+            channels last, (n, H, W, C) with C 1 or 3, as :func:`datasets.load_image_folder`
+            returns them. A data frame's column names are kept and checked at scoring, also
+            when they are not strings (compared as text).
         y : ignored
 
         Returns
@@ -453,8 +475,17 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return -((per_net - self.energy_mean_) / self.energy_std_).mean(axis=(1, 2))
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
-        """``score_samples`` of already-validated input (higher = more normal)."""
-        return self._combine(self._snapshot_scores(X))
+        """``score_samples`` of already-validated input (higher = more normal).
+
+        A sample off a feature that was exactly constant in training is an outlier: its score
+        is at most ``offset_ - 1``.
+        """
+        scores = self._combine(self._snapshot_scores(X))
+        constant = getattr(self, "constant_", None)
+        if constant is not None:
+            off = (X.reshape(len(X), -1)[:, constant.reshape(-1)] != 0).any(axis=1)
+            scores[off] = np.minimum(scores[off], self.offset_ - 1.0)
+        return scores
 
     def score_samples(self, X):
         """Minus the anomaly score: **higher for normal** samples.
@@ -592,6 +623,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 "shift": None if self.shift_ is None else self.shift_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
                 "unit_norm": bool(self.unit_norm_),
+                **(
+                    {}
+                    if getattr(self, "constant_", None) is None
+                    else {"constant": np.flatnonzero(self.constant_).tolist()}
+                ),
             },
             "training": {
                 # Scores are bit-reproducible on a CPU for the same seed, torch build and
@@ -653,6 +689,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
         det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
         det.unit_norm_ = bool(pre.get("unit_norm", False))
+        det.constant_ = None  # the features that were exactly constant (files before: none)
+        if pre.get("constant") and det.shift_ is not None:
+            index = np.asarray(pre["constant"])
+            if (
+                index.ndim != 1
+                or index.dtype.kind not in "iu"
+                or not ((index >= 0) & (index < det.shift_.size)).all()
+            ):
+                raise ValueError("invalid constant in the model file")
+            constant = np.zeros(det.shift_.size, dtype=bool)
+            constant[index] = True
+            det.constant_ = constant.reshape(det.shift_.shape)
 
         def valid(values, positive=False) -> bool:
             return values is None or (
@@ -740,15 +788,51 @@ def view_spreads(X: np.ndarray, n_pixels: int) -> np.ndarray:
     return spread
 
 
-def _image_range(X: np.ndarray, integer: bool) -> np.ndarray:
-    """Images in the networks' range [-1, 1]: integer images are read as 0..255 and scaled;
-    float images must already be in [-1, 1] (a little slack is allowed)."""
-    if integer:
+def _channels_first(X: np.ndarray) -> np.ndarray:
+    """Images given channels last, (n, H, W, C) with C 1 or 3 and H not (as
+    :func:`datasets.load_image_folder` returns them), as (n, C, H, W); anything else as it is."""
+    if X.ndim == 4 and X.shape[3] in (1, 3) and X.shape[1] not in (1, 3):
+        return X.transpose(0, 3, 1, 2)
+    return X
+
+
+def _image_range(X: np.ndarray, dtype: np.dtype | None, image_range: str = "auto") -> np.ndarray:
+    """Images in the networks' range [-1, 1].
+
+    Integer images are scaled by their dtype: uint8 as 0..255, uint16 as 0..65535, other
+    integers as 0..255 (values outside it are refused). Float images are taken as in [-1, 1]
+    (``image_range="symmetric"``) or [0, 1] (``"unit"``), a little slack allowed; ``"auto"``
+    is ``"symmetric"`` but refuses float images with no negative value, which could be either.
+    """
+    if X.size == 0:
+        return X
+    lo, hi = float(X.min()), float(X.max())
+    if dtype is not None and dtype.kind in "ui":
+        if dtype == np.uint16:
+            return X / np.float32(32767.5) - np.float32(1.0)
+        if dtype != np.uint8 and (lo < 0 or hi > 255):
+            raise ValueError(
+                f"integer images are read as 0..255 (uint8) or 0..65535 (uint16); got {dtype} "
+                f"values in [{lo:.6g}, {hi:.6g}]"
+            )
         return X / np.float32(127.5) - np.float32(1.0)
-    if X.size and (X.min() < -1.5 or X.max() > 1.5):
+    if image_range == "unit":
+        if lo < -0.25 or hi > 1.25:
+            raise ValueError(
+                f"image_range='unit': float images must be in [0, 1], got values in "
+                f"[{lo:.3g}, {hi:.3g}]"
+            )
+        return X * np.float32(2.0) - np.float32(1.0)
+    if lo < -1.5 or hi > 1.5:
         raise ValueError(
-            f"float images must be in [-1, 1] (or given as uint8 0..255), got values in "
-            f"[{X.min():.3g}, {X.max():.3g}]"
+            f"float images must be in [-1, 1] (or in [0, 1] with image_range='unit', or given "
+            f"as uint8 0..255), got values in [{lo:.3g}, {hi:.3g}]"
+        )
+    if image_range == "auto" and lo >= 0:
+        raise ValueError(
+            f"float images with no negative value (values in [{lo:.3g}, {hi:.3g}]) may be in "
+            "[0, 1] or in [-1, 1]: declare image_range='unit' ([0, 1], torchvision's "
+            "convention) or image_range='symmetric' ([-1, 1])"
         )
     return X
 

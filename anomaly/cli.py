@@ -33,6 +33,9 @@ except ImportError:  # pragma: no cover - typer releases built on the click pack
 
 __all__ = ["app", "main"]
 
+#: ``datasets.images.MAX_IMAGE_SIDE``, spelt out here so that ``--help`` does not import it.
+MAX_IMAGE_SIDE = 4096
+
 app = typer.Typer(
     name="anomaly",
     help="Anomaly detection with an energy-based GAN (MEG) trained on core-set batches. "
@@ -76,8 +79,58 @@ class UserData:
         return self.X if self.names is None else pd.DataFrame(self.X, columns=self.names)
 
 
+@dataclass
+class CsvOptions:
+    """How a CSV file is read (``--header``, ``--id-column``, ``--drop-columns``)."""
+
+    header: bool | None = None
+    id_column: str | None = None
+    drop_columns: list[str] = dataclasses.field(default_factory=list)
+
+    def check(self, path: Path) -> None:
+        """Refuse these options for anything but a CSV file."""
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            return
+        for option, value in (
+            ("--header/--no-header", self.header),
+            ("--id-column", self.id_column),
+            ("--drop-columns", self.drop_columns or None),
+        ):
+            if value is not None:
+                raise CliError(f"{option} applies to CSV files, not to {path}")
+
+    def kwargs(self) -> dict:
+        return dict(header=self.header, id_column=self.id_column, drop_columns=self.drop_columns)
+
+
+_HEADER_HELP = (
+    "Whether a CSV file's first row holds the column names [default: yes, unless it is all "
+    "numbers: then the file is read without a header, with a notice, and its columns go by "
+    "position]."
+)
+_ID_HELP = (
+    "CSV column of row ids or names (any text), left out of the features{}. An unnamed first "
+    "column counting 0, 1, 2, ... (pandas' index) is dropped with a notice."
+)
+_DROP_HELP = "Comma-separated CSV columns left out of the features."
+
+
+def _column_list(text) -> list[str]:
+    """``--drop-columns``: comma-separated names (or a list, from a --config file)."""
+    if text is None:
+        return []
+    if isinstance(text, list | tuple):
+        return [str(c) for c in text]
+    return [c.strip() for c in str(text).split(",") if c.strip()]
+
+
 def load_user_data(
-    path: Path, *, label_column: str | None = None, image_size: int | None = None, channels=None
+    path: Path,
+    *,
+    label_column: str | None = None,
+    image_size: int | None = None,
+    channels=None,
+    csv_options: CsvOptions | None = None,
 ) -> UserData:
     """Read a CSV, ``.npy``/``.npz`` file, or an image folder into detector input.
 
@@ -88,6 +141,8 @@ def load_user_data(
 
     if not path.exists():
         raise CliError(f"data not found: {path}")
+    csv_options = csv_options or CsvOptions()
+    csv_options.check(path)
     if path.is_dir():
         if label_column is not None:
             raise CliError(
@@ -96,8 +151,10 @@ def load_user_data(
         grayscale = None if channels is None else channels == 1
         images, _, _ = load_image_folder(path, image_size=image_size, grayscale=grayscale)
         return UserData(to_model_input(images), None, "images")
-    X, y = load_table(path, label_column=label_column)
-    names = csv_feature_names(path, label_column) if path.suffix.lower() == ".csv" else None
+    X, y = load_table(path, label_column=label_column, **csv_options.kwargs())
+    names = None
+    if path.suffix.lower() == ".csv":
+        names = csv_feature_names(path, label_column, **csv_options.kwargs())
     return UserData(X, y, "table", names)
 
 
@@ -294,6 +351,9 @@ _RUN_KEYS = {
     "class": 0,
     "out": "anomaly-model",
     "label_column": None,
+    "header": None,
+    "id_column": None,
+    "drop_columns": None,
     "image_size": None,
     "data_root": None,
 }
@@ -324,7 +384,20 @@ def fit(
     label_column: str | None = typer.Option(
         None, help="CSV column holding labels, dropped from the features."
     ),
-    image_size: int | None = typer.Option(None, help="Resize images in DATA to this side."),
+    header: bool | None = typer.Option(
+        None,
+        "--header/--no-header",
+        help=_HEADER_HELP,
+        show_default=False,
+    ),
+    id_column: str | None = typer.Option(
+        None,
+        help=_ID_HELP.format(""),
+    ),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
+    image_size: int | None = typer.Option(
+        None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
+    ),
     coreset: bool = typer.Option(
         True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
     ),
@@ -375,7 +448,8 @@ def fit(
     file = _read_config(config) if config is not None else {}
     run = {**_RUN_KEYS, **{k: v for k, v in file.items() if k != "settings"}}
     cli_values = dict(data=data, dataset=dataset, protocol=protocol, out=out, data_root=data_root,
-                      label_column=label_column, image_size=image_size)  # fmt: skip
+                      label_column=label_column, image_size=image_size, header=header,
+                      id_column=id_column, drop_columns=drop_columns)  # fmt: skip
     run.update({k: v for k, v in cli_values.items() if k in given})
     if "cls" in given:
         run["class"] = cls
@@ -402,6 +476,11 @@ def fit(
         params["checkpoint_path"] = str(checkpoint)
     detector = MEGDetector(**params)
     detector._settings()  # every setting checked before anything is read or trained
+    if is_images and params["image_range"] == "unit":
+        raise CliError(
+            "--image-range unit applies to float image arrays (.npy/.npz); the images of "
+            f"{data or source} are read as 0..255"
+        )
     if dry_run:
         resolved = {
             "data": str(data) if data else None,
@@ -410,6 +489,9 @@ def fit(
             "class": cls,
             "out": str(out),
             "label_column": run["label_column"],
+            "header": run["header"],
+            "id_column": run["id_column"],
+            "drop_columns": _column_list(run["drop_columns"]) or None,
             "image_size": run["image_size"],
             "data_root": None if run["data_root"] is None else str(run["data_root"]),
             "settings": group_params(params),
@@ -435,7 +517,11 @@ def fit(
     if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
         os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
     if data is not None:
-        user = load_user_data(data, label_column=run["label_column"], image_size=run["image_size"])
+        csv_options = CsvOptions(run["header"], run["id_column"], _column_list(run["drop_columns"]))
+        user = load_user_data(
+            data, label_column=run["label_column"], image_size=run["image_size"],
+            csv_options=csv_options,
+        )  # fmt: skip
         detector.fit(user.named())
         _save(detector, out, checkpoint, report)
         result = {
@@ -548,6 +634,17 @@ def score(
     label_column: str | None = typer.Option(
         None, help="CSV column holding 0/1 labels: dropped from the features, used as --labels."
     ),
+    header: bool | None = typer.Option(
+        None,
+        "--header/--no-header",
+        help=_HEADER_HELP,
+        show_default=False,
+    ),
+    id_column: str | None = typer.Option(
+        None,
+        help=_ID_HELP.format(" and written as the scores' first column (in place of index)"),
+    ),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
     normal_class: str | None = typer.Option(
         None,
         help="Image folders of class sub-folders (root/good, root/<defect>, ...): the sub-folder "
@@ -562,8 +659,10 @@ def score(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
-    """Score DATA with a saved model; write index (image folders: path), anomaly_score,
-    score_samples, is_anomaly.
+    """Score DATA with a saved model; write index (image folders: path; --id-column: the ids),
+    anomaly_score, score_samples, is_anomaly.
+
+    Text cells that start like a spreadsheet formula (=, +, -, @) are written with a leading '.
 
     CSV and .npy files are read in chunks (a .npy file memory-mapped) and the rows written as
     they are scored, so memory stays flat however long the file is.
@@ -585,7 +684,8 @@ def score(
     if report is not None:
         check_report_destination(report)
     detector = load_model(model, device=device)
-    source = _score_input(data, detector, labels, label_column, normal_class)
+    csv_options = CsvOptions(header, id_column, _column_list(drop_columns))
+    source = _score_input(data, detector, labels, label_column, normal_class, csv_options)
     y_file = None if labels is None else _read_labels(labels)
     if y_file is not None and source.n is not None:
         _check_binary_labels(y_file, source.n)  # before any scoring when the count is known
@@ -598,12 +698,17 @@ def score(
         handle = _open_scores(stack, out, to_stdout) if main else None
         bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
         start = 0
-        for X, y_part in source.chunks:
+        for X, y_part, ids in source.chunks:
             normality = detector.score_samples(X)
             flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
-            keys = np.arange(start, start + len(normality)) if source.paths is None else None
+            if ids is not None:  # the --id-column's text
+                keys = spreadsheet_safe(ids)
+            elif source.paths is not None:
+                keys = spreadsheet_safe(source.paths[start : start + len(normality)])
+            else:
+                keys = np.arange(start, start + len(normality))
             rows = {
-                source.key: source.paths[start : start + len(normality)] if keys is None else keys,
+                source.key: keys,
                 "anomaly_score": -normality,
                 "score_samples": normality,
                 "is_anomaly": flagged.astype(int),
@@ -650,9 +755,9 @@ class _ScoreInput:
     """What ``anomaly score`` reads: detector input and labels in pieces, and what is known
     before reading them."""
 
-    chunks: object  # an iterable of (X, y or None) pieces, in sample order
+    chunks: object  # an iterable of (X, y or None, ids or None) pieces, in sample order
     n: int | None  # number of samples (None for a CSV file: unknown until read)
-    key: str = "index"  # the first column of the scores: "index" or "path"
+    key: str = "index"  # the first column of the scores: "index", "path" or the --id-column
     paths: list[str] | None = None  # image files, relative to the scored folder
     y: np.ndarray | None = None  # labels known before scoring (from --normal-class)
     images: np.ndarray | None = None  # uint8 (N, H, W, C) images, for the report
@@ -663,7 +768,9 @@ class _ScoreInput:
 _IMAGE_CHUNK_ROWS = 1024
 
 
-def _score_input(data: Path, detector, labels, label_column, normal_class) -> _ScoreInput:
+def _score_input(
+    data: Path, detector, labels, label_column, normal_class, csv_options: CsvOptions
+) -> _ScoreInput:
     """Open DATA for scoring: a table file in chunks, or an image folder in memory."""
     import pandas as pd
 
@@ -671,13 +778,18 @@ def _score_input(data: Path, detector, labels, label_column, normal_class) -> _S
 
     if not data.exists():
         raise CliError(f"data not found: {data}")
+    csv_options.check(data)
     if not data.is_dir():
         if normal_class is not None:
             raise CliError("--normal-class applies to image folders of class sub-folders")
-        table = TableChunks(data, label_column=label_column)
+        table = TableChunks(data, label_column=label_column, **csv_options.kwargs())
         names = table.feature_names  # a CSV's columns, checked against the model's
-        chunks = ((X if names is None else pd.DataFrame(X, columns=names), y) for X, y in table)
-        return _ScoreInput(chunks, table.n_rows)
+        chunks = (
+            (X if names is None else pd.DataFrame(X, columns=names), y, ids)
+            for X, y, ids in table.with_ids()
+        )
+        key = "index" if csv_options.id_column is None else csv_options.id_column
+        return _ScoreInput(chunks, table.n_rows, key)
     if len(detector.input_shape_) != 3:
         raise CliError(f"the model was trained on vectors; it cannot score the image folder {data}")
     for option, value in (("--label-column", label_column), ("--labels", labels)):
@@ -690,8 +802,9 @@ def _score_input(data: Path, detector, labels, label_column, normal_class) -> _S
 
     images, paths, y = _read_image_folder(data, detector, normal_class)
     X = to_model_input(images)
+    detector.set_params(image_range="symmetric")  # X is in [-1, 1]: a bright image is no doubt
     step = _IMAGE_CHUNK_ROWS
-    chunks = ((X[start : start + step], None) for start in range(0, len(X), step))
+    chunks = ((X[start : start + step], None, None) for start in range(0, len(X), step))
     return _ScoreInput(chunks, len(X), "path", paths, y, images)
 
 
@@ -723,6 +836,21 @@ def _read_image_folder(data: Path, detector, normal_class: str | None):
     if normal_class is not None:
         y = (np.asarray(class_names)[classes] != normal_class).astype(np.int64)
     return images, paths, y
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(texts) -> list[str]:
+    """Text cells for a CSV file, each one that starts like a formula prefixed with ``'`` (as
+    OWASP's CSV-injection advice says), so a spreadsheet shows it rather than runs it. For
+    text columns only (file names, ids): numbers are written as they are.
+
+    >>> spreadsheet_safe(["a.png", "=1+1", "-x.png"])
+    ['a.png', "'=1+1", "'-x.png"]
+    """
+    return [f"'{t}" if str(t).startswith(_FORMULA_STARTS) else str(t) for t in texts]
 
 
 def _check_binary_labels(y: np.ndarray, n: int) -> np.ndarray:

@@ -122,6 +122,13 @@ class ScoreModule(nn.Module):
         if self.scaled:
             self.register_buffer("shift", torch.as_tensor(detector.shift_, dtype=torch.float32))
             self.register_buffer("scale", torch.as_tensor(detector.scale_, dtype=torch.float32))
+        # A sample off a feature that was exactly constant in training scores at most
+        # offset_ - 1, as MEGDetector.score_samples gives it.
+        constant = getattr(detector, "constant_", None)
+        index = [] if constant is None else np.flatnonzero(constant).tolist()
+        self.checks_constants = bool(index)
+        self.register_buffer("constant_index", torch.as_tensor(index, dtype=torch.long))
+        self.outlier_ceiling = float(detector.offset_) - 1.0
         nets = [copy.deepcopy(net).cpu().eval() for net in detector.energy_nets_]
         self.energy_nets = nn.ModuleList(nets)
         mean, std = detector.energy_mean_, detector.energy_std_  # (n_snapshots, 1)
@@ -139,7 +146,12 @@ class ScoreModule(nn.Module):
         if self.scaled:
             x = (x - self.shift) / self.scale
         energies = torch.stack([net(x) for net in self.energy_nets], dim=1)  # (N, n_snapshots)
-        return -((energies.double() - self.energy_mean) / self.energy_std).mean(dim=1)  # (N,)
+        score = -((energies.double() - self.energy_mean) / self.energy_std).mean(dim=1)  # (N,)
+        if self.checks_constants:
+            kept = x.reshape(x.shape[0], -1).index_select(1, self.constant_index)  # (N, k)
+            off = kept.abs().amax(dim=1) > 0
+            score = torch.where(off, score.clamp(max=self.outlier_ceiling), score)
+        return score
 
 
 def _embed_module(detector):

@@ -75,6 +75,13 @@ class Inputs(SettingsGroup):
         "features for colour images, pixels for grey ones (other inputs are taken as they are)",
         choices=("auto", "pixels", "features", "both"),
     )
+    image_range: str = setting(
+        "auto",
+        "range of float images: symmetric ([-1, 1]) or unit ([0, 1], torchvision's ToTensor); "
+        "auto: [-1, 1], refusing float images with no negative value, which could be either. "
+        "Integer images are scaled by their dtype (uint8 0..255, uint16 0..65535)",
+        choices=("auto", "symmetric", "unit"),
+    )
     features: str = setting(
         "efficientnet-lite0",
         "image feature extractor of the features view: 'efficientnet-lite0[@SIZE]' (128 px), "

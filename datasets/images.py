@@ -14,7 +14,7 @@ from common import progress
 
 from .errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_SIDE", "load_image_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,12 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 # PIL modes that hold one grey channel; everything else is read as RGB.
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# PIL modes of 16-bit grey files (a 16-bit PNG opens as "I;16", or "I" in older Pillow): their
+# values are 0..65535 and are scaled to 0..255, not clipped.
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+#: Largest side ``image_size`` may ask for (a 4096 x 4096 RGB image is 48 MiB).
+MAX_IMAGE_SIDE = 4096
 
 
 def _is_image(path: Path) -> bool:
@@ -44,7 +49,23 @@ def _normalise_size(image_size: int | Sequence[int] | None) -> tuple[int, int] |
         size = tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise DataError(
+            f"image_size {image_size!r} is larger than {MAX_IMAGE_SIDE} pixels a side; "
+            "give a smaller size"
+        )
     return size
+
+
+def _eight_bit(im: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit grey image as 8-bit grey (mode L), scaled by the bit depth (65535 -> 255)."""
+    wide = np.asarray(im).astype(np.int64)
+    if wide.size and (wide.min() < 0 or wide.max() > 65535):
+        raise DataError(
+            f"cannot read image {path}: mode {im.mode} values in [{wide.min()}, {wide.max()}] "
+            "are not 16-bit"
+        )
+    return Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
 
 
 def _read_one(path: Path, grayscale: bool | None, size: tuple[int, int] | None) -> np.ndarray:
@@ -52,6 +73,8 @@ def _read_one(path: Path, grayscale: bool | None, size: tuple[int, int] | None) 
     try:
         with Image.open(path) as im:
             grey = im.mode in _GREY_MODES if grayscale is None else grayscale
+            if im.mode in _WIDE_MODES:
+                im = _eight_bit(im, path)
             if grey:
                 im = im.convert("L") if im.mode != "L" else im
             else:
@@ -85,11 +108,13 @@ def load_image_folder(
     root : str or os.PathLike
         The folder.
     image_size : int or (int, int), optional
-        Resize every image to this (height, width) (bicubic); an int means a square. Without it
-        all images must have the same size.
+        Resize every image to this (height, width) (bicubic); an int means a square, at most
+        :data:`MAX_IMAGE_SIDE` (4096). Without it all images must have the same size.
     grayscale : bool, optional
         ``True`` reads one grey channel, ``False`` three RGB channels. By default the images are
-        grey when every file is grey, and RGB otherwise.
+        grey when every file is grey, and RGB otherwise (a warning names the first colour
+        file of a folder that is mostly grey). 16-bit grey files are scaled to 0..255 by their
+        bit depth.
     verbose : bool, optional
         Show a progress bar.
     return_paths : bool, optional
@@ -98,7 +123,10 @@ def load_image_folder(
     Returns
     -------
     X : numpy.ndarray
-        ``uint8`` array of shape (N, H, W, C) with C = 1 (grey) or 3 (RGB).
+        ``uint8`` array of shape (N, H, W, C) with C = 1 (grey) or 3 (RGB): channels last.
+        :class:`~anomaly.MEGDetector` takes it as it is (an array whose last axis is 1 or 3
+        and whose second is not is read channels last); ``datasets.to_model_input`` turns it
+        into float (N, C, H, W) in [-1, 1].
     y : numpy.ndarray
         ``int64`` class index of each image, shape (N,).
     class_names : list of str
@@ -156,8 +184,19 @@ def load_image_folder(
             arrays.append(arr)
             bar.advance()
 
-    if any(a.ndim == 3 for a in arrays) and any(a.ndim == 2 for a in arrays):
-        # Auto mode met grey and colour files: promote the grey ones to RGB.
+    colour = [f for f, a in zip(files, arrays, strict=True) if a.ndim == 3]
+    if colour and len(colour) < len(arrays):
+        # Auto mode met grey and colour files: promote the grey ones to RGB, and say so (one
+        # stray colour file turns a grey data set into a colour one).
+        logger.warning(
+            "%s mixes grey and colour images: %d of %d are colour (first: %s), so all are read "
+            "as RGB (images are grey only when every file is); convert the colour files, or "
+            "pass grayscale=True, to read them grey",
+            root,
+            len(colour),
+            len(arrays),
+            colour[0],
+        )
         arrays = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     X = np.stack(arrays)
     if X.ndim == 3:

@@ -6,9 +6,11 @@ import csv
 import logging
 import mmap
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -188,34 +190,68 @@ def check_labels(
     return y_float.astype(np.int64)
 
 
-def _csv_line(path: Path, data_row: int) -> int:
-    """File line number (from 1) of the 0-based data row, skipping the header and blank lines."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        k = -1
-        for row in reader:
-            if row:
-                k += 1
-                if k == data_row:
-                    return reader.line_num
-    return data_row + 2
+#: CSV text is read as UTF-8; a byte-order mark (what Excel writes) is skipped.
+_ENCODING = "utf-8-sig"
+#: Rows of an unnamed first column looked at to tell a pandas index (0, 1, 2, ...).
+_INDEX_PROBE_ROWS = 1000
+# A number with a '.' in a file whose decimal mark is ',': a thousands mark, or a decimal point?
+_DOTTED_NUMBER = re.compile(r"^\s*[+-]?\d*\.\d")
 
 
-def _check_csv_rows(path: Path, sep: str = ",") -> None:
-    """Raise on the first non-blank row whose field count differs from the header's."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f, delimiter=sep)
-        n_fields = len(next(reader, []))
-        for row in reader:
-            if row and len(row) != n_fields:
-                raise DataError(
-                    f"{path} has ragged rows: line {reader.line_num} has {len(row)} fields "
-                    f"but the header has {n_fields}"
-                )
+@dataclass(frozen=True)
+class _CsvLayout:
+    """How a CSV file is read: its dialect, whether it has a header, and what each column is."""
+
+    sep: str
+    decimal: str
+    header: bool
+    columns: list[str]  # every column's name ("0", "1", ... in a file without a header)
+    label: int | None  # the label column
+    id_column: int | None  # a column of row names (text): kept out of the features
+    dropped: frozenset[int]  # columns that are neither features nor the label (the id included)
+    index_column: bool  # column 0 is a pandas index (unnamed, counting 0, 1, 2, ...): dropped
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """The feature columns' names; None without a header (the columns go by position)."""
+        if not self.header:
+            return None
+        skip = self.dropped | ({self.label} if self.label is not None else set())
+        return [c for j, c in enumerate(self.columns) if j not in skip]
+
+    def line(self, path: Path, data_row: int) -> int:
+        """File line number (from 1) of the 0-based data row, skipping the header and blank
+        lines."""
+        with open(path, newline="", encoding=_ENCODING, errors="replace") as f:
+            reader = csv.reader(f, delimiter=self.sep)
+            if self.header:
+                next(reader, None)
+            k = -1
+            for row in reader:
+                if row:
+                    k += 1
+                    if k == data_row:
+                        return reader.line_num
+        return data_row + 1 + self.header
+
+    def check_rows(self, path: Path) -> None:
+        """Raise on the first non-blank row whose field count differs from the first row's."""
+        first = "the header" if self.header else "the first row"
+        with open(path, newline="", encoding=_ENCODING, errors="replace") as f:
+            reader = csv.reader(f, delimiter=self.sep)
+            n_fields = len(next(reader, []))
+            for row in reader:
+                if row and len(row) != n_fields:
+                    raise DataError(
+                        f"{path} has ragged rows: line {reader.line_num} has {len(row)} fields "
+                        f"but {first} has {n_fields}"
+                    )
 
 
-def _select_label(columns: list[str], label_column: str | int | None, path: Path) -> int | None:
+def _select_label(
+    columns: list[str], label_column: str | int | None, path: Path, what: str = "label_column"
+) -> int | None:
+    """The index of the column named (or numbered) ``label_column``; None for None."""
     if label_column is None:
         return None
     if isinstance(label_column, str):
@@ -224,16 +260,17 @@ def _select_label(columns: list[str], label_column: str | int | None, path: Path
         return columns.index(label_column)
     if not -len(columns) <= label_column < len(columns):
         raise DataError(
-            f"label_column {label_column} is out of range for the {len(columns)} columns of {path}"
+            f"{what} {label_column} is out of range for the {len(columns)} columns of {path}"
         )
     return label_column % len(columns)
 
 
 def _csv_dialect(path: Path) -> tuple[str, str]:
-    """``(separator, decimal mark)`` from the header line: commas; or, when the header has no
-    comma, semicolons with decimal commas (the European convention) or tabs."""
+    """``(separator, decimal mark)`` from the first line: commas; or, when it has no comma,
+    semicolons with decimal commas (the European convention) or tabs; or semicolons with decimal
+    commas when the line is numbers in that convention."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding=_ENCODING, errors="replace") as f:
             header = f.readline()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
@@ -241,25 +278,118 @@ def _csv_dialect(path: Path) -> tuple[str, str]:
         return ";", ","
     if "," not in header and "\t" in header:
         return "\t", "."
+    fields = header.strip().split(";")
+    if len(fields) > 1 and all(_is_number(f, ",") for f in fields):  # 1,5;2,25 without a header
+        return ";", ","
     return ",", "."
 
 
-def csv_feature_names(
-    path: str | os.PathLike[str], label_column: str | int | None = None
-) -> list[str]:
-    """The feature column names of a CSV file as :func:`load_table` reads it (label dropped)."""
-    path = Path(path)
-    sep, _ = _csv_dialect(path)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        columns = [c.strip() for c in next(csv.reader(f, delimiter=sep), [])]
+def _is_number(text: str, decimal: str) -> bool:
+    text = text.strip()
+    if decimal == ",":
+        if "." in text:
+            return False
+        text = text.replace(",", ".")
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _counts_from_zero(values: list[str]) -> bool:
+    return bool(values) and all(v.strip() == str(i) for i, v in enumerate(values))
+
+
+def _csv_layout(
+    path: Path,
+    label_column: str | int | None = None,
+    *,
+    header: bool | None = None,
+    id_column: str | int | None = None,
+    drop_columns: Sequence[str | int] = (),
+    notify: bool = False,
+) -> _CsvLayout:
+    """The layout of a CSV file as :func:`load_table` reads it (``notify``: log what was
+    inferred: a file without a header, a pandas index column)."""
+    sep, decimal = _csv_dialect(path)
+    first, probe = [], []
+    try:
+        with open(path, newline="", encoding=_ENCODING, errors="replace") as f:
+            reader = csv.reader(f, delimiter=sep)
+            first = [c.strip() for c in next(reader, [])]
+            for row in reader:
+                if len(probe) == _INDEX_PROBE_ROWS:
+                    break
+                if row:
+                    probe.append(row[0])
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    numeric = [_is_number(c, decimal) for c in first]
+    if header is None:
+        header = not (first and all(numeric))
+        if not header and notify:
+            logger.warning(
+                "%s is read without a header: its first row is numbers (columns are numbered "
+                "from 0; pass header=True, or --header, to read that row as column names)",
+                path,
+            )
+        elif any(numeric) and notify:
+            logger.warning(
+                "the first row of %s is read as the header but some of it looks numeric (%s); "
+                "pass header=False, or --no-header, if it is data",
+                path,
+                ", ".join(c for c, n in zip(first, numeric, strict=True) if n),
+            )
+    columns = first if header else [str(j) for j in range(len(first))]
+    if not header:  # columns go by position: "2" or 2
+        label_column, id_column = (
+            int(c) if isinstance(c, str) and re.fullmatch(r"-?\d+", c) else c
+            for c in (label_column, id_column)
+        )
+        drop_columns = [
+            int(c) if isinstance(c, str) and re.fullmatch(r"-?\d+", c) else c for c in drop_columns
+        ]
+    index_column = header and len(columns) > 1 and columns[0] == "" and _counts_from_zero(probe)
+    if index_column and notify:
+        logger.warning(
+            "%s: the unnamed first column counts 0, 1, 2, ... (a pandas index, as "
+            "DataFrame.to_csv writes by default) and is dropped; name it to keep it",
+            path,
+        )
     label = _select_label(columns, label_column, path)
-    return [c for j, c in enumerate(columns) if j != label]
+    dropped = {0} if index_column else set()
+    for name in drop_columns:
+        dropped.add(_select_label(columns, name, path, "drop_columns"))
+    ident = _select_label(columns, id_column, path, "id_column")
+    if ident is not None:
+        dropped.add(ident)
+    if label is not None and label in dropped:
+        raise DataError(f"{path}: the label column {columns[label]!r} is also dropped or the id")
+    if columns and len(dropped | ({label} if label is not None else set())) >= len(columns):
+        raise DataError(f"{path} has no feature columns left after dropping {sorted(dropped)}")
+    return _CsvLayout(sep, decimal, header, columns, label, ident, frozenset(dropped), index_column)
 
 
-def _read_csv(path: Path, read):
+def csv_feature_names(
+    path: str | os.PathLike[str],
+    label_column: str | int | None = None,
+    *,
+    header: bool | None = None,
+    id_column: str | int | None = None,
+    drop_columns: Sequence[str | int] = (),
+) -> list[str] | None:
+    """The feature column names of a CSV file as :func:`load_table` reads it (label, id and
+    dropped columns left out); None for a file without a header."""
+    layout = _csv_layout(
+        Path(path), label_column, header=header, id_column=id_column, drop_columns=drop_columns
+    )
+    return layout.feature_names
+
+
+def _read_csv(path: Path, layout: _CsvLayout, read):
     """``read()`` (a ``pandas.read_csv`` call, or the next chunk of one) with every reading
     problem as a one-line :class:`DataError`."""
-    sep, _ = _csv_dialect(path)
     try:
         # index_col=False: rows longer than the header are never read as an index; pandas warns
         # that it would drop their extra fields, and the warning becomes an error naming the line.
@@ -267,7 +397,7 @@ def _read_csv(path: Path, read):
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return read()
     except pd.errors.ParserWarning as exc:
-        _check_csv_rows(path, sep)
+        layout.check_rows(path)
         raise DataError(f"{path} has rows longer than its header: {exc}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path} is empty") from exc
@@ -279,65 +409,89 @@ def _read_csv(path: Path, read):
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
-def _csv_reader(path: Path, chunk_rows: int | None = None, nrows: int | None = None):
+def _csv_reader(
+    path: Path, layout: _CsvLayout, chunk_rows: int | None = None, nrows: int | None = None
+):
     """A data frame of the CSV (its first ``nrows`` rows), or (with ``chunk_rows``) pandas'
     reader of its chunks."""
-    sep, decimal = _csv_dialect(path)
+    converters = {} if layout.id_column is None else {layout.id_column: str}
     return _read_csv(
         path,
+        layout,
         lambda: pd.read_csv(
             path,
-            sep=sep,
-            decimal=decimal,
+            sep=layout.sep,
+            decimal=layout.decimal,
+            header=0 if layout.header else None,
+            encoding=_ENCODING,
             skipinitialspace=True,
             index_col=False,
+            converters=converters,
             chunksize=chunk_rows,
             nrows=nrows,
         ),
     )
 
 
-def _warn_numeric_header(columns: list[str], path: Path) -> None:
-    try:
-        [float(c) for c in columns]
-    except ValueError:
-        pass
-    else:
-        logger.warning("the first row of %s looks numeric but is read as the header row", path)
-
-
 def _csv_values(
-    df: pd.DataFrame, path: Path, label: int | None, first_row: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(X, y)`` of CSV rows read as a data frame, checked; ``first_row`` is the index of its
-    first row among the file's data rows (for the line numbers of messages)."""
-    columns = [str(c) for c in df.columns]
-    for j, col in enumerate(df.columns):
-        series = df[col]
+    df: pd.DataFrame, path: Path, layout: _CsvLayout, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(X, y, ids)`` of CSV rows read as a data frame, checked; ``first_row`` is the index of
+    its first row among the file's data rows (for the line numbers of messages)."""
+    columns = list(layout.columns)
+    ids = None
+    if layout.id_column is not None:
+        ids = df.iloc[:, layout.id_column].astype(str).to_numpy(dtype=object)
+    if layout.index_column:
+        index = pd.to_numeric(df.iloc[:, 0], errors="coerce").to_numpy()
+        bad = np.flatnonzero(index != np.arange(first_row, first_row + len(df)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"{path}: the unnamed first column counted 0, 1, 2, ... (a pandas index) but "
+                f"line {layout.line(path, first_row + i)} holds {df.iloc[i, 0]!r}; name the "
+                "column to keep it as a feature"
+            )
+    keep = [j for j in range(len(columns)) if j not in layout.dropped]
+    df = df.iloc[:, keep].copy()
+    columns = [columns[j] for j in keep]
+    label = None if layout.label is None else keep.index(layout.label)
+    for j in range(df.shape[1]):
+        series = df.iloc[:, j]
         if pd.api.types.is_bool_dtype(series):
-            df[col] = series.astype(np.float64)
+            df.isetitem(j, series.astype(np.float64))
         elif not pd.api.types.is_numeric_dtype(series):
+            if layout.decimal == ",":  # '1.234': a thousands mark, or a decimal point?
+                dotted = series.astype(str).str.match(_DOTTED_NUMBER).to_numpy(dtype=bool)
+                dotted = dotted & series.notna().to_numpy()
+                if dotted.any():
+                    i = int(np.flatnonzero(dotted)[0])
+                    raise DataError(
+                        f"{path} line {layout.line(path, first_row + i)}, column "
+                        f"{columns[j]!r}: {series.iloc[i]!r} has a '.' in a file whose decimal "
+                        "mark is ',' (a thousands mark?); write numbers without thousands marks"
+                    )
             coerced = pd.to_numeric(series, errors="coerce")
             bad = np.flatnonzero(coerced.isna().to_numpy() & series.notna().to_numpy())
             if len(bad) == 0:  # every value parses as a number after all
-                df[col] = coerced
+                df.isetitem(j, coerced)
                 continue
             i = int(bad[0])
             raise DataError(
                 f"{path} column {columns[j]!r} is not numeric "
-                f"(line {_csv_line(path, first_row + i)}: {series.iloc[i]!r})"
+                f"(line {layout.line(path, first_row + i)}: {series.iloc[i]!r})"
             )
 
     values = df.to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         if np.isnan(values).any():
-            _check_csv_rows(path, _csv_dialect(path)[0])  # a short row shows up as NaN
+            layout.check_rows(path)  # a short row shows up as NaN
         i, j = (int(k) for k in np.argwhere(~finite)[0])
         kind = (
             "missing or NaN value" if np.isnan(values[i, j]) else f"infinite value {values[i, j]}"
         )
-        line = _csv_line(path, first_row + i)
+        line = layout.line(path, first_row + i)
         raise DataError(f"{path} has a {kind} at line {line}, column {columns[j]!r}")
 
     y = None
@@ -347,16 +501,19 @@ def _csv_values(
         values = np.delete(values, label, axis=1)
         del columns[label]
     X = check_finite_2d(values, source=str(path), column_names=columns, first_row=first_row)
-    return X, y
+    return X, y, ids
 
 
-def _load_csv(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    df = _csv_reader(path)
-    columns = [str(c) for c in df.columns]
+def _no_rows(path: Path, layout: _CsvLayout) -> DataError:
+    return DataError(f"{path} has a header ({', '.join(layout.columns)}) but no data rows")
+
+
+def _load_csv(path: Path, layout: _CsvLayout) -> tuple[np.ndarray, np.ndarray | None]:
+    df = _csv_reader(path, layout)
     if len(df) == 0:
-        raise DataError(f"{path} has a header ({', '.join(columns)}) but no data rows")
-    _warn_numeric_header(columns, path)
-    return _csv_values(df, path, _select_label(columns, label_column, path))
+        raise _no_rows(path, layout)
+    X, y, _ = _csv_values(df, path, layout)
+    return X, y
 
 
 def _split_label_column(
@@ -383,6 +540,10 @@ def _finish_array(X: np.ndarray, path: Path, source: str, first_row: int = 0) ->
         )
     if X.ndim == 2:
         return check_finite_2d(X, source=source, first_row=first_row)
+    if X.dtype in (np.uint8, np.uint16):  # images: the detector scales them by their dtype
+        if X.size == 0:
+            raise DataError(f"{source} is empty: shape {X.shape}")
+        return np.ascontiguousarray(X)
     return check_finite(X, source=source, min_ndim=3, first_row=first_row)
 
 
@@ -454,13 +615,24 @@ def load_table(
     path: str | os.PathLike[str],
     *,
     label_column: str | int | None = None,
+    header: bool | None = None,
+    id_column: str | int | None = None,
+    drop_columns: Sequence[str | int] = (),
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load a data set from a ``.csv``, ``.npy`` or ``.npz`` file.
 
-    * ``.csv``: a header row, then one sample per row; every column must be numeric. The
-      ``label_column`` (a column name, or an index) is split off as the labels.
+    * ``.csv``: a header row, then one sample per row; every column must be numeric (UTF-8,
+      a byte-order mark is skipped). A file whose first row is all numbers (what
+      ``numpy.savetxt`` writes) is read without a header, with a notice, and its columns go by
+      position (``header`` forces either). An unnamed first column that counts 0, 1, 2, ...
+      (the index ``DataFrame.to_csv`` writes by default) is dropped, with a notice. The
+      ``label_column`` (a column name, or an index) is split off as the labels; ``id_column``
+      and ``drop_columns`` are left out of the features. A file without commas in its first
+      line is read with semicolons and decimal commas (or tabs); a number with a ``.`` in such a
+      file (``1.234``: a thousands mark?) is refused rather than guessed.
     * ``.npy``: a 2-D array (n_samples, n_features), or an N-D image array (N, ...) returned with
-      its shape unchanged. An integer ``label_column`` splits a column off a 2-D array.
+      its shape unchanged (and its dtype, when it is uint8 or uint16: the detector scales such
+      images by their dtype). An integer ``label_column`` splits a column off a 2-D array.
     * ``.npz``: the array named ``"X"`` (or the only array other than the labels) is the data;
       the array ``"y"`` (or the key named by a string ``label_column``), when present, holds
       the labels.
@@ -471,11 +643,19 @@ def load_table(
         The file.
     label_column : str or int, optional
         Where the labels are, as described above. Labels must be integer-valued.
+    header : bool, optional
+        CSV only: whether the first row holds the column names; by default it does unless it
+        is all numbers.
+    id_column : str or int, optional
+        CSV only: a column of row names or ids (any text), left out of the features.
+    drop_columns : sequence of str or int, optional
+        CSV only: columns left out of the features.
 
     Returns
     -------
     X : numpy.ndarray
-        ``float32`` data, shape (n, d) (or the N-D shape of an image array).
+        ``float32`` data, shape (n, d) (or the N-D shape of an image array; uint8 and uint16
+        image arrays keep their dtype).
     y : numpy.ndarray or None
         ``int64`` labels of shape (n,), or ``None`` when the file has none.
 
@@ -486,8 +666,14 @@ def load_table(
         column (named), NaN or infinite values (row and column given) or inconsistent labels.
     """
     path, suffix, label_column = _table_file(path, label_column)
+    if suffix != ".csv" and (header is not None or id_column is not None or drop_columns):
+        raise DataError(f"header, id_column and drop_columns apply to CSV files, not to {path}")
     if suffix == ".csv":
-        X, y = _load_csv(path, label_column)
+        layout = _csv_layout(
+            path, label_column, header=header, id_column=id_column, drop_columns=drop_columns,
+            notify=True,
+        )  # fmt: skip
+        X, y = _load_csv(path, layout)
     elif suffix == ".npy":
         X, y = _load_npy(path, label_column)
     else:
@@ -538,13 +724,17 @@ class TableChunks:
     chunk_rows : int, optional
         Rows per piece (the last may have fewer); by default :data:`CHUNK_ROWS`, or fewer for
         wide samples (about 16 MiB of float32 values a piece, in multiples of 512 rows).
+    header, id_column, drop_columns : optional
+        CSV only, as for :func:`load_table`; :meth:`with_ids` also hands out the id column.
 
     Attributes
     ----------
     n_rows : int or None
         Number of samples, or None for a CSV file (not known before it is read).
     feature_names : list of str or None
-        A CSV file's feature columns (label dropped), as :func:`csv_feature_names` gives them.
+        A CSV file's feature columns (label, id and dropped columns left out), as
+        :func:`csv_feature_names` gives them; None for other files and CSV files without a
+        header.
 
     Examples
     --------
@@ -561,8 +751,15 @@ class TableChunks:
         *,
         label_column: str | int | None = None,
         chunk_rows: int | None = None,
+        header: bool | None = None,
+        id_column: str | int | None = None,
+        drop_columns: Sequence[str | int] = (),
     ):
         self.path, self._suffix, self._label_column = _table_file(path, label_column)
+        if self._suffix != ".csv" and (header is not None or id_column is not None or drop_columns):
+            raise DataError(
+                f"header, id_column and drop_columns apply to CSV files, not to {self.path}"
+            )
         given = chunk_rows is not None
         if given and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
                       or chunk_rows < 1):  # fmt: skip
@@ -570,10 +767,12 @@ class TableChunks:
         self.n_rows: int | None = None
         self.feature_names: list[str] | None = None
         if self._suffix == ".csv":
-            columns = [str(c) for c in _csv_reader(self.path, nrows=0).columns]
-            self._label = _select_label(columns, self._label_column, self.path)
-            self.feature_names = csv_feature_names(self.path, self._label_column)
-            values = len(columns)
+            self._layout = _csv_layout(
+                self.path, self._label_column, header=header, id_column=id_column,
+                drop_columns=drop_columns, notify=True,
+            )  # fmt: skip
+            self.feature_names = self._layout.feature_names
+            values = len(self._layout.columns)
         elif self._suffix == ".npy":
             self._array = self._map_npy()
             self.n_rows = len(self._array)
@@ -602,6 +801,12 @@ class TableChunks:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """``(X, y)`` pieces in file order: ``float32`` data and ``int64`` labels (or None)."""
+        for X, y, _ in self.with_ids():
+            yield X, y
+
+    def with_ids(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """``(X, y, ids)`` pieces: as iterating gives them, and the ``id_column``'s text (an
+        object array) or None."""
         step = self.chunk_rows
         if self._suffix == ".csv":
             yield from self._csv_chunks()
@@ -610,24 +815,22 @@ class TableChunks:
             for start in range(0, len(self._array), step):
                 part = self._array[start : start + step]
                 X, y = _split_label_column(part, self._label_column, self.path, start)
-                yield _finish_array(X, self.path, str(self.path), start), y
+                yield _finish_array(X, self.path, str(self.path), start), y, None
                 release(start + len(part))
         else:
             for start in range(0, len(self._X), step):
                 y = None if self._y is None else self._y[start : start + step]
-                yield self._X[start : start + step], y
+                yield self._X[start : start + step], y, None
 
-    def _csv_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        reader = _csv_reader(self.path, chunk_rows=self.chunk_rows)
+    def _csv_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        layout = self._layout
+        reader = _csv_reader(self.path, layout, chunk_rows=self.chunk_rows)
         first_row = 0
         with reader:
-            while (df := _read_csv(self.path, lambda: next(reader, None))) is not None:
-                if first_row == 0:
-                    if len(df) == 0:
-                        break
-                    _warn_numeric_header([str(c) for c in df.columns], self.path)
-                yield _csv_values(df, self.path, self._label, first_row)
+            while (df := _read_csv(self.path, layout, lambda: next(reader, None))) is not None:
+                if first_row == 0 and len(df) == 0:
+                    break
+                yield _csv_values(df, self.path, layout, first_row)
                 first_row += len(df)
         if first_row == 0:
-            columns = ", ".join(_csv_reader(self.path, nrows=0).columns.astype(str))
-            raise DataError(f"{self.path} has a header ({columns}) but no data rows")
+            raise _no_rows(self.path, layout)

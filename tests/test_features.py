@@ -73,6 +73,19 @@ def test_efficientnet_lite0_matches_reference(lite0, size, name):
     _check_stored(lite0[size](_image(name))[0], REFERENCE[f"efficientnet-lite0@{size}/{name}"])
 
 
+LITE12 = ["efficientnet-lite1@128", "efficientnet-lite1@240", "efficientnet-lite2@128",
+          "efficientnet-lite2@260"]  # fmt: skip
+
+
+@pytest.mark.parametrize("network", LITE12)
+def test_efficientnet_lite1_and_lite2_match_reference(network):
+    """Lite1 and Lite2 scale Lite0's width and depth (the first and last stage, stem and head
+    fixed); their packaged weights load strictly and give the reference features."""
+    embedder = make_embedder(network)
+    for name in IMAGES:
+        _check_stored(embedder(_image(name))[0], REFERENCE[f"{network}/{name}"])
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_inception_pool3_matches_its_torchscript_forward(inception, name):
     _check_stored(inception(_image(name))[0], REFERENCE[f"inception@299/{name}"])

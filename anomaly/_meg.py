@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import MISSING
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
 from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import nearest_neighbour_sq_distance, seed_from
+from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
@@ -340,7 +341,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         config = self._config()
         rng = check_random_state(self.random_state)
-        trainer = self._trainer(config, rng)
+        trainer = self._trainer(config, rng, X)
         self.ticket_rounds_ = self._find_ticket(trainer, X)  # lottery ticket: masks on trainer
         trainer.fit(X)
         self._rebuild_networks(len(trainer.snapshots))
@@ -384,8 +385,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         masks = find_ticket(trainer, X, on_round=record)
         return [*rounds, _ticket_record(tickets.prune_rounds, masks, 0.0)]
 
-    def _trainer(self, config: MEGConfig, rng) -> MEGTrainer:
-        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches."""
+    def _trainer(self, config: MEGConfig, rng, X: np.ndarray) -> MEGTrainer:
+        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches.
+
+        A checkpoint is resumed only with the settings, seed and data (its fingerprint) it was
+        written with. One that does not match is an error while its run is unfinished; the
+        checkpoint of a finished fit (another fold of a cross-validation, say) is replaced.
+        """
         prior = generator_prior(self)  # None: latents; else a friendly set (Spider GAN)
         self.prior_shape_ = None if prior is None else tuple(prior.shape)
         kwargs = dict(
@@ -397,9 +403,16 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         )
         seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
         path = self.checkpoint_path
+        fingerprint = data_fingerprint(X) if path is not None else None
+
+        def fresh() -> MEGTrainer:
+            trainer = MEGTrainer(config, self.network_shape_, device=self.device_,
+                                 random_state=seed, **kwargs)  # fmt: skip
+            trainer.data_fingerprint = fingerprint
+            return trainer
+
         if path is None or not Path(path).exists():
-            return MEGTrainer(config, self.network_shape_, device=self.device_,
-                              random_state=seed, **kwargs)  # fmt: skip
+            return fresh()
         try:
             trainer = MEGTrainer.from_checkpoint(path, device=self.device_, **kwargs)
         except Exception as err:  # torch raises many kinds on a damaged file
@@ -409,12 +422,23 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             and trainer.input_shape == tuple(self.network_shape_)
             and trainer.seed == seed
         )
-        if not same:
-            raise ValueError(
-                f"cannot resume from {path}: it was written with other settings, seed or data "
-                "shape (remove it to start afresh)"
+        same_data = trainer.data_fingerprint in (None, fingerprint)  # None: an older file
+        if same and same_data:
+            return trainer
+        if trainer.step >= trainer.config.schedule.n_iter:  # a finished fit's: not resumed
+            logging.getLogger(__name__).info(
+                "replacing the checkpoint %s of a finished fit on other settings or data", path
             )
-        return trainer
+            return fresh()
+        if same:
+            raise ValueError(
+                f"cannot resume from {path}: it was written for other training data (same "
+                "shape, other values); resume with the data it started on, or remove it"
+            )
+        raise ValueError(
+            f"cannot resume from {path}: it was written with other settings, seed or data "
+            "shape (remove it to start afresh)"
+        )
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
         """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
@@ -767,7 +791,35 @@ def save_model(detector: MEGDetector, path):
     pathlib.Path
     """
     state, weights = detector.fitted_state()
+    problem = _invalid_state(state, weights)
+    if problem is not None:  # checked before the swap: a model already at path is kept
+        raise ModelFileError(
+            f"not saving to {path}: the fitted model is invalid ({problem}); "
+            "anything already there is kept"
+        )
     return write_model(path, state, weights, detector.history_)
+
+
+def _invalid_state(state: dict, weights: dict) -> str | None:
+    """What makes a fitted state unusable (a threshold, statistic, scaling or weight that is not
+    finite), or None."""
+
+    def finite(values) -> bool:
+        return values is None or bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+
+    for name in ("offset", "energy_mean", "energy_std"):
+        if not finite(state[name]):
+            return f"{name} is not finite"
+    for name in ("shift", "scale"):
+        if not finite(state["preprocessing"][name]):
+            return f"the scaling's {name} is not finite"
+    tensors = [
+        *(t for net in weights["energy_nets"] for t in net.values()),
+        *weights["generator"].values(),
+    ]
+    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+        return "a network weight is not finite"
+    return None
 
 
 def load_model(path, *, device="cpu") -> MEGDetector:

@@ -351,6 +351,12 @@ def fit(
         help="Continue an interrupted fit from the checkpoint beside OUT (written with "
         "--checkpoint-every); it ends as the fit would have without the interruption.",
     ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Discard the checkpoint an interrupted fit left beside OUT and start afresh "
+        "(without --resume or --restart such a checkpoint is kept and the fit refused).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     dry_run: bool = typer.Option(
@@ -426,16 +432,33 @@ def fit(
 
     distributed.init_from_env(params["device"])  # joins the others when started by torchrun
     main = distributed.is_main()
+    # Every destination checked before any work: nothing of the user's is replaced, and no
+    # input (the data, the config file) lies where an output goes.
+    inputs = {"the data": data, "the config file": config}
+    _check_apart(out, "--out", inputs)
     check_model_destination(out)  # refuse a folder that is not ours before training
+    _check_not_current(out, "--out")
     _check_writable(out)
     if report is not None:
         from anomaly.report import check_report_destination
 
         check_report_destination(report)  # refused before training, not after
+        _check_not_current(report, "--report")
+        _check_apart(report, "--report", {**inputs, "--out": out})
+        _check_no_model_above(report, "--report")
+        _check_writable(report)
+    if resume and restart:
+        raise CliError("give --resume or --restart, not both")
     if resume and not checkpoint.exists():
         raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
-    if not resume and checkpoint.exists() and main:
-        checkpoint.unlink()  # our own file from an earlier run: start afresh
+    if not resume and checkpoint.exists():
+        if not restart:  # an interrupted run's work is the user's to keep or discard
+            raise CliError(
+                f"an interrupted fit left the checkpoint {checkpoint}: continue it with "
+                "--resume, or discard it and start afresh with --restart"
+            )
+        if main:
+            checkpoint.unlink()
     distributed.barrier()  # no rank looks for the checkpoint before it is gone
 
     if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
@@ -586,10 +609,20 @@ def score(
     distributed.init_from_env(device)  # joins the others when started by torchrun
     main = distributed.is_main()  # rank 0 writes the scores; every rank scores a share
     to_stdout = str(out) == "-"
+    inputs = {"the model folder": model, "the data": data, "the labels file": labels}
     if not to_stdout:
         _check_output_file(out, inputs=[data, labels])
+        if out.exists() and not out.is_file():
+            pass  # a device or pipe, written into
+        else:
+            _check_apart(out, "--out", inputs)
+            _check_no_model_above(out, "--out")
     if report is not None:
         check_report_destination(report)
+        _check_not_current(report, "--report")
+        _check_apart(report, "--report", {**inputs, **({} if to_stdout else {"--out": out})})
+        _check_no_model_above(report, "--report")
+        _check_writable(report)
     detector = load_model(model, device=device)
     source = _score_input(data, detector, labels, label_column, normal_class)
     y_file = None if labels is None else _read_labels(labels)
@@ -838,7 +871,7 @@ def export(
 
     if out.exists() and not out.is_file():
         raise CliError(f"--out {out} exists and is not a file; refusing to replace it")
-    if model.is_dir() and model.resolve() in (out.resolve(), *out.resolve().parents):
+    if model.is_dir() and _inside(out, model):
         raise CliError(f"--out {out} is inside the model folder {model}; refusing to write there")
     _check_writable(out)
     detector = load_model(model)
@@ -981,6 +1014,52 @@ def _check_output_file(out: Path, inputs: list[Path | None]) -> None:
     _check_writable(out)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_apart(out: Path, option: str, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is, holds or lies inside one of the named ``inputs`` folders or
+    files (a data file inside the model folder it would replace, a report among the training
+    images, scores written onto the model)."""
+    for what, source in inputs.items():
+        if source is None:
+            continue
+        source = Path(source)
+        if _inside(source, out):
+            raise CliError(
+                f"{option} {out} holds {what} ({source}); refusing to write there "
+                "(choose another destination)"
+            )
+        if (source.is_dir() or not source.exists()) and _inside(out, source):
+            raise CliError(
+                f"{option} {out} is inside {what} ({source}); refusing to write there "
+                "(choose another destination)"
+            )
+
+
+def _check_not_current(out: Path, option: str) -> None:
+    """Refuse a destination folder that holds the current folder (``--out .``): it is replaced
+    or filled whole, which the current folder cannot be."""
+    if _inside(Path.cwd(), out):
+        raise CliError(f"{option} {out} is the current folder or holds it; choose a new folder")
+
+
+def _check_no_model_above(out: Path, option: str) -> None:
+    """Refuse an output inside a model folder: the next save of that model replaces the folder
+    whole, and what was written there would be lost."""
+    from anomaly.persistence import model_folder_above
+
+    folder = model_folder_above(out)
+    if folder is not None:
+        raise CliError(
+            f"{option} {out} is inside the model folder {folder}; refusing to write there "
+            "(the folder is replaced whole when the model is saved again)"
+        )
+
+
 def _check_writable(path: Path) -> None:
     """Raise unless ``path`` could be created or replaced (its nearest existing folder is
     writable)."""
@@ -997,9 +1076,11 @@ def _failure_types() -> tuple[type[BaseException], ...]:
     Imported when a failure happens, not at start, so ``--help`` does not import torch.
     """
     from anomaly.persistence import ModelFileError
+    from common.distributed import LaunchError
     from datasets import DataError
 
-    return (CliError, DataError, ModelFileError, ValueError, OSError, FloatingPointError)
+    return (CliError, DataError, LaunchError, ModelFileError, ValueError, OSError,
+            FloatingPointError)  # fmt: skip
 
 
 def _wants_json(argv: list[str] | None) -> bool:

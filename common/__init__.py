@@ -5,7 +5,7 @@ This package imports nothing from the project, so ``datasets``, ``coreset``, ``g
 """
 
 from .errors import first_line
-from .io import atomic_path, write_text_atomic
+from .io import atomic_path, read_regular_text, write_text_atomic
 from .progress import progress
 
-__all__ = ["atomic_path", "first_line", "progress", "write_text_atomic"]
+__all__ = ["atomic_path", "first_line", "progress", "read_regular_text", "write_text_atomic"]

@@ -12,18 +12,25 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_path", "follow_umask", "read_regular_text", "write_text_atomic"]
 
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it
     os.umask(mask)
     return mask
+
+
+def follow_umask(path: str | os.PathLike[str], mode: int = 0o666) -> None:
+    """Give ``path`` the permissions ``mode`` less the umask, as a plain ``open`` would (for
+    files that libraries create private)."""
+    os.chmod(path, mode & ~_umask())
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -123,3 +130,31 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_regular_text(path: str | os.PathLike[str], *, limit: int) -> str:
+    """The UTF-8 text of the regular file ``path`` (links followed), of at most ``limit`` bytes.
+
+    A FIFO, a device (a link to ``/dev/zero``, say) or a folder is refused without waiting on
+    it or reading it, and so is a file larger than ``limit``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When it is not a regular file, is too large, or is not UTF-8 text
+        (:class:`UnicodeDecodeError`).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO does not wait for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit:,} bytes")
+    return data.decode("utf-8")

@@ -147,7 +147,10 @@ class Networks(SettingsGroup):
         none=True,
     )
     max_centres: int = setting(
-        10_000, "coreset network: at most this many centres (memory and time)", low=1
+        10_000,
+        "coreset network: at most this many centres (memory and time; at least 2: one centre "
+        "leaves the energy without a scale)",
+        low=2,
     )
     temperature: float = setting(
         0.05,

@@ -1,0 +1,192 @@
+"""Reliability of what the command line writes and reads: model folders, outputs, checkpoints,
+and the environment it runs in (nothing lost, nothing run that the user did not ask for)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly.cli import main
+
+FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "8", "--quiet"]
+
+
+@pytest.fixture
+def csv(tmp_path):
+    """A small CSV of 2-D normal points."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.csv"
+    pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def model(csv, tmp_path):
+    """A model folder fitted on ``csv``."""
+    assert main(["fit", str(csv), "--out", str(tmp_path / "m"), *FAST]) == 0
+    return tmp_path / "m"
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ the environment
+@pytest.mark.parametrize("variables", [{"RANK": "1"}, {"RANK": "1", "LOCAL_RANK": "1"}])
+def test_stray_rank_still_writes_the_model_and_the_scores(variables, csv, tmp_path, capsys,
+                                                          caplog, monkeypatch):  # fmt: skip
+    for name in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    code, _, _ = run(["fit", csv, "--out", tmp_path / "m", *FAST[:-1]], capsys)
+    assert code == 0 and (tmp_path / "m" / "model.json").is_file()
+    assert "ignoring RANK=1" in caplog.text and "single process" in caplog.text
+    code, out, _ = run(["score", tmp_path / "m", csv, "--out", tmp_path / "s.csv", "-q"], capsys)
+    assert code == 0 and len(pd.read_csv(tmp_path / "s.csv")) == 60 and "scored 60" in out
+
+
+def test_stale_world_size_fails_fast_naming_the_variables(model, csv, tmp_path, capsys,
+                                                          monkeypatch):  # fmt: skip
+    pytest.importorskip("torch.distributed")
+    env = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "ANOMALY_RENDEZVOUS_TIMEOUT": "2"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = run(["score", model, csv, "--out", tmp_path / "s.csv", "-q"], capsys)
+    assert code == 1 and "did not join within 2 s" in err
+    assert "WORLD_SIZE=2" in err and "MASTER_PORT=" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR")
+    code, _, err = run(["score", model, csv, "--out", tmp_path / "s.csv", "-q"], capsys)
+    assert code == 1 and "MASTER_ADDR" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+# ------------------------------------------------------------- outputs and inputs apart
+@pytest.mark.parametrize("name", ["model.json", "weights.safetensors", "new.csv"])
+def test_score_out_inside_the_model_folder_is_refused(name, model, csv, capsys):
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    code, _, err = run(["score", model, csv, "--out", model / name, "-q"], capsys)
+    assert code == 1 and "model folder" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    code, _, err = run(["score", model, csv, "--out", "-", "--report", model / "r", "-q"], capsys)
+    assert code == 1 and "--report" in err and not (model / "r").exists()
+
+
+def test_fit_keeps_a_users_file_in_a_model_folder(model, csv, capsys):
+    (model / "notes.txt").write_text("mine")
+    code, _, err = run(["fit", csv, "--out", model, *FAST], capsys)
+    assert code == 1 and "notes.txt" in err
+    assert (model / "notes.txt").read_text() == "mine"
+
+
+def test_fit_refuses_a_data_or_config_file_inside_out(model, csv, tmp_path, capsys):
+    inside = model / "train.csv"
+    inside.write_bytes(csv.read_bytes())
+    code, _, err = run(["fit", inside, "--out", model, *FAST], capsys)
+    assert code == 1 and "the data" in err and inside.read_bytes() == csv.read_bytes()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "c.json").write_text(json.dumps({"out": str(fresh)}))
+    code, _, err = run(["fit", csv, "--config", fresh / "c.json", *FAST], capsys)
+    assert code == 1 and "config file" in err and (fresh / "c.json").exists()
+
+
+def test_every_destination_is_checked_before_training(csv, tmp_path, capsys, monkeypatch):
+    import anomaly.cli as cli
+
+    monkeypatch.setattr(cli, "load_user_data", lambda *a, **k: pytest.fail("read before check"))
+    out = tmp_path / "m"
+    code, _, err = run(["fit", csv, "--out", out, "--report", out, *FAST], capsys)
+    assert code == 1 and "--report" in err
+    code, _, err = run(["fit", csv, "--out", out, "--report", out / "r", *FAST], capsys)
+    assert code == 1 and "--report" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    code, _, err = run(["fit", csv, "--out", ".", *FAST], capsys)
+    assert code == 1 and "current folder" in err
+
+
+def test_a_report_inside_the_image_folder_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images" / "a"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(images / f"{i}.png")
+    data = tmp_path / "images"
+    argv = ["fit", data, "--out", tmp_path / "m", "--report", data / "report", *FAST]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "inside the data" in err and not (data / "report").exists()
+
+
+def test_a_rerun_keeps_the_interrupted_runs_checkpoint(csv, tmp_path, capsys):
+    checkpoint = tmp_path / ".m.checkpoint.pt"
+    checkpoint.write_bytes(b"an interrupted run's work")
+    code, _, err = run(["fit", csv, "--out", tmp_path / "m", *FAST], capsys)
+    assert code == 1 and "--resume" in err and "--restart" in err
+    assert checkpoint.read_bytes() == b"an interrupted run's work"
+    code, _, err = run(["fit", csv, "--out", tmp_path / "m", "--restart", *FAST], capsys)
+    assert code == 0, err
+    assert not checkpoint.exists() and (tmp_path / "m" / "model.json").is_file()
+
+
+# ------------------------------------------------------------- what a save may replace
+def test_a_fit_that_cannot_make_a_valid_model_keeps_the_old_one(model, csv, capsys):
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    for option in (["--max-centres", "1"], ["--coreset-fraction", "0.01"]):
+        code, _, err = run(["fit", csv, "--out", model, *option, *FAST], capsys)
+        assert code == 1 and ("max_centres" in err or "coreset_fraction" in err), err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def test_an_invalid_fitted_state_is_not_saved_over_a_model(model, csv):
+    from anomaly import MEGDetector, load_model, save_model
+    from anomaly.persistence import ModelFileError
+
+    detector = MEGDetector(n_iter=4, width=8, random_state=0).fit(pd.read_csv(csv))
+    detector.offset_ = float("nan")
+    before = (model / "weights.safetensors").read_bytes()
+    with pytest.raises(ModelFileError, match="offset is not finite"):
+        save_model(detector, model)
+    assert (model / "weights.safetensors").read_bytes() == before
+    load_model(model)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def test_a_finished_fits_checkpoint_is_not_resumed_on_other_data(tmp_path):
+    import torch
+
+    from anomaly import MEGDetector
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(60, 2)), rng.normal(3, 1, size=(60, 2))
+    checkpoint = tmp_path / "ck.pt"
+    params = dict(n_iter=4, width=8, n_energy_steps=1, random_state=0)
+    MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(first)
+    assert checkpoint.exists()
+    resumed = MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(second)
+    clean = MEGDetector(**params).fit(second)
+    np.testing.assert_array_equal(resumed.score_samples(second), clean.score_samples(second))
+    # An unfinished run's checkpoint is resumed on its own data only.
+    state = torch.load(checkpoint, weights_only=True)
+    state["step"] = 2
+    torch.save(state, checkpoint)
+    with pytest.raises(ValueError, match="other training data"):
+        MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(first)
+    MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(second)

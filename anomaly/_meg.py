@@ -704,8 +704,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
         det._rebuild_networks(n_nets)
         for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
-            net.load_state_dict(net_state)
-        det.generator_.load_state_dict(weights["generator"])
+            _load_checked(net, net_state, "energy_nets")
+        _load_checked(det.generator_, weights["generator"], "generator")
         if "training" in weights:  # absent from files saved before the scores were kept
             scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
             if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
@@ -774,6 +774,26 @@ def _ticket_record(round_: int, masks: WeightMasks, seconds: float) -> dict:
         "energy_sparsity": masks.sparsity("energy_net"),
         "seconds": float(seconds),
     }
+
+
+def _load_checked(net: torch.nn.Module, state: dict, name: str) -> None:
+    """Load ``state`` into ``net`` after checking each tensor's dtype against the network's own
+    and that floating-point weights are finite (ValueError naming the tensor)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{name} in the weights is not a state dict")
+    own = net.state_dict()
+    for key, value in state.items():
+        want = own.get(key)
+        if want is None or not isinstance(value, torch.Tensor):
+            continue  # load_state_dict names unexpected and missing keys
+        if value.dtype != want.dtype:  # shapes: load_state_dict checks them (or resizes)
+            raise ValueError(
+                f"weights tensor {name}.{key} is {str(value.dtype).removeprefix('torch.')}, "
+                f"expected {str(want.dtype).removeprefix('torch.')}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"weights tensor {name}.{key} has values that are not finite")
+    net.load_state_dict(state)
 
 
 def _cpu_state(net: torch.nn.Module) -> dict:

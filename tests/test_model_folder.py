@@ -190,3 +190,101 @@ def test_a_finished_fits_checkpoint_is_not_resumed_on_other_data(tmp_path):
     with pytest.raises(ValueError, match="other training data"):
         MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(first)
     MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(second)
+
+
+# ------------------------------------------------------------------ reading a model
+def _rewrite_weights(model, change):
+    """Change the weights file with ``change(tensors)`` and keep model.json consistent with it
+    (as a tool rewriting both would), so that only the content checks can catch it."""
+    from safetensors.torch import load_file, save_file
+
+    from anomaly.persistence import file_sha256
+
+    tensors = load_file(model / "weights.safetensors")
+    change(tensors)
+    save_file(tensors, model / "weights.safetensors")
+    config = json.loads((model / "model.json").read_text())
+    config["weights_sha256"] = file_sha256(model / "weights.safetensors")
+    (model / "model.json").write_text(json.dumps(config))
+
+
+def test_weights_are_checked_by_checksum_dtype_and_finiteness(model, csv, tmp_path, capsys):
+    import torch
+
+    from anomaly import load_model
+    from anomaly.persistence import ModelFileError
+
+    weights = model / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x10  # one flipped bit in the last tensor's values
+    saved = weights.read_bytes()
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(model)
+    code, _, err = run(["score", model, csv, "--out", tmp_path / "s.csv", "-q"], capsys)
+    assert code == 1 and "checksum" in err and not (tmp_path / "s.csv").exists()
+    weights.write_bytes(saved)
+    key = next(k for k in json.loads(saved[8 : 8 + int.from_bytes(saved[:8], "little")])
+               if k.startswith("energy_nets.0.") and "centres" in k)  # fmt: skip
+
+    def nan(tensors):
+        tensors[key] = torch.full_like(tensors[key], float("nan"))
+
+    _rewrite_weights(model, nan)
+    with pytest.raises(ModelFileError, match="not finite"):
+        load_model(model)
+
+    def integers(tensors):
+        tensors[key] = torch.zeros_like(tensors[key], dtype=torch.int32)
+
+    _rewrite_weights(model, integers)
+    with pytest.raises(ModelFileError, match="int32"):
+        load_model(model)
+
+
+def test_weights_follow_the_umask(csv, tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        assert main(["fit", str(csv), "--out", str(tmp_path / "m"), *FAST]) == 0
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_model_json_that_is_no_regular_file_or_nested_deep_is_refused(model, tmp_path):
+    import os
+
+    from anomaly import load_model
+    from anomaly.persistence import ModelFileError
+
+    config = model / "model.json"
+    config.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load_model(model)
+    config.unlink()
+    config.symlink_to("/dev/zero")
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_model(model)
+    config.unlink()
+    os.mkfifo(config)  # opening it for reading would wait for a writer forever
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_model(model)
+
+
+def test_a_full_disk_names_the_destination(model, csv, monkeypatch, capsys):
+    import errno
+
+    import anomaly.persistence as persistence
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = (model / "weights.safetensors").read_bytes()
+    monkeypatch.setattr(persistence, "save_file", full)
+    code, _, err = run(["fit", csv, "--out", model, *FAST], capsys)
+    assert code == 1 and str(model) in err and "no space left" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (model / "weights.safetensors").read_bytes() == before

@@ -13,7 +13,9 @@ import json
 import logging
 import numbers
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -1092,6 +1094,27 @@ def _wants_json(argv: list[str] | None) -> bool:
 _DATA_ROOT_ENV = "ANOMALY_DATA_ROOT"
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP (a kill, a job's time limit): raised so that every ``with`` block
+    unwinds and the temporary files being written are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated(signal.Signals(signum).name, signum)
+
+
+def _handle_signals() -> dict:
+    """Turn SIGTERM and SIGHUP into :class:`_Terminated` where they would kill the process
+    outright; the handlers replaced, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    replaced = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            replaced[signum] = signal.signal(signum, _raise_terminated)
+    return replaced
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every failure into one line and an exit code.
 
@@ -1108,8 +1131,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     data_root = os.environ.get(_DATA_ROOT_ENV)  # fit --data-root sets it for the command only
+    handled = _handle_signals()
     try:
         result = app(args=argv, standalone_mode=False)
+    except _Terminated as err:  # the files being written were removed on the way out
+        return fail(f"stopped by {err.args[0]}; nothing was left half-written", 128 + err.args[1])
     except click_exceptions.NoArgsIsHelpError as err:  # `anomaly` alone: show the help
         typer.echo(err.ctx.get_help())
         return 0
@@ -1122,6 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(first_line(err), 1)
         raise
     finally:
+        for signum, previous in handled.items():
+            signal.signal(signum, previous)
         if data_root is None:
             os.environ.pop(_DATA_ROOT_ENV, None)
         else:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "follow_umask", "read_regular_text", "write_text_atomic"]
@@ -84,11 +86,14 @@ def atomic_path(
     Parameters
     ----------
     path : str or os.PathLike
-        Final location; its parent folders are created.
+        Final location; its parent folders are created. A symbolic link is followed: its
+        target is replaced, and the link stays.
     directory : bool, default=False
         Yield an empty folder rather than a file name. An existing folder at ``path`` is
         swapped with the new one in one step (Linux; elsewhere moved aside first), then removed;
         what an interrupted earlier save left beside ``path`` is recovered or removed first.
+        Saves into one parent folder take turns (an advisory lock on the folder).
+        A temporary file that a killed writer of ``path`` left is removed.
     suffix : str, default=".tmp"
         Suffix of a temporary file (matplotlib, for one, picks the format from it).
 
@@ -102,27 +107,87 @@ def atomic_path(
     'done'
     """
     path = Path(path)
+    if path.is_symlink():  # write to the link's target; the link stays a link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        _recover(path)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        os.chmod(tmp, 0o777 & ~_umask())
-    else:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        yield tmp
+    with ExitStack() as stack:
         if directory:
-            _replace_folder(tmp, path)
+            # One save at a time into a folder: the next save's clean-up would otherwise take
+            # this one's temporary folder for a leftover.
+            stack.enter_context(_folder_lock(path.parent))
+            _recover(path)
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+            os.chmod(tmp, 0o777 & ~_umask())
         else:
-            os.replace(tmp, path)
+            _sweep_files(path, suffix)
+            fd, name = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix
+            )
+            os.close(fd)
+            tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            yield tmp
+            if directory:
+                _replace_folder(tmp, path)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
+
+
+#: Seconds a folder save waits for another save into the same folder before giving up.
+LOCK_WAIT_SECONDS = 600.0
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an advisory lock (``flock``) on ``folder`` itself: no file is left behind. Waits up
+    to LOCK_WAIT_SECONDS for another holder, then raises OSError naming the folder."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        f"another save into {folder} has been in progress for over "
+                        f"{LOCK_WAIT_SECONDS:g} s; try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        os.close(fd)  # releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _sweep_files(path: Path, suffix: str) -> None:
+    """Remove the temporary files that writers of ``path`` killed before they finished left
+    beside it (their process is gone); those of a live writer are left alone."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        pid = old.name[len(path.name) + 6 :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and old.is_file():
+            old.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -288,3 +288,91 @@ def test_a_full_disk_names_the_destination(model, csv, monkeypatch, capsys):
     assert code == 1 and str(model) in err and "no space left" in err
     assert len(err.strip().splitlines()) == 1
     assert (model / "weights.safetensors").read_bytes() == before
+
+
+# ------------------------------------------------------------- interrupted and concurrent
+def _dead_pid() -> int:
+    import os
+
+    pid = 999_999
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_sigterm_during_score_leaves_no_partial_file(model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(1)
+    big = tmp_path / "big.csv"
+    pd.DataFrame(rng.normal(size=(400_000, 2)), columns=["a", "b"]).to_csv(big, index=False)
+    out = tmp_path / "scores"
+    out.mkdir()
+    stale = out / f".s.csv.tmp-{_dead_pid()}-abcd.csv"  # a killed run's partial file
+    stale.write_text("index,anomaly_score\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "anomaly.cli", "score", str(model), str(big), "-q"]
+    proc = subprocess.Popen([*args, "--out", str(out / "s.csv")], env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while proc.poll() is None and not any(p != stale for p in out.glob(".s.csv.tmp-*")):
+        time.sleep(0.01)
+    assert not stale.exists()  # swept by the next run into the folder
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "SIGTERM" in err, err
+    assert "Traceback" not in err and list(out.iterdir()) == []
+
+
+def test_two_saves_into_one_folder_take_turns(model, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import anomaly.persistence as persistence
+    from anomaly import load_model, save_model
+
+    detector = load_model(model)
+    real = persistence.save_file
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "save_file", slow)
+    errors = []
+
+    def save():
+        try:
+            save_model(detector, tmp_path / "shared")
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=save) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    load_model(tmp_path / "shared")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_fit_out_through_a_symlink_saves_to_its_target(model, csv, tmp_path, capsys):
+    import os
+
+    link = tmp_path / "link"
+    link.symlink_to(model)
+    before = (model / "weights.safetensors").read_bytes()
+    code, _, err = run(["fit", csv, "--out", link, "--seed", "3", *FAST], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(model)
+    assert (model / "weights.safetensors").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

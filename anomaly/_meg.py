@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from common import distributed
 from coreset.embeddings import unit_length
+from coreset.features import torchscript_file, with_torchscript_file
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
@@ -24,7 +25,7 @@ from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_fr
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
-from .persistence import ModelFileError, first_line, read_model, write_model
+from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
 from .settings import GROUPS, group_params
 
@@ -292,6 +293,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             X, self.embedder_, cache_dir=self.cache_dir, verbose=bool(self.verbose)
         )
 
+    def _torchscript_file(self) -> str | None:
+        """The TorchScript file the features view runs (code from outside the package and the
+        model folder), or None."""
+        if getattr(self, "view_", "pixels") not in ("features", "both"):
+            return None
+        if not isinstance(self.features, str):
+            return None
+        return torchscript_file(self.features)
+
     def _fit_scaling(self, X: np.ndarray) -> None:
         """Per-feature ``shift_`` and ``scale_`` such that ``(X - shift_) / scale_`` is scaled,
         or ``unit_norm_``: each sample divided by its length."""
@@ -337,6 +347,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.embedder_ = None
         X = self._validate(X, reset=True)
+        code = self._torchscript_file()
+        self.features_sha256_ = None if code is None else file_sha256(code)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         config = self._config()
@@ -622,6 +634,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         }
         if getattr(self, "prior_shape_", None) is not None:  # the friendly inputs' shape
             state["prior_shape"] = list(self.prior_shape_)
+        if getattr(self, "features_sha256_", None) is not None:  # the TorchScript file's
+            state["features_sha256"] = self.features_sha256_
         weights = {
             "energy_nets": [_cpu_state(net) for net in self.energy_nets_],
             "generator": _cpu_state(self.generator_),
@@ -633,15 +647,25 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return state, weights
 
     @classmethod
-    def from_fitted_state(cls, state: dict, weights: dict, *, device="cpu") -> MEGDetector:
+    def from_fitted_state(
+        cls, state: dict, weights: dict, *, device="cpu", features_file=None, cache_dir=None
+    ) -> MEGDetector:
         """The detector :meth:`fitted_state` describes, on ``device``.
 
-        Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state.
+        Where files go is the caller's choice, not the state's: ``cache_dir`` (embeddings of
+        scored images; None: not cached) replaces the saved one, and no checkpoint is written.
+        A features view that runs a TorchScript file is refused unless the caller gives that
+        file as ``features_file`` (checked against the SHA-256 recorded at fit).
+
+        Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state, and
+        :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
         """
         if "settings" in state:
             params = {k: v for group in state["settings"].values() for k, v in group.items()}
         else:  # format 1: a flat dict of parameters
             params = dict(state["params"])
+        params["cache_dir"] = None if cache_dir is None else str(cache_dir)
+        params["checkpoint_path"] = None
         if params.get("image_shape") is not None:
             params["image_shape"] = tuple(params["image_shape"])
         if params.get("betas") is not None:
@@ -657,6 +681,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             det.view_ == "pixels" and det.network_shape_ != det.input_shape_
         ):
             raise ValueError("invalid view or network_shape in the model file")
+        det._use_features_file(features_file, state.get("features_sha256"))
         det.embedder_ = None
         det.n_features_in_ = int(state["n_features_in"])
         if state.get("feature_names") is not None:
@@ -712,6 +737,26 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 raise ValueError("invalid decision_scores in the model file")
             det.decision_scores_ = scores
         return det
+
+    def _use_features_file(self, given, recorded) -> None:
+        """Run the features view's TorchScript file only when the user gave it (``given``) and
+        it is the file the model was fitted with (``recorded``: its SHA-256)."""
+        named = self._torchscript_file()
+        self.features_sha256_ = recorded if named is not None else None
+        if named is None:
+            return
+        if given is None:
+            raise ModelFileError(
+                f"the model scores with code from outside its folder (the TorchScript file "
+                f"{named}); give that file explicitly to run it (load_model(..., "
+                "features_file=FILE), anomaly score --features-file FILE)"
+            )
+        if recorded is not None and file_sha256(given) != recorded:
+            raise ModelFileError(
+                f"the features file {given} is not the TorchScript file the model was fitted "
+                "with (its SHA-256 differs)"
+            )
+        self.features = with_torchscript_file(self.features, given)
 
     def _rebuild_networks(self, n_energy: int) -> None:
         """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
@@ -842,17 +887,36 @@ def _invalid_state(state: dict, weights: dict) -> str | None:
     return None
 
 
-def load_model(path, *, device="cpu") -> MEGDetector:
+def load_model(path, *, device="cpu", features_file=None, cache_dir=None) -> MEGDetector:
     """Load a detector written by :func:`save_model` onto ``device`` (CPU by default).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model folder.
+    device : str, default="cpu"
+        Where the networks run.
+    features_file : str or os.PathLike, optional
+        The TorchScript file of a features view fitted with ``features="torchscript:PATH"``:
+        such a model runs code from outside its folder, so it loads only when the file is
+        given here (and matches the one it was fitted with).
+    cache_dir : str or os.PathLike, optional
+        Folder to cache image embeddings in while scoring (the model file's own is ignored:
+        where files go is the caller's choice).
 
     Raises
     ------
     ModelFileError
-        When the folder or a file in it is missing, corrupt, or from another program.
+        When the folder or a file in it is missing, corrupt, or from another program, or
+        the model needs a TorchScript file that was not given.
     """
     state, weights = read_model(path)
     try:
-        return MEGDetector.from_fitted_state(state, weights, device=device)
+        return MEGDetector.from_fitted_state(
+            state, weights, device=device, features_file=features_file, cache_dir=cache_dir
+        )
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {first_line(err)}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(
             f"{path} does not hold a consistent model: {first_line(err)}"

@@ -590,6 +590,17 @@ def score(
         "and PR curves with labels, the most anomalous images. New, empty or an earlier report.",
     ),
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
+    features_file: Path | None = typer.Option(
+        None,
+        help="The TorchScript file of a model fitted with --features torchscript:PATH: such a "
+        "model runs code from outside its folder and is scored only with the file given here "
+        "(it must be the file it was fitted with).",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        help="Folder to cache the image embeddings in [default: none; a model file's own "
+        "cache_dir is not used].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
@@ -625,7 +636,7 @@ def score(
         _check_apart(report, "--report", {**inputs, **({} if to_stdout else {"--out": out})})
         _check_no_model_above(report, "--report")
         _check_writable(report)
-    detector = load_model(model, device=device)
+    detector = load_model(model, device=device, features_file=features_file, cache_dir=cache_dir)
     source = _score_input(data, detector, labels, label_column, normal_class)
     y_file = None if labels is None else _read_labels(labels)
     if y_file is not None and source.n is not None:
@@ -860,6 +871,9 @@ def export(
         help="torchscript (torch.jit.load), or onnx (needs pip install 'coreset-meg[onnx]').",
     ),
     out: Path = typer.Option(..., help="File to write (e.g. model.pt or model.onnx)."),
+    features_file: Path | None = typer.Option(
+        None, help="The TorchScript file of a model fitted with --features torchscript:PATH."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
     """Write MODEL's score_samples as one TorchScript or ONNX file other tools can run.
@@ -876,7 +890,7 @@ def export(
     if model.is_dir() and _inside(out, model):
         raise CliError(f"--out {out} is inside the model folder {model}; refusing to write there")
     _check_writable(out)
-    detector = load_model(model)
+    detector = load_model(model, features_file=features_file)
     export_model(detector, out, file_format.value)
     shape = ", ".join(str(s) for s in detector.input_shape_)
     result = {
@@ -947,6 +961,12 @@ def benchmark(
         help="heldout / one-class / mixture: keep the splits (mixture: grid, setting and seed "
         "rows) already in OUT/NAME and measure only the others.",
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the results of an earlier run in OUT/NAME (without it, or --resume, an "
+        "existing results folder is refused).",
+    ),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -957,12 +977,22 @@ def benchmark(
     from anomaly.benchmarks import BENCHMARKS
 
     _configure_logging(quiet)
+    out_dir = out / (name.value if dataset is None else f"{name.value}-{dataset}")
+    if resume and overwrite:
+        raise CliError("give --resume or --overwrite, not both")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"{out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (resume or overwrite):
+        raise CliError(
+            f"{out_dir} holds an earlier run's results; continue it with --resume, replace it "
+            "with --overwrite, or choose another --out"
+        )
     kwargs = dict(
         seeds=_int_list(seeds, "--seeds"),
         device=device,
         quick=quick,
         data_root=data_root,
-        out_dir=out / (name.value if dataset is None else f"{name.value}-{dataset}"),
+        out_dir=out_dir,
         verbose=not quiet,
     )
     if name is BenchmarkName.cost and resume:

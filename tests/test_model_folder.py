@@ -376,3 +376,71 @@ def test_fit_out_through_a_symlink_saves_to_its_target(model, csv, tmp_path, cap
     assert link.is_symlink() and os.readlink(link) == str(model)
     assert (model / "weights.safetensors").read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_benchmark_keeps_an_earlier_runs_results(tmp_path, capsys):
+    folder = tmp_path / "heldout-digits"
+    folder.mkdir()
+    (folder / "results.csv").write_text("kept\n")
+    argv = ["benchmark", "heldout", "--dataset", "digits", "--classes", "1", "--seeds", "0"]
+    argv += ["--quick", "--out", tmp_path, "-q"]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "--resume" in err and "--overwrite" in err
+    assert (folder / "results.csv").read_text() == "kept\n"
+    code, out, err = run([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    assert (folder / "results.csv").read_text() != "kept\n"
+
+
+# ------------------------------------------------------- what a model file may make us do
+def _tiny_torchscript(path):
+    import warnings
+
+    import torch
+
+    class Means(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is flagged deprecated
+        torch.jit.script(Means()).save(str(path))
+    return path
+
+
+def test_a_model_running_a_torchscript_file_needs_it_given(tmp_path, capsys):
+    from anomaly import MEGDetector, load_model, save_model
+    from anomaly.persistence import ModelFileError
+
+    code = _tiny_torchscript(tmp_path / "features.pt")
+    images = np.random.default_rng(0).uniform(-1, 1, size=(40, 3, 8, 8)).astype(np.float32)
+    det = MEGDetector(n_iter=4, width=8, view="features", features=f"torchscript:{code}@8",
+                      random_state=0).fit(images)  # fmt: skip
+    save_model(det, tmp_path / "m")
+    with pytest.raises(ModelFileError, match="TorchScript file"):
+        load_model(tmp_path / "m")
+    np.save(tmp_path / "x.npy", images)
+    argv = ["score", tmp_path / "m", tmp_path / "x.npy", "--out", tmp_path / "s.csv", "-q"]
+    code_, _, err = run(argv, capsys)
+    assert code_ == 1 and "--features-file" in err
+    other = _tiny_torchscript(tmp_path / "other.pt")
+    other.write_bytes(other.read_bytes() + b"\0")  # another file
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        load_model(tmp_path / "m", features_file=other)
+    code_, _, err = run([*argv, "--features-file", code], capsys)
+    assert code_ == 0, err
+    np.testing.assert_allclose(
+        -pd.read_csv(tmp_path / "s.csv")["anomaly_score"], det.score_samples(images), rtol=1e-6
+    )
+
+
+def test_where_files_go_is_not_the_model_files_choice(model, csv, tmp_path, capsys):
+    from anomaly import load_model
+
+    config = json.loads((model / "model.json").read_text())
+    config["settings"]["run"]["cache_dir"] = str(tmp_path / "elsewhere")
+    config["settings"]["run"]["checkpoint_path"] = str(tmp_path / "ck.pt")
+    (model / "model.json").write_text(json.dumps(config))
+    detector = load_model(model)
+    assert detector.cache_dir is None and detector.checkpoint_path is None
+    assert load_model(model, cache_dir=tmp_path / "c").cache_dir == str(tmp_path / "c")

@@ -270,12 +270,15 @@ def _setting_options(command):
 def _read_config(path: Path) -> dict:
     """A ``--config`` file: JSON as ``anomaly fit --dry-run`` prints it."""
     from anomaly.settings import GROUPS
+    from common import read_regular_text
 
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(read_regular_text(path, limit=_MAX_CONFIG_BYTES))
     except FileNotFoundError:
         raise CliError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:
+        raise CliError(f"{path} is not a readable JSON config: nested too deeply") from None
+    except (OSError, ValueError) as err:  # JSON and UTF-8 errors are ValueErrors
         raise CliError(f"{path} is not a readable JSON config: {first_line(err)}") from None
     if not isinstance(config, dict):
         raise CliError(f"{path} must hold a JSON object like 'anomaly fit --dry-run' prints")
@@ -289,7 +292,58 @@ def _read_config(path: Path) -> dict:
         unknown += sorted(f"settings.{group}.{k}" for k in set(values) - known.get(group, set()))
     if unknown:
         raise CliError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    for key, value in config.items():
+        if key != "settings" and not _RUN_KEY_CHECKS[key](value):
+            raise CliError(f"{path}: {key} is {json.dumps(value)}; {_RUN_KEY_HELP[key]}")
     return config
+
+
+#: The largest --config file read (a resolved config is a few kilobytes).
+_MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _is_text(value, none: bool = True) -> bool:
+    return isinstance(value, str) or (none and value is None)
+
+
+def _is_count(value, none: bool = True) -> bool:
+    if value is None:
+        return none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: What each run key of a --config file must be, and how to say so.
+_RUN_KEY_CHECKS = {
+    "data": _is_text,
+    "dataset": lambda v: v is None or v in {d.value for d in Dataset},
+    "protocol": lambda v: v in {p.value for p in Protocol},
+    "class": lambda v: _is_count(v, none=False),
+    "out": lambda v: _is_text(v, none=False) and v != "",
+    "label_column": _is_text,
+    "image_size": _is_count,
+    "data_root": _is_text,
+}
+_RUN_KEY_HELP = {
+    "data": "expected a path (a string) or null",
+    "dataset": f"expected one of {', '.join(d.value for d in Dataset)} or null",
+    "protocol": f"expected one of {', '.join(p.value for p in Protocol)}",
+    "class": "expected a whole number",
+    "out": "expected a folder path (a string)",
+    "label_column": "expected a column name (a string) or null",
+    "image_size": "expected a whole number or null",
+    "data_root": "expected a folder path (a string) or null",
+}
+
+
+def _expand_folder(path: Path | str | None, option: str) -> Path | None:
+    """``path`` with a leading ``~`` or ``~user`` expanded, or a one-line error naming the
+    option when it cannot be (an unknown user, no home folder)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as err:
+        raise CliError(f"{option} {path}: cannot expand '~' ({first_line(err)})") from None
 
 
 #: The run options a --config file may hold besides the settings, and their defaults.
@@ -392,6 +446,7 @@ def fit(
     if "cls" in given:
         run["class"] = cls
     data = None if run["data"] is None else Path(run["data"])
+    run["data_root"] = _expand_folder(run["data_root"], "--data-root")
     dataset, out = run["dataset"], Path(run["out"])
     protocol, cls = Protocol(run["protocol"]), int(run["class"])
     if data is not None and dataset is not None:
@@ -408,8 +463,8 @@ def fit(
         params.update(group)
     params.update(settings or {})
     params.update(_flag_settings(given, file, seed, quiet, contamination, coreset, settings or {}))
-    for key in ("betas", "image_shape"):
-        if params.get(key) is not None:
+    for key in ("betas", "image_shape"):  # JSON lists; other values fail the settings' checks
+        if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
     checkpoint = out.parent / f".{out.name}.checkpoint.pt"
     if resume or params["checkpoint_every"]:
@@ -844,7 +899,8 @@ def friendly(
 
     names = list(candidates) if candidates else default_candidates(data)
     ranking = rank_friendly(
-        data, names, features=features, root=data_root, cache_dir=cache_dir,
+        data, names, features=features, root=_expand_folder(data_root, "--data-root"),
+        cache_dir=cache_dir,
         max_samples=max_samples, random_state=seed,
     )  # fmt: skip
     result = {
@@ -991,7 +1047,7 @@ def benchmark(
         seeds=_int_list(seeds, "--seeds"),
         device=device,
         quick=quick,
-        data_root=data_root,
+        data_root=_expand_folder(data_root, "--data-root"),
         out_dir=out_dir,
         verbose=not quiet,
     )
@@ -1176,6 +1232,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if isinstance(err, _failure_types()):
             return fail(first_line(err), 1)
+        if as_json:  # a program reads stdout: still one JSON object; the traceback on stderr
+            import traceback
+
+            traceback.print_exc()
+            return fail(f"internal error: {type(err).__name__}: {first_line(err)}", 1)
         raise
     finally:
         for signum, previous in handled.items():

@@ -444,3 +444,69 @@ def test_where_files_go_is_not_the_model_files_choice(model, csv, tmp_path, caps
     detector = load_model(model)
     assert detector.cache_dir is None and detector.checkpoint_path is None
     assert load_model(model, cache_dir=tmp_path / "c").cache_dir == str(tmp_path / "c")
+
+
+# ------------------------------------------------------------ one line, never a traceback
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"settings": {"objective": {"betas": 0.5}}}, "betas"),
+        ({"out": None}, "out"),
+        ({"data": 5}, "data"),
+        ({"class": "x"}, "class"),
+        ({"settings": {"networks": {"gaussian_weight": "a"}}}, "gaussian_weight"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_one_line_errors(config, message, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    code, _, err = run(["fit", "--config", path, "--out", tmp_path / "m", *FAST], capsys)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_deep_configs_and_unexpandable_data_roots_are_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    code, _, err = run(["fit", "--config", path, "--out", tmp_path / "m", *FAST], capsys)
+    assert code == 1 and "nested too deeply" in err
+    argv = ["fit", "--dataset", "mnist", "--data-root", "~nosuchuser/x", "--out", tmp_path / "m"]
+    code, _, err = run([*argv, *FAST], capsys)
+    assert code == 1 and "--data-root" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--learning-rate", "nan"],
+        ["--temperature", "inf"],
+        ["--coreset-fraction", "nan"],
+        ["--entropy-weight", "inf"],
+        ["--gaussian-weight", "nan"],
+    ],  # fmt: skip
+)
+def test_dry_run_refuses_what_the_fit_refuses(option, capsys):
+    code, out, err = run(["fit", "--dry-run", *option], capsys)
+    assert code == 1 and "finite" in err and out == ""
+
+
+def test_a_damaged_scores_file_on_resume_is_a_one_line_error(tmp_path, capsys):
+    argv = ["benchmark", "heldout", "--dataset", "digits", "--classes", "1", "--seeds", "0"]
+    argv += ["--quick", "--out", tmp_path, "-q"]
+    assert run(argv, capsys)[0] == 0
+    scores = tmp_path / "heldout-digits" / "scores.npz"
+    scores.write_bytes(scores.read_bytes()[:100])
+    code, _, err = run([*argv, "--resume"], capsys)
+    assert code == 1 and "scores.npz is damaged" in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_is_still_one_json_object(csv, tmp_path, capsys, monkeypatch):
+    import anomaly.cli as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("something unforeseen")
+
+    monkeypatch.setattr(cli, "load_user_data", broken)
+    code, out, _ = run(["fit", csv, "--out", tmp_path / "m", "--json", *FAST], capsys)
+    assert code == 1
+    result = json.loads(out)
+    assert result["exit_code"] == 1 and "something unforeseen" in result["error"]

@@ -20,12 +20,10 @@ imports the estimator.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import warnings
 from importlib import metadata
@@ -37,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from common.errors import first_line
+from common.errors import first_line, write_failure
 from common.io import atomic_path, follow_umask, read_regular_text
 
 __all__ = [
@@ -321,24 +319,6 @@ def write_model(path, config: dict, weights: dict, history: list[dict]) -> Path:
             f"cannot save the model to {path}: {write_failure(err, path)}",
         ) from None
     return path
-
-
-def write_failure(err: BaseException, path) -> str:
-    """Why writing near ``path`` failed, in a few words: "no space left on device" when the
-    disk is full (safetensors and torch hide the errno in their own messages), else the error's
-    first line."""
-    text = str(err)
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
-        return "no space left on device"
-    folder = Path(path).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        if shutil.disk_usage(folder).free < 2**20:
-            return f"no space left on device ({first_line(err)})"
-    except OSError:
-        pass
-    return first_line(err)
 
 
 def file_sha256(path) -> str:

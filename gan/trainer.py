@@ -32,7 +32,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
-from common import atomic_path, distributed, progress, write_text_atomic
+from common import atomic_path, distributed, progress, write_failure, write_text_atomic
 from coreset import (
     GaussianProjection,
     Prior,
@@ -669,8 +669,13 @@ class MEGTrainer:
         rank calls it and rank 0 writes."""
         state = self.state_dict()
         if distributed.is_main():
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
+            try:
+                with atomic_path(path) as tmp:
+                    torch.save(state, tmp)
+            except (OSError, RuntimeError) as err:  # torch chains a disk-full error many deep
+                raise OSError(
+                    f"cannot write the checkpoint {path}: {write_failure(err, path)}"
+                ) from None
         distributed.barrier()  # no rank reads or replaces it before it is complete
 
     @classmethod

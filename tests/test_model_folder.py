@@ -510,3 +510,21 @@ def test_an_unexpected_error_is_still_one_json_object(csv, tmp_path, capsys, mon
     assert code == 1
     result = json.loads(out)
     assert result["exit_code"] == 1 and "something unforeseen" in result["error"]
+
+
+def test_a_full_disk_while_checkpointing_names_the_checkpoint(csv, tmp_path, capsys,
+                                                              monkeypatch):  # fmt: skip
+    import torch
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as err:  # torch chains the error under its own
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from err
+
+    monkeypatch.setattr(torch, "save", full)
+    argv = ["fit", csv, "--out", tmp_path / "m", "--checkpoint-every", "2", *FAST]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert ".m.checkpoint.pt" in err and "cannot write the checkpoint" in err
+    assert "no space left on device" in err

@@ -528,3 +528,25 @@ def test_a_full_disk_while_checkpointing_names_the_checkpoint(csv, tmp_path, cap
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert ".m.checkpoint.pt" in err and "cannot write the checkpoint" in err
     assert "no space left on device" in err
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_an_array_file_declaring_a_huge_array_is_refused(suffix, model, tmp_path, capsys):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    fields = {"descr": "<f8", "fortran_order": False, "shape": (10**10, 4)}
+    np.lib.format.write_array_header_1_0(header, fields)
+    data = header.getvalue() + bytes(64)
+    path = tmp_path / f"huge{suffix}"
+    if suffix == ".npy":
+        path.write_bytes(data)
+    else:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("X.npy", data)
+    assert path.stat().st_size < 400
+    code, _, err = run(["fit", path, "--out", tmp_path / "m2", *FAST], capsys)
+    assert code == 1 and "declares" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(["score", model, path, "--out", tmp_path / "s.csv", "-q"], capsys)
+    assert code == 1 and "declares" in err and len(err.strip().splitlines()) == 1, err

@@ -27,11 +27,9 @@ def write_failure(err: BaseException, path) -> str:
     while cause is not None and len(chain) < 50:  # torch chains the OSError under its own
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    for one in chain:
-        if getattr(one, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(
-            one
-        ):
-            return "no space left on device"
+    full = (errno.ENOSPC, errno.EDQUOT)
+    if any(getattr(one, "errno", None) in full or "No space left" in str(one) for one in chain):
+        return "no space left on device"
     folder = Path(path).parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

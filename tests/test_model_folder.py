@@ -550,3 +550,29 @@ def test_an_array_file_declaring_a_huge_array_is_refused(suffix, model, tmp_path
     assert code == 1 and "declares" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run(["score", model, path, "--out", tmp_path / "s.csv", "-q"], capsys)
     assert code == 1 and "declares" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_with_other_data_of_the_same_shape_is_refused(csv, tmp_path, capsys,
+                                                             monkeypatch):  # fmt: skip
+    import torch
+
+    import anomaly.cli as cli
+
+    def crash(*args, **kwargs):
+        raise OSError("the machine went down before the save")
+
+    argv = ["fit", csv, "--out", tmp_path / "m", "--checkpoint-every", "2", *FAST]
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_save", crash)
+        assert run(argv, capsys)[0] == 1
+    checkpoint = tmp_path / ".m.checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["step"] = 2  # as if killed midway
+    torch.save(state, checkpoint)
+    other = tmp_path / "other.csv"
+    frame = pd.read_csv(csv)
+    (frame * 2 + 1).to_csv(other, index=False)
+    code, _, err = run(["fit", other, "--out", tmp_path / "m", "--resume", *FAST], capsys)
+    assert code == 1 and "other training data" in err and checkpoint.exists()
+    code, _, err = run(["fit", csv, "--out", tmp_path / "m", "--resume", *FAST], capsys)
+    assert code == 0, err

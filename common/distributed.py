@@ -182,6 +182,8 @@ def _check_variables() -> None:
             raise LaunchError(f"environment variable {name}={text!r} is not a whole number")
     if not launched():
         stray = [v for v in _stray_variables() if not v.startswith("WORLD_SIZE=")]
+        if values["WORLD_SIZE"] is not None and values["RANK"] in (None, "0"):
+            stray = []  # torchrun with one process: consistent, nothing to say
         if stray:
             logging.getLogger(__name__).warning(
                 "ignoring %s: WORLD_SIZE is %s, so this is a single process (rank 0); unset "

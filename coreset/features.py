@@ -590,7 +590,7 @@ _SIZE_SUFFIX = re.compile(r"^(?P<base>.+)@(?P<size>\d+)$")
 
 def torchscript_file(embedding: str) -> str | None:
     """The TorchScript file that :func:`make_embedder` would load and run for ``embedding``
-    (``"torchscript:PATH[@SIZE]"``, or a plain path), or None for a built-in network.
+    (``"torchscript:PATH[@SIZE]"``, or a plain path to a file), or None for a built-in network.
 
     >>> torchscript_file("torchscript:/models/x.pt@64"), torchscript_file("efficientnet-lite0")
     ('/models/x.pt', None)
@@ -603,7 +603,8 @@ def torchscript_file(embedding: str) -> str | None:
         return rest
     if sep and prefix in _PREFIXES:
         return None
-    return embedding.strip()  # a plain path: run when it is a file
+    plain = embedding.strip()  # a plain path: run when it is a file
+    return plain if Path(plain).is_file() else None
 
 
 def with_torchscript_file(embedding: str, path: str | os.PathLike[str]) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import glob
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -119,7 +119,7 @@ def atomic_path(
             tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
             os.chmod(tmp, 0o777 & ~_umask())
         else:
-            _sweep_files(path, suffix)
+            _sweep_files(path)
             fd, name = tempfile.mkstemp(
                 dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix
             )
@@ -181,13 +181,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sweep_files(path: Path, suffix: str) -> None:
-    """Remove the temporary files that writers of ``path`` killed before they finished left
-    beside it (their process is gone); those of a live writer are left alone."""
-    for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        pid = old.name[len(path.name) + 6 :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and old.is_file():
+def _sweep_files(path: Path) -> None:
+    """Remove the temporary files that writers killed before they finished left in ``path``'s
+    folder (any destination's: their process is gone); those of live writers are left alone."""
+    for old in path.parent.glob(".*.tmp-*"):
+        match = _TEMPORARY_FILE.match(old.name)
+        if match is None or int(match[1]) == os.getpid() or _alive(int(match[1])):
+            continue
+        if old.is_file() and not old.is_symlink():
             old.unlink(missing_ok=True)
+
+
+#: A temporary file of :func:`atomic_path`: ``.NAME.tmp-PID-XXXXXXXX[SUFFIX]`` (mkstemp's 8).
+_TEMPORARY_FILE = re.compile(r"^\..+\.tmp-(\d+)-[a-z0-9_]{8}(\.[^.]*)?$")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -317,7 +317,7 @@ def test_sigterm_during_score_leaves_no_partial_file(model, tmp_path):
     pd.DataFrame(rng.normal(size=(400_000, 2)), columns=["a", "b"]).to_csv(big, index=False)
     out = tmp_path / "scores"
     out.mkdir()
-    stale = out / f".s.csv.tmp-{_dead_pid()}-abcd.csv"  # a killed run's partial file
+    stale = out / f".old.csv.tmp-{_dead_pid()}-abcd1234.csv"  # a killed run's partial file
     stale.write_text("index,anomaly_score\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "anomaly.cli", "score", str(model), str(big), "-q"]

@@ -176,9 +176,10 @@ def _check_variables() -> None:
     import logging
 
     values = {n: os.environ.get(n) for n in TORCHRUN_VARIABLES}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+    numbers = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT") if launched() else ("WORLD_SIZE",)
+    for name in numbers:
         text = values[name]
-        if text is not None and not (text.strip().isdigit()):
+        if text is not None and not text.strip().isdigit():
             raise LaunchError(f"environment variable {name}={text!r} is not a whole number")
     if not launched():
         stray = [v for v in _stray_variables() if not v.startswith("WORLD_SIZE=")]

@@ -272,6 +272,12 @@ def test_model_json_that_is_no_regular_file_or_nested_deep_is_refused(model, tmp
     os.mkfifo(config)  # opening it for reading would wait for a writer forever
     with pytest.raises(ModelFileError, match="not a regular file"):
         load_model(model)
+    config.unlink()
+    config.write_text(json.dumps({"format": "coreset-meg-model", "format_version": 3}))
+    (model / "weights.safetensors").unlink()
+    os.mkfifo(model / "weights.safetensors")
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_model(model)
 
 
 def test_a_full_disk_names_the_destination(model, csv, monkeypatch, capsys):

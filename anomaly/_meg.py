@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import MISSING
 from pathlib import Path
 
@@ -15,15 +16,16 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from common import distributed
 from coreset.embeddings import unit_length
+from coreset.features import torchscript_file, with_torchscript_file
 from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
 from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import nearest_neighbour_sq_distance, seed_from
+from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
-from .persistence import ModelFileError, first_line, read_model, write_model
+from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
 from .settings import GROUPS, group_params
 
@@ -305,6 +307,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             X, self.embedder_, cache_dir=self.cache_dir, verbose=bool(self.verbose)
         )
 
+    def _torchscript_file(self) -> str | None:
+        """The TorchScript file the features view runs (code from outside the package and the
+        model folder), or None."""
+        if getattr(self, "view_", "pixels") not in ("features", "both"):
+            return None
+        if not isinstance(self.features, str):
+            return None
+        return torchscript_file(self.features)
+
     def _fit_scaling(self, X: np.ndarray) -> None:
         """Per-feature ``shift_`` and ``scale_`` such that ``(X - shift_) / scale_`` is scaled,
         or ``unit_norm_``: each sample divided by its length."""
@@ -361,11 +372,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.embedder_ = None
         X = self._validate(X, reset=True)
+        code = self._torchscript_file()
+        self.features_sha256_ = None if code is None else file_sha256(code)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
         config = self._config()
         rng = check_random_state(self.random_state)
-        trainer = self._trainer(config, rng)
+        trainer = self._trainer(config, rng, X)
         self.ticket_rounds_ = self._find_ticket(trainer, X)  # lottery ticket: masks on trainer
         trainer.fit(X)
         self._rebuild_networks(len(trainer.snapshots))
@@ -413,8 +426,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         masks = find_ticket(trainer, X, on_round=record)
         return [*rounds, _ticket_record(tickets.prune_rounds, masks, 0.0)]
 
-    def _trainer(self, config: MEGConfig, rng) -> MEGTrainer:
-        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches."""
+    def _trainer(self, config: MEGConfig, rng, X: np.ndarray) -> MEGTrainer:
+        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches.
+
+        A checkpoint is resumed only with the settings, seed and data (its fingerprint) it was
+        written with. One that does not match is an error while its run is unfinished; the
+        checkpoint of a finished fit (another fold of a cross-validation, say) is replaced.
+        """
         prior = generator_prior(self)  # None: latents; else a friendly set (Spider GAN)
         self.prior_shape_ = None if prior is None else tuple(prior.shape)
         kwargs = dict(
@@ -426,9 +444,16 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         )
         seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
         path = self.checkpoint_path
+        fingerprint = data_fingerprint(X) if path is not None else None
+
+        def fresh() -> MEGTrainer:
+            trainer = MEGTrainer(config, self.network_shape_, device=self.device_,
+                                 random_state=seed, **kwargs)  # fmt: skip
+            trainer.data_fingerprint = fingerprint
+            return trainer
+
         if path is None or not Path(path).exists():
-            return MEGTrainer(config, self.network_shape_, device=self.device_,
-                              random_state=seed, **kwargs)  # fmt: skip
+            return fresh()
         try:
             trainer = MEGTrainer.from_checkpoint(path, device=self.device_, **kwargs)
         except Exception as err:  # torch raises many kinds on a damaged file
@@ -438,12 +463,23 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             and trainer.input_shape == tuple(self.network_shape_)
             and trainer.seed == seed
         )
-        if not same:
-            raise ValueError(
-                f"cannot resume from {path}: it was written with other settings, seed or data "
-                "shape (remove it to start afresh)"
+        same_data = trainer.data_fingerprint in (None, fingerprint)  # None: an older file
+        if same and same_data:
+            return trainer
+        if trainer.step >= trainer.config.schedule.n_iter:  # a finished fit's: not resumed
+            logging.getLogger(__name__).info(
+                "replacing the checkpoint %s of a finished fit on other settings or data", path
             )
-        return trainer
+            return fresh()
+        if same:
+            raise ValueError(
+                f"cannot resume from {path}: it was written for other training data (same "
+                "shape, other values); resume with the data it started on, or remove it"
+            )
+        raise ValueError(
+            f"cannot resume from {path}: it was written with other settings, seed or data "
+            "shape (remove it to start afresh)"
+        )
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
         """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
@@ -641,6 +677,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         }
         if getattr(self, "prior_shape_", None) is not None:  # the friendly inputs' shape
             state["prior_shape"] = list(self.prior_shape_)
+        if getattr(self, "features_sha256_", None) is not None:  # the TorchScript file's
+            state["features_sha256"] = self.features_sha256_
         weights = {"energy_nets": [_cpu_state(net) for net in self.energy_nets_]}
         if self.generator_ is not None:  # none when nothing was trained (n_iter=0)
             weights["generator"] = _cpu_state(self.generator_)
@@ -651,15 +689,25 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return state, weights
 
     @classmethod
-    def from_fitted_state(cls, state: dict, weights: dict, *, device="cpu") -> MEGDetector:
+    def from_fitted_state(
+        cls, state: dict, weights: dict, *, device="cpu", features_file=None, cache_dir=None
+    ) -> MEGDetector:
         """The detector :meth:`fitted_state` describes, on ``device``.
 
-        Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state.
+        Where files go is the caller's choice, not the state's: ``cache_dir`` (embeddings of
+        scored images; None: not cached) replaces the saved one, and no checkpoint is written.
+        A features view that runs a TorchScript file is refused unless the caller gives that
+        file as ``features_file`` (checked against the SHA-256 recorded at fit).
+
+        Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state, and
+        :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
         """
         if "settings" in state:
             params = {k: v for group in state["settings"].values() for k, v in group.items()}
         else:  # format 1: a flat dict of parameters
             params = dict(state["params"])
+        params["cache_dir"] = None if cache_dir is None else str(cache_dir)
+        params["checkpoint_path"] = None
         if params.get("image_shape") is not None:
             params["image_shape"] = tuple(params["image_shape"])
         if params.get("betas") is not None:
@@ -675,6 +723,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             det.view_ == "pixels" and det.network_shape_ != det.input_shape_
         ):
             raise ValueError("invalid view or network_shape in the model file")
+        det._use_features_file(features_file, state.get("features_sha256"))
         det.embedder_ = None
         det.n_features_in_ = int(state["n_features_in"])
         if state.get("feature_names") is not None:
@@ -735,9 +784,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
         det._rebuild_networks(n_nets)
         for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
-            net.load_state_dict(net_state)
+            _load_checked(net, net_state, "energy_nets")
         if "generator" in weights:
-            det.generator_.load_state_dict(weights["generator"])
+            _load_checked(det.generator_, weights["generator"], "generator")
         else:  # a fit that trained nothing (n_iter=0) keeps no generator
             det.generator_ = None
         if "training" in weights:  # absent from files saved before the scores were kept
@@ -746,6 +795,26 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 raise ValueError("invalid decision_scores in the model file")
             det.decision_scores_ = scores
         return det
+
+    def _use_features_file(self, given, recorded) -> None:
+        """Run the features view's TorchScript file only when the user gave it (``given``) and
+        it is the file the model was fitted with (``recorded``: its SHA-256)."""
+        named = self._torchscript_file()
+        self.features_sha256_ = recorded if named is not None else None
+        if named is None:
+            return
+        if given is None:
+            raise ModelFileError(
+                f"the model scores with code from outside its folder (the TorchScript file "
+                f"{named}); give that file explicitly to run it (load_model(..., "
+                "features_file=FILE), anomaly score --features-file FILE)"
+            )
+        if recorded is not None and file_sha256(given) != recorded:
+            raise ModelFileError(
+                f"the features file {given} is not the TorchScript file the model was fitted "
+                "with (its SHA-256 differs)"
+            )
+        self.features = with_torchscript_file(self.features, given)
 
     def _rebuild_networks(self, n_energy: int) -> None:
         """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
@@ -846,6 +915,26 @@ def _ticket_record(round_: int, masks: WeightMasks, seconds: float) -> dict:
     }
 
 
+def _load_checked(net: torch.nn.Module, state: dict, name: str) -> None:
+    """Load ``state`` into ``net`` after checking each tensor's dtype against the network's own
+    and that floating-point weights are finite (ValueError naming the tensor)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{name} in the weights is not a state dict")
+    own = net.state_dict()
+    for key, value in state.items():
+        want = own.get(key)
+        if want is None or not isinstance(value, torch.Tensor):
+            continue  # load_state_dict names unexpected and missing keys
+        if value.dtype != want.dtype:  # shapes: load_state_dict checks them (or resizes)
+            raise ValueError(
+                f"weights tensor {name}.{key} is {str(value.dtype).removeprefix('torch.')}, "
+                f"expected {str(want.dtype).removeprefix('torch.')}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"weights tensor {name}.{key} has values that are not finite")
+    net.load_state_dict(state)
+
+
 def _cpu_state(net: torch.nn.Module) -> dict:
     return {k: v.cpu() for k, v in net.state_dict().items()}
 
@@ -861,20 +950,67 @@ def save_model(detector: MEGDetector, path):
     pathlib.Path
     """
     state, weights = detector.fitted_state()
+    problem = _invalid_state(state, weights)
+    if problem is not None:  # checked before the swap: a model already at path is kept
+        raise ModelFileError(
+            f"not saving to {path}: the fitted model is invalid ({problem}); "
+            "anything already there is kept"
+        )
     return write_model(path, state, weights, detector.history_)
 
 
-def load_model(path, *, device="cpu") -> MEGDetector:
+def _invalid_state(state: dict, weights: dict) -> str | None:
+    """What makes a fitted state unusable (a threshold, statistic, scaling or weight that is not
+    finite), or None."""
+
+    def finite(values) -> bool:
+        return values is None or bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+
+    for name in ("offset", "energy_mean", "energy_std"):
+        if not finite(state[name]):
+            return f"{name} is not finite"
+    for name in ("shift", "scale"):
+        if not finite(state["preprocessing"][name]):
+            return f"the scaling's {name} is not finite"
+    tensors = [
+        *(t for net in weights["energy_nets"] for t in net.values()),
+        *weights["generator"].values(),
+    ]
+    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+        return "a network weight is not finite"
+    return None
+
+
+def load_model(path, *, device="cpu", features_file=None, cache_dir=None) -> MEGDetector:
     """Load a detector written by :func:`save_model` onto ``device`` (CPU by default).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model folder.
+    device : str, default="cpu"
+        Where the networks run.
+    features_file : str or os.PathLike, optional
+        The TorchScript file of a features view fitted with ``features="torchscript:PATH"``:
+        such a model runs code from outside its folder, so it loads only when the file is
+        given here (and matches the one it was fitted with).
+    cache_dir : str or os.PathLike, optional
+        Folder to cache image embeddings in while scoring (the model file's own is ignored:
+        where files go is the caller's choice).
 
     Raises
     ------
     ModelFileError
-        When the folder or a file in it is missing, corrupt, or from another program.
+        When the folder or a file in it is missing, corrupt, or from another program, or
+        the model needs a TorchScript file that was not given.
     """
     state, weights = read_model(path)
     try:
-        return MEGDetector.from_fitted_state(state, weights, device=device)
+        return MEGDetector.from_fitted_state(
+            state, weights, device=device, features_file=features_file, cache_dir=cache_dir
+        )
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {first_line(err)}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(
             f"{path} does not hold a consistent model: {first_line(err)}"

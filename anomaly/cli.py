@@ -13,7 +13,9 @@ import json
 import logging
 import numbers
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -321,12 +323,15 @@ def _setting_options(command):
 def _read_config(path: Path) -> dict:
     """A ``--config`` file: JSON as ``anomaly fit --dry-run`` prints it."""
     from anomaly.settings import GROUPS
+    from common import read_regular_text
 
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(read_regular_text(path, limit=_MAX_CONFIG_BYTES))
     except FileNotFoundError:
         raise CliError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:
+        raise CliError(f"{path} is not a readable JSON config: nested too deeply") from None
+    except (OSError, ValueError) as err:  # JSON and UTF-8 errors are ValueErrors
         raise CliError(f"{path} is not a readable JSON config: {first_line(err)}") from None
     if not isinstance(config, dict):
         raise CliError(f"{path} must hold a JSON object like 'anomaly fit --dry-run' prints")
@@ -340,7 +345,58 @@ def _read_config(path: Path) -> dict:
         unknown += sorted(f"settings.{group}.{k}" for k in set(values) - known.get(group, set()))
     if unknown:
         raise CliError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    for key, value in config.items():
+        if key != "settings" and not _RUN_KEY_CHECKS[key](value):
+            raise CliError(f"{path}: {key} is {json.dumps(value)}; {_RUN_KEY_HELP[key]}")
     return config
+
+
+#: The largest --config file read (a resolved config is a few kilobytes).
+_MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _is_text(value, none: bool = True) -> bool:
+    return isinstance(value, str) or (none and value is None)
+
+
+def _is_count(value, none: bool = True) -> bool:
+    if value is None:
+        return none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: What each run key of a --config file must be, and how to say so.
+_RUN_KEY_CHECKS = {
+    "data": _is_text,
+    "dataset": lambda v: v is None or v in {d.value for d in Dataset},
+    "protocol": lambda v: v in {p.value for p in Protocol},
+    "class": lambda v: _is_count(v, none=False),
+    "out": lambda v: _is_text(v, none=False) and v != "",
+    "label_column": _is_text,
+    "image_size": _is_count,
+    "data_root": _is_text,
+}
+_RUN_KEY_HELP = {
+    "data": "expected a path (a string) or null",
+    "dataset": f"expected one of {', '.join(d.value for d in Dataset)} or null",
+    "protocol": f"expected one of {', '.join(p.value for p in Protocol)}",
+    "class": "expected a whole number",
+    "out": "expected a folder path (a string)",
+    "label_column": "expected a column name (a string) or null",
+    "image_size": "expected a whole number or null",
+    "data_root": "expected a folder path (a string) or null",
+}
+
+
+def _expand_folder(path: Path | str | None, option: str) -> Path | None:
+    """``path`` with a leading ``~`` or ``~user`` expanded, or a one-line error naming the
+    option when it cannot be (an unknown user, no home folder)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as err:
+        raise CliError(f"{option} {path}: cannot expand '~' ({first_line(err)})") from None
 
 
 #: The run options a --config file may hold besides the settings, and their defaults.
@@ -420,6 +476,12 @@ def fit(
         help="Continue an interrupted fit from the checkpoint beside OUT (written with "
         "--checkpoint-every); it ends as the fit would have without the interruption.",
     ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Discard the checkpoint an interrupted fit left beside OUT and start afresh "
+        "(without --resume or --restart such a checkpoint is kept and the fit refused).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     dry_run: bool = typer.Option(
@@ -454,6 +516,7 @@ def fit(
     if "cls" in given:
         run["class"] = cls
     data = None if run["data"] is None else Path(run["data"])
+    run["data_root"] = _expand_folder(run["data_root"], "--data-root")
     dataset, out = run["dataset"], Path(run["out"])
     protocol, cls = Protocol(run["protocol"]), int(run["class"])
     if data is not None and dataset is not None:
@@ -468,8 +531,8 @@ def fit(
         params.update(group)
     params.update(settings or {})
     params.update(_flag_settings(given, file, seed, quiet, contamination, coreset, settings or {}))
-    for key in ("betas", "image_shape"):
-        if params.get(key) is not None:
+    for key in ("betas", "image_shape"):  # JSON lists; other values fail the settings' checks
+        if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
     checkpoint = out.parent / f".{out.name}.checkpoint.pt"
     if resume or params["checkpoint_every"]:
@@ -502,16 +565,33 @@ def fit(
 
     distributed.init_from_env(params["device"])  # joins the others when started by torchrun
     main = distributed.is_main()
+    # Every destination checked before any work: nothing of the user's is replaced, and no
+    # input (the data, the config file) lies where an output goes.
+    inputs = {"the data": data, "the config file": config}
+    _check_apart(out, "--out", inputs)
     check_model_destination(out)  # refuse a folder that is not ours before training
+    _check_not_current(out, "--out")
     _check_writable(out)
     if report is not None:
         from anomaly.report import check_report_destination
 
         check_report_destination(report)  # refused before training, not after
+        _check_not_current(report, "--report")
+        _check_apart(report, "--report", {**inputs, "--out": out})
+        _check_no_model_above(report, "--report")
+        _check_writable(report)
+    if resume and restart:
+        raise CliError("give --resume or --restart, not both")
     if resume and not checkpoint.exists():
         raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
-    if not resume and checkpoint.exists() and main:
-        checkpoint.unlink()  # our own file from an earlier run: start afresh
+    if not resume and checkpoint.exists():
+        if not restart:  # an interrupted run's work is the user's to keep or discard
+            raise CliError(
+                f"an interrupted fit left the checkpoint {checkpoint}: continue it with "
+                "--resume, or discard it and start afresh with --restart"
+            )
+        if main:
+            checkpoint.unlink()
     distributed.barrier()  # no rank looks for the checkpoint before it is gone
 
     if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
@@ -656,6 +736,17 @@ def score(
         "and PR curves with labels, the most anomalous images. New, empty or an earlier report.",
     ),
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
+    features_file: Path | None = typer.Option(
+        None,
+        help="The TorchScript file of a model fitted with --features torchscript:PATH: such a "
+        "model runs code from outside its folder and is scored only with the file given here "
+        "(it must be the file it was fitted with).",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        help="Folder to cache the image embeddings in [default: none; a model file's own "
+        "cache_dir is not used].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
@@ -679,11 +770,21 @@ def score(
     distributed.init_from_env(device)  # joins the others when started by torchrun
     main = distributed.is_main()  # rank 0 writes the scores; every rank scores a share
     to_stdout = str(out) == "-"
+    inputs = {"the model folder": model, "the data": data, "the labels file": labels}
     if not to_stdout:
         _check_output_file(out, inputs=[data, labels])
+        if out.exists() and not out.is_file():
+            pass  # a device or pipe, written into
+        else:
+            _check_apart(out, "--out", inputs)
+            _check_no_model_above(out, "--out")
     if report is not None:
         check_report_destination(report)
-    detector = load_model(model, device=device)
+        _check_not_current(report, "--report")
+        _check_apart(report, "--report", {**inputs, **({} if to_stdout else {"--out": out})})
+        _check_no_model_above(report, "--report")
+        _check_writable(report)
+    detector = load_model(model, device=device, features_file=features_file, cache_dir=cache_dir)
     csv_options = CsvOptions(header, id_column, _column_list(drop_columns))
     source = _score_input(data, detector, labels, label_column, normal_class, csv_options)
     y_file = None if labels is None else _read_labels(labels)
@@ -920,7 +1021,8 @@ def friendly(
 
     names = list(candidates) if candidates else default_candidates(data)
     ranking = rank_friendly(
-        data, names, features=features, root=data_root, cache_dir=cache_dir,
+        data, names, features=features, root=_expand_folder(data_root, "--data-root"),
+        cache_dir=cache_dir,
         max_samples=max_samples, random_state=seed,
     )  # fmt: skip
     result = {
@@ -947,6 +1049,9 @@ def export(
         help="torchscript (torch.jit.load), or onnx (needs pip install 'coreset-meg[onnx]').",
     ),
     out: Path = typer.Option(..., help="File to write (e.g. model.pt or model.onnx)."),
+    features_file: Path | None = typer.Option(
+        None, help="The TorchScript file of a model fitted with --features torchscript:PATH."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
     """Write MODEL's score_samples as one TorchScript or ONNX file other tools can run.
@@ -960,10 +1065,10 @@ def export(
 
     if out.exists() and not out.is_file():
         raise CliError(f"--out {out} exists and is not a file; refusing to replace it")
-    if model.is_dir() and model.resolve() in (out.resolve(), *out.resolve().parents):
+    if model.is_dir() and _inside(out, model):
         raise CliError(f"--out {out} is inside the model folder {model}; refusing to write there")
     _check_writable(out)
-    detector = load_model(model)
+    detector = load_model(model, features_file=features_file)
     export_model(detector, out, file_format.value)
     shape = ", ".join(str(s) for s in detector.input_shape_)
     result = {
@@ -1035,6 +1140,12 @@ def benchmark(
         help="heldout / one-class / mixture: keep the splits (mixture: grid, setting and seed "
         "rows) already in OUT/NAME and measure only the others.",
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the results of an earlier run in OUT/NAME (without it, or --resume, an "
+        "existing results folder is refused).",
+    ),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -1045,12 +1156,22 @@ def benchmark(
     from anomaly.benchmarks import BENCHMARKS
 
     _configure_logging(quiet)
+    out_dir = out / (name.value if dataset is None else f"{name.value}-{dataset}")
+    if resume and overwrite:
+        raise CliError("give --resume or --overwrite, not both")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"{out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (resume or overwrite):
+        raise CliError(
+            f"{out_dir} holds an earlier run's results; continue it with --resume, replace it "
+            "with --overwrite, or choose another --out"
+        )
     kwargs = dict(
         seeds=_int_list(seeds, "--seeds"),
         device=device,
         quick=quick,
-        data_root=data_root,
-        out_dir=out / (name.value if dataset is None else f"{name.value}-{dataset}"),
+        data_root=_expand_folder(data_root, "--data-root"),
+        out_dir=out_dir,
         verbose=not quiet,
     )
     if name is BenchmarkName.cost and resume:
@@ -1104,6 +1225,52 @@ def _check_output_file(out: Path, inputs: list[Path | None]) -> None:
     _check_writable(out)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_apart(out: Path, option: str, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is, holds or lies inside one of the named ``inputs`` folders or
+    files (a data file inside the model folder it would replace, a report among the training
+    images, scores written onto the model)."""
+    for what, source in inputs.items():
+        if source is None:
+            continue
+        source = Path(source)
+        if _inside(source, out):
+            raise CliError(
+                f"{option} {out} holds {what} ({source}); refusing to write there "
+                "(choose another destination)"
+            )
+        if (source.is_dir() or not source.exists()) and _inside(out, source):
+            raise CliError(
+                f"{option} {out} is inside {what} ({source}); refusing to write there "
+                "(choose another destination)"
+            )
+
+
+def _check_not_current(out: Path, option: str) -> None:
+    """Refuse a destination folder that holds the current folder (``--out .``): it is replaced
+    or filled whole, which the current folder cannot be."""
+    if _inside(Path.cwd(), out):
+        raise CliError(f"{option} {out} is the current folder or holds it; choose a new folder")
+
+
+def _check_no_model_above(out: Path, option: str) -> None:
+    """Refuse an output inside a model folder: the next save of that model replaces the folder
+    whole, and what was written there would be lost."""
+    from anomaly.persistence import model_folder_above
+
+    folder = model_folder_above(out)
+    if folder is not None:
+        raise CliError(
+            f"{option} {out} is inside the model folder {folder}; refusing to write there "
+            "(the folder is replaced whole when the model is saved again)"
+        )
+
+
 def _check_writable(path: Path) -> None:
     """Raise unless ``path`` could be created or replaced (its nearest existing folder is
     writable)."""
@@ -1120,9 +1287,11 @@ def _failure_types() -> tuple[type[BaseException], ...]:
     Imported when a failure happens, not at start, so ``--help`` does not import torch.
     """
     from anomaly.persistence import ModelFileError
+    from common.distributed import LaunchError
     from datasets import DataError
 
-    return (CliError, DataError, ModelFileError, ValueError, OSError, FloatingPointError)
+    return (CliError, DataError, LaunchError, ModelFileError, ValueError, OSError,
+            FloatingPointError)  # fmt: skip
 
 
 def _wants_json(argv: list[str] | None) -> bool:
@@ -1132,6 +1301,27 @@ def _wants_json(argv: list[str] | None) -> bool:
 
 #: ``datasets.DATA_ROOT_ENV``, spelt out here so that ``--help`` does not import ``datasets``.
 _DATA_ROOT_ENV = "ANOMALY_DATA_ROOT"
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP (a kill, a job's time limit): raised so that every ``with`` block
+    unwinds and the temporary files being written are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated(signal.Signals(signum).name, signum)
+
+
+def _handle_signals() -> dict:
+    """Turn SIGTERM and SIGHUP into :class:`_Terminated` where they would kill the process
+    outright; the handlers replaced, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    replaced = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            replaced[signum] = signal.signal(signum, _raise_terminated)
+    return replaced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1150,8 +1340,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     data_root = os.environ.get(_DATA_ROOT_ENV)  # fit --data-root sets it for the command only
+    handled = _handle_signals()
     try:
         result = app(args=argv, standalone_mode=False)
+    except _Terminated as err:  # the files being written were removed on the way out
+        return fail(f"stopped by {err.args[0]}; nothing was left half-written", 128 + err.args[1])
     except click_exceptions.NoArgsIsHelpError as err:  # `anomaly` alone: show the help
         typer.echo(err.ctx.get_help())
         return 0
@@ -1162,8 +1355,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if isinstance(err, _failure_types()):
             return fail(first_line(err), 1)
+        if as_json:  # a program reads stdout: still one JSON object; the traceback on stderr
+            import traceback
+
+            traceback.print_exc()
+            return fail(f"internal error: {type(err).__name__}: {first_line(err)}", 1)
         raise
     finally:
+        for signum, previous in handled.items():
+            signal.signal(signum, previous)
         if data_root is None:
             os.environ.pop(_DATA_ROOT_ENV, None)
         else:

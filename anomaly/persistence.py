@@ -20,8 +20,11 @@ imports the estimator.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import stat
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +35,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from common import atomic_path, first_line
+from common.errors import first_line, write_failure
+from common.io import atomic_path, follow_umask, read_regular_text
 
 __all__ = [
     "FORMAT",
@@ -41,6 +45,8 @@ __all__ = [
     "ModelVersionWarning",
     "check_model_destination",
     "check_versions",
+    "is_model_folder",
+    "model_folder_above",
     "first_line",
     "flatten_weights",
     "read_model",
@@ -58,6 +64,9 @@ WEIGHTS, CONFIG, METRICS = "weights.safetensors", "model.json", "metrics.jsonl"
 LEGACY_WEIGHTS = "weights.pt"
 #: Libraries whose major.minor version is compared with the one a model was saved with.
 CHECKED_LIBRARIES = ("coreset-meg", "torch", "numpy", "scikit-learn")
+#: The largest ``model.json`` read (settings, fitted state and training history: kilobytes to
+#: a few megabytes); anything larger is not one of ours.
+MAX_CONFIG_BYTES = 256 * 2**20
 
 
 class ModelFileError(ValueError):
@@ -226,27 +235,58 @@ def unflatten_weights(tensors: dict[str, torch.Tensor], layout: dict[str, str]) 
     return build(root)
 
 
-def check_model_destination(path) -> Path:
-    """Raise unless ``path`` is free, an empty folder, or a model folder this program wrote.
+def _read_config_text(path: Path) -> str:
+    """The text of the folder's ``model.json``: a regular file of at most MAX_CONFIG_BYTES."""
+    return read_regular_text(path / CONFIG, limit=MAX_CONFIG_BYTES)
 
-    Saving replaces the destination, so anything else there (a user's data, a working folder) is
-    refused, before any training is spent.
+
+def is_model_folder(path) -> bool:
+    """Whether ``path`` is a folder whose ``model.json`` says it is one of our model folders."""
+    path = Path(path)
+    try:
+        return path.is_dir() and json.loads(_read_config_text(path)).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError, RecursionError, ModelFileError):
+        return False
+
+
+def model_folder_above(path) -> Path | None:
+    """The model folder that ``path`` is or lies inside (links resolved), or None."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        if (folder / CONFIG).exists() and is_model_folder(folder):
+            return folder
+    return None
+
+
+#: The files a save writes into a model folder (formats 1 and 2 had ``weights.pt``).
+MODEL_FILES = (CONFIG, WEIGHTS, METRICS, LEGACY_WEIGHTS)
+
+
+def check_model_destination(path) -> Path:
+    """Raise unless ``path`` is free, an empty folder, or a model folder this program wrote
+    that holds only the files a save writes.
+
+    Saving replaces the destination whole, so anything else there (a user's data, a working
+    folder, a file kept beside the model) is refused, before any training is spent.
     """
     path = Path(path)
     if not path.exists():
         return path
     if not path.is_dir():
         raise ModelFileError(f"{path} exists and is not a model folder; refusing to overwrite it")
-    if not any(path.iterdir()):
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
         return path
-    try:
-        ours = json.loads((path / CONFIG).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
+    if not is_model_folder(path):
         raise ModelFileError(
             f"{path} is a folder that is not a model folder; refusing to replace it "
             "(choose a new or empty folder)"
+        )
+    foreign = [name for name in entries if name not in MODEL_FILES]
+    if foreign:
+        raise ModelFileError(
+            f"{path} holds {foreign[0]}, which no save wrote; refusing to replace the folder "
+            "and lose it (move it out, or choose another folder)"
         )
     return path
 
@@ -265,12 +305,29 @@ def write_model(path, config: dict, weights: dict, history: list[dict]) -> Path:
         "versions": versions(),
     }
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
-    with atomic_path(path, directory=True) as tmp:
-        save_file(tensors, tmp / WEIGHTS, metadata=header)
-        (tmp / CONFIG).write_text(json.dumps(config, indent=1))
-        # The training metrics once more as JSON lines, for tools that read logs.
-        (tmp / METRICS).write_text("".join(json.dumps(record) + "\n" for record in history))
+    try:
+        with atomic_path(path, directory=True) as tmp:
+            save_file(tensors, tmp / WEIGHTS, metadata=header)
+            follow_umask(tmp / WEIGHTS)  # safetensors makes it private
+            config["weights_sha256"] = file_sha256(tmp / WEIGHTS)
+            (tmp / CONFIG).write_text(json.dumps(config, indent=1))
+            # The training metrics once more as JSON lines, for tools that read logs.
+            (tmp / METRICS).write_text("".join(json.dumps(record) + "\n" for record in history))
+    except (OSError, SafetensorError) as err:
+        raise OSError(
+            getattr(err, "errno", None),
+            f"cannot save the model to {path}: {write_failure(err, path)}",
+        ) from None
     return path
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_model(path) -> tuple[dict, dict]:
@@ -288,11 +345,15 @@ def read_model(path) -> tuple[dict, dict]:
     if not path.is_dir():
         raise ModelFileError(f"model folder not found: {path}")
     try:
-        config = json.loads((path / CONFIG).read_text())
+        config = json.loads(_read_config_text(path))
     except FileNotFoundError:
         raise ModelFileError(f"{path} is not a model folder: {CONFIG} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path / CONFIG} is corrupt: {err}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path / CONFIG} is corrupt: nested too deeply") from None
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"{path / CONFIG} is not a model file: {first_line(err)}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{path / CONFIG} is not a {FORMAT} file")
     version = config.get("format_version")
@@ -303,19 +364,30 @@ def read_model(path) -> tuple[dict, dict]:
             f"{path} was saved by a newer version (format {config['format_version']}); upgrade"
         )
     if version >= 3:
-        weights = _read_safetensors(path, config.get("weights_layout"))
+        weights = _read_safetensors(
+            path, config.get("weights_layout"), config.get("weights_sha256")
+        )
     else:
         weights = _read_legacy(path)
     check_versions(config.get("versions"), source=str(path), stacklevel=3)
     return config, weights
 
 
-def _read_safetensors(path: Path, layout) -> dict:
+def _read_safetensors(path: Path, layout, checksum) -> dict:
+    file = path / WEIGHTS
     try:
-        tensors = load_file(path / WEIGHTS, device="cpu")
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            raise ModelFileError(f"{file} is not a regular file")
+        if checksum is not None and file_sha256(file) != checksum:
+            raise ModelFileError(
+                f"{file} is corrupt: its checksum differs from the weights_sha256 in {CONFIG}"
+            )
+        tensors = load_file(file, device="cpu")
     except FileNotFoundError:
         raise ModelFileError(f"{path} is incomplete: {WEIGHTS} is missing") from None
     except (SafetensorError, OSError, ValueError) as err:
+        if isinstance(err, ModelFileError):
+            raise
         raise ModelFileError(
             f"{path / WEIGHTS} is corrupt or not a weights file: {first_line(err)}"
         ) from None

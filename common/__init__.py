@@ -4,8 +4,15 @@ This package imports nothing from the project, so ``datasets``, ``coreset``, ``g
 ``anomaly`` can all depend on it without cycles.
 """
 
-from .errors import first_line
-from .io import atomic_path, write_text_atomic
+from .errors import first_line, write_failure
+from .io import atomic_path, read_regular_text, write_text_atomic
 from .progress import progress
 
-__all__ = ["atomic_path", "first_line", "progress", "write_text_atomic"]
+__all__ = [
+    "atomic_path",
+    "first_line",
+    "progress",
+    "read_regular_text",
+    "write_failure",
+    "write_text_atomic",
+]

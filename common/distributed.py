@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LaunchError",
+    "RENDEZVOUS_TIMEOUT_ENV",
+    "TORCHRUN_VARIABLES",
     "all_gather_arrays",
     "all_gather_objects",
     "all_reduce_mean",
@@ -56,10 +59,27 @@ __all__ = [
 _STATE = threading.local()
 
 
+#: The variables torchrun sets for each process it starts.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Seconds the processes of a run wait for each other to join (a stale variable in a single
+#: process must not make it wait torch's 30 minutes); override with this variable.
+RENDEZVOUS_TIMEOUT_ENV = "ANOMALY_RENDEZVOUS_TIMEOUT"
+_RENDEZVOUS_TIMEOUT = 120.0
+
+
+class LaunchError(RuntimeError):
+    """The torchrun variables in the environment do not describe a run this process can join."""
+
+
 def launched() -> bool:
     """Whether this process was started as one of several (``WORLD_SIZE`` > 1, as torchrun
     sets it)."""
     return _env_int("WORLD_SIZE", 1) > 1
+
+
+def _stray_variables() -> list[str]:
+    """``NAME=value`` of the torchrun variables set in the environment."""
+    return [f"{n}={os.environ[n]}" for n in TORCHRUN_VARIABLES if n in os.environ]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -89,7 +109,9 @@ def _true_rank() -> int:
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank()
-    return _env_int("RANK", 0)
+    # RANK counts only in a process started as one of several: a single process is rank 0,
+    # whatever a stray RANK says (it would otherwise write nothing).
+    return _env_int("RANK", 0) if launched() else 0
 
 
 def rank() -> int:
@@ -129,6 +151,7 @@ def init_from_env(device: str = "auto") -> bool:
     without, gloo alone. ``device``: "cpu" keeps gloo alone even where CUDA is available. A
     second call does nothing.
     """
+    _check_variables()
     if not launched():
         return False
     import torch
@@ -139,9 +162,79 @@ def init_from_env(device: str = "auto") -> bool:
     gpu = str(device) != "cpu" and torch.cuda.is_available()
     if gpu:
         torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
-    dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo")
+    store, rank, size = _rendezvous()
+    dist.init_process_group(
+        "cpu:gloo,cuda:nccl" if gpu else "gloo", store=store, rank=rank, world_size=size
+    )
     atexit.register(_shutdown)
     return dist.get_world_size() > 1
+
+
+def _check_variables() -> None:
+    """Raise :class:`LaunchError` on torchrun variables that cannot describe a run; warn about
+    ones a single process ignores (``RANK`` without ``WORLD_SIZE``, say)."""
+    import logging
+
+    values = {n: os.environ.get(n) for n in TORCHRUN_VARIABLES}
+    numbers = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT") if launched() else ("WORLD_SIZE",)
+    for name in numbers:
+        text = values[name]
+        if text is not None and not text.strip().isdigit():
+            raise LaunchError(f"environment variable {name}={text!r} is not a whole number")
+    if not launched():
+        stray = [v for v in _stray_variables() if not v.startswith("WORLD_SIZE=")]
+        if values["WORLD_SIZE"] is not None and values["RANK"] in (None, "0"):
+            stray = []  # torchrun with one process: consistent, nothing to say
+        if stray:
+            logging.getLogger(__name__).warning(
+                "ignoring %s: WORLD_SIZE is %s, so this is a single process (rank 0); unset "
+                "them, or start the run with torchrun",
+                " ".join(stray),
+                values["WORLD_SIZE"] or "not set",
+            )
+        return
+    missing = [n for n in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not values[n]]
+    if missing:
+        raise LaunchError(
+            f"WORLD_SIZE={values['WORLD_SIZE']} but {', '.join(missing)} not set: start the run "
+            "with torchrun, or unset WORLD_SIZE for a single process"
+        )
+    if int(values["RANK"]) >= int(values["WORLD_SIZE"]):
+        raise LaunchError(f"RANK={values['RANK']} is not below WORLD_SIZE={values['WORLD_SIZE']}")
+
+
+def _rendezvous_seconds() -> float:
+    text = os.environ.get(RENDEZVOUS_TIMEOUT_ENV)
+    if text is None:
+        return _RENDEZVOUS_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise LaunchError(f"{RENDEZVOUS_TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return seconds
+
+
+def _rendezvous():
+    """``(store, rank, world_size)`` of torchrun's environment, joined within a short timeout
+    (:data:`RENDEZVOUS_TIMEOUT_ENV`); the store then waits as long as torch's default."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    seconds = _rendezvous_seconds()
+    try:
+        store, rank, size = next(dist.rendezvous("env://", timeout=timedelta(seconds=seconds)))
+    except Exception as err:  # torch raises several kinds (DistStoreError, RuntimeError, ...)
+        raise LaunchError(
+            f"the other processes of a {os.environ['WORLD_SIZE']}-process run did not join "
+            f"within {seconds:g} s ({' '.join(_stray_variables())}); unset these variables for a "
+            f"single process, or start the run with torchrun (wait longer: "
+            f"{RENDEZVOUS_TIMEOUT_ENV}) [{type(err).__name__}]"
+        ) from None
+    store.set_timeout(timedelta(minutes=30))  # torch's default for the run itself
+    return store, rank, size
 
 
 def finish() -> None:

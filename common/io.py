@@ -11,19 +11,28 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_path", "follow_umask", "read_regular_text", "write_text_atomic"]
 
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it
     os.umask(mask)
     return mask
+
+
+def follow_umask(path: str | os.PathLike[str], mode: int = 0o666) -> None:
+    """Give ``path`` the permissions ``mode`` less the umask, as a plain ``open`` would (for
+    files that libraries create private)."""
+    os.chmod(path, mode & ~_umask())
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -77,11 +86,14 @@ def atomic_path(
     Parameters
     ----------
     path : str or os.PathLike
-        Final location; its parent folders are created.
+        Final location; its parent folders are created. A symbolic link is followed: its
+        target is replaced, and the link stays.
     directory : bool, default=False
         Yield an empty folder rather than a file name. An existing folder at ``path`` is
         swapped with the new one in one step (Linux; elsewhere moved aside first), then removed;
         what an interrupted earlier save left beside ``path`` is recovered or removed first.
+        Saves into one parent folder take turns (an advisory lock on the folder).
+        A temporary file that a killed writer of ``path`` left is removed.
     suffix : str, default=".tmp"
         Suffix of a temporary file (matplotlib, for one, picks the format from it).
 
@@ -95,27 +107,93 @@ def atomic_path(
     'done'
     """
     path = Path(path)
+    if path.is_symlink():  # write to the link's target; the link stays a link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        _recover(path)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        os.chmod(tmp, 0o777 & ~_umask())
-    else:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        yield tmp
+    with ExitStack() as stack:
         if directory:
-            _replace_folder(tmp, path)
+            # One save at a time into a folder: the next save's clean-up would otherwise take
+            # this one's temporary folder for a leftover.
+            stack.enter_context(_folder_lock(path.parent))
+            _recover(path)
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+            os.chmod(tmp, 0o777 & ~_umask())
         else:
-            os.replace(tmp, path)
+            _sweep_files(path)
+            fd, name = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix
+            )
+            os.close(fd)
+            tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            yield tmp
+            if directory:
+                _replace_folder(tmp, path)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
+
+
+#: Seconds a folder save waits for another save into the same folder before giving up.
+LOCK_WAIT_SECONDS = 600.0
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an advisory lock (``flock``) on ``folder`` itself: no file is left behind. Waits up
+    to LOCK_WAIT_SECONDS for another holder, then raises OSError naming the folder."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        f"another save into {folder} has been in progress for over "
+                        f"{LOCK_WAIT_SECONDS:g} s; try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        os.close(fd)  # releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _sweep_files(path: Path) -> None:
+    """Remove the temporary files that writers killed before they finished left in ``path``'s
+    folder (any destination's: their process is gone); those of live writers are left alone."""
+    for old in path.parent.glob(".*.tmp-*"):
+        match = _TEMPORARY_FILE.match(old.name)
+        if match is None or int(match[1]) == os.getpid() or _alive(int(match[1])):
+            continue
+        if old.is_file() and not old.is_symlink():
+            old.unlink(missing_ok=True)
+
+
+#: A temporary file of :func:`atomic_path`: ``.NAME.tmp-PID-XXXXXXXX[SUFFIX]`` (mkstemp's 8).
+_TEMPORARY_FILE = re.compile(r"^\..+\.tmp-(\d+)-[a-z0-9_]{8}(\.[^.]*)?$")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -123,3 +201,31 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_regular_text(path: str | os.PathLike[str], *, limit: int) -> str:
+    """The UTF-8 text of the regular file ``path`` (links followed), of at most ``limit`` bytes.
+
+    A FIFO, a device (a link to ``/dev/zero``, say) or a folder is refused without waiting on
+    it or reading it, and so is a file larger than ``limit``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When it is not a regular file, is too large, or is not UTF-8 text
+        (:class:`UnicodeDecodeError`).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO does not wait for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit:,} bytes")
+    return data.decode("utf-8")

@@ -663,6 +663,44 @@ _PREFIXES: dict[str, Callable[[str, int | None, str | torch.device], Embedder]] 
 _SIZE_SUFFIX = re.compile(r"^(?P<base>.+)@(?P<size>\d+)$")
 
 
+def torchscript_file(embedding: str) -> str | None:
+    """The TorchScript file that :func:`make_embedder` would load and run for ``embedding``
+    (``"torchscript:PATH[@SIZE]"``, or a plain path to a file), or None for a built-in network.
+
+    >>> torchscript_file("torchscript:/models/x.pt@64"), torchscript_file("efficientnet-lite0")
+    ('/models/x.pt', None)
+    """
+    text, size = _split_size(embedding)
+    if text in EMBEDDER_NAMES:
+        return None
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix == "torchscript":
+        return rest
+    if sep and prefix in _PREFIXES:
+        return None
+    plain = embedding.strip()  # a plain path: run when it is a file
+    return plain if Path(plain).is_file() else None
+
+
+def with_torchscript_file(embedding: str, path: str | os.PathLike[str]) -> str:
+    """``embedding`` with its TorchScript file replaced by ``path`` (its @SIZE kept).
+
+    >>> with_torchscript_file("torchscript:/a.pt@64", "/b.pt")
+    'torchscript:/b.pt@64'
+    """
+    _, size = _split_size(embedding)
+    return f"torchscript:{path}" + ("" if size is None else f"@{size}")
+
+
+def _split_size(embedding: str) -> tuple[str, int | None]:
+    """``(name, SIZE or None)`` of an embedding name with an optional ``@SIZE``."""
+    text = embedding.strip()
+    match = _SIZE_SUFFIX.match(text)
+    if match and (match["base"] in EMBEDDER_NAMES or ":" in match["base"]):
+        return match["base"], int(match["size"])
+    return text, None
+
+
 def make_embedder(
     embedding: str | os.PathLike[str] | Embedder, *, device: str | torch.device = "cpu"
 ) -> Embedder:
@@ -703,10 +741,7 @@ def make_embedder(
         raise TypeError(f"embedding must be a name, a path or an Embedder, got {embedding!r}")
     if isinstance(embedding, os.PathLike):
         return TorchScriptEmbedder(embedding, device=device)
-    text, size = embedding.strip(), None
-    match = _SIZE_SUFFIX.match(text)
-    if match and (match["base"] in EMBEDDER_NAMES or ":" in match["base"]):
-        text, size = match["base"], int(match["size"])
+    text, size = _split_size(embedding)
     if text in EMBEDDER_NAMES:
         return EMBEDDER_NAMES[text](size, device)
     prefix, sep, rest = text.partition(":")

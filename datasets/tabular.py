@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._npy_sizes import check_declared_sizes
 from .errors import DataError
 
 __all__ = [
@@ -548,6 +549,7 @@ def _finish_array(X: np.ndarray, path: Path, source: str, first_row: int = 0) ->
 
 
 def _load_npy(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    check_declared_sizes(path)
     try:
         X = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -560,6 +562,7 @@ def _load_npy(path: Path, label_column: str | int | None) -> tuple[np.ndarray, n
 
 def _load_npz(path: Path, label_column: str | int | None) -> tuple[np.ndarray, np.ndarray | None]:
     label_key = label_column if isinstance(label_column, str) else "y"
+    check_declared_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
@@ -788,6 +791,7 @@ class TableChunks:
 
     def _map_npy(self) -> np.ndarray:
         path = self.path
+        check_declared_sizes(path)
         try:
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:

@@ -10,6 +10,7 @@ setting means adding a field here (or to a group in :mod:`anomaly.settings`) and
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -94,8 +95,15 @@ def check_setting(field: dataclasses.Field, value: Any, owner: str = "setting") 
         fail("must be an integer")
     if kind is bool and not isinstance(value, bool | numbers.Integral):
         fail("must be true or false")
-    if kind is numbers.Real and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+    if kind in (numbers.Real, float) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
         fail("must be a number")
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if real and not math.isfinite(value):  # NaN compares false with every bound below
+        fail("must be a finite number")
+    if kind is tuple and not isinstance(value, tuple | list):
+        fail("must be a list of numbers")
     if kind is str and not isinstance(value, str):
         fail("must be a string")
     if meta["choices"] is not None and value not in meta["choices"]:
@@ -147,7 +155,10 @@ class Networks(SettingsGroup):
         none=True,
     )
     max_centres: int = setting(
-        10_000, "coreset network: at most this many centres (memory and time)", low=1
+        10_000,
+        "coreset network: at most this many centres (memory and time; at least 2: one centre "
+        "leaves the energy without a scale)",
+        low=2,
     )
     temperature: float = setting(
         0.05,

@@ -17,6 +17,7 @@ Networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`, batch selecti
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
-from common import atomic_path, distributed, progress, write_text_atomic
+from common import atomic_path, distributed, progress, write_failure, write_text_atomic
 from coreset import (
     GaussianProjection,
     Prior,
@@ -345,6 +346,9 @@ class MEGTrainer:
         self.sampler = None
         self._restore: dict | None = None  # sampler state of a checkpoint, used by fit
         self._sampler_key = 0
+        #: Identifies the training data (see :func:`data_fingerprint`); kept in checkpoints so
+        #: that a run is resumed only on the data it started with. None: not recorded.
+        self.data_fingerprint: str | None = None
 
         cfg = config
         with torch.random.fork_rng(devices=[]):
@@ -645,6 +649,7 @@ class MEGTrainer:
             "seconds": self.seconds,
             "history": json.dumps(self.history),
             "snapshots": self.snapshots,
+            **({} if self.data_fingerprint is None else {"data": self.data_fingerprint}),
             **(
                 {}
                 if self.generator_avg is None
@@ -673,8 +678,13 @@ class MEGTrainer:
         rank calls it and rank 0 writes."""
         state = self.state_dict()
         if distributed.is_main():
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
+            try:
+                with atomic_path(path) as tmp:
+                    torch.save(state, tmp)
+            except (OSError, RuntimeError) as err:  # torch chains a disk-full error many deep
+                raise OSError(
+                    f"cannot write the checkpoint {path}: {write_failure(err, path)}"
+                ) from None
         distributed.barrier()  # no rank reads or replaces it before it is complete
 
     @classmethod
@@ -701,6 +711,7 @@ class MEGTrainer:
         trainer.seconds = float(state["seconds"])
         trainer.history = json.loads(state["history"])
         trainer.snapshots = list(state["snapshots"])
+        trainer.data_fingerprint = state.get("data")
         if "sampler" in state:
             ranks = state.get("ranks")
             world = 1 if ranks is None else len(ranks)
@@ -722,6 +733,18 @@ class MEGTrainer:
             if isinstance(callback, MetricsLog):
                 callback.drop_after(trainer.step)
         return trainer
+
+
+def data_fingerprint(X: np.ndarray) -> str:
+    """A SHA-256 of the training samples' shape and float32 values, as hex (what a checkpoint
+    records to be resumed on the same data only)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    digest = hashlib.sha256(repr(X.shape).encode())
+    flat = X.reshape(-1).view(np.uint8)
+    step = 1 << 24
+    for start in range(0, flat.size, step):
+        digest.update(flat[start : start + step])
+    return digest.hexdigest()
 
 
 def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
@@ -747,6 +770,12 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
     flat = data.flatten(1)
     n, d = flat.shape
     k = max(1, min(cfg.max_centres, n, math.ceil(cfg.coreset_fraction * n)))
+    if k < 2:  # one centre: every score the same, the threshold NaN
+        raise ValueError(
+            f"coreset_fraction={cfg.coreset_fraction:g} and max_centres={cfg.max_centres} keep "
+            f"{k} centre of {n} samples; the coreset network needs at least 2 (a coreset_fraction "
+            f"of at least {2 / n:.3g})"
+        )
     seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
     if k == n:
         centres = flat

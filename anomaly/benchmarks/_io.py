@@ -16,6 +16,8 @@ import os
 import platform
 import sys
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from numbers import Real
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from common import atomic_path
+from common import atomic_path, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,24 @@ def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str]) ->
     """Write arrays to a compressed ``.npz``, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` an earlier run wrote (:func:`write_npz`), read whole.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is damaged (a run killed mid-write on a file system that does
+        not rename atomically, a copy cut short): resume cannot trust it.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(
+            f"{path} is damaged ({first_line(err)}); rerun with --overwrite to start afresh"
+        ) from None
 
 
 def json_safe(value: Any) -> Any:

@@ -43,6 +43,7 @@ from ._io import (
     int_list,
     new_figure,
     prepare_out_dir,
+    read_npz,
     save_figure,
     write_csv,
     write_meta,
@@ -214,12 +215,12 @@ def _load_samples(out: Path, cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
             if key in cells:
                 cells[key].extra.setdefault("truncation", []).append(row)
     if (out / "samples.npz").exists():
-        with np.load(out / "samples.npz") as arrays:
-            for name in arrays.files:
-                side, setting, *seed = name.split("/")  # older files lack the seed: not kept
-                key = (int(side), int(seed[0]), setting) if seed else None
-                if key in cells:
-                    cells[key].extra["samples"] = arrays[name]
+        arrays = read_npz(out / "samples.npz")
+        for name in arrays:
+            side, setting, *seed = name.split("/")  # older files lack the seed: not kept
+            key = (int(side), int(seed[0]), setting) if seed else None
+            if key in cells:
+                cells[key].extra["samples"] = arrays[name]
     return cells
 
 

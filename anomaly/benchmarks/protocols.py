@@ -42,6 +42,7 @@ from ._io import (
     int_list,
     new_figure,
     prepare_out_dir,
+    read_npz,
     save_figure,
     timed,
     write_csv,
@@ -158,21 +159,21 @@ def _load(out: Path, cells: dict[tuple, Cell], methods: Iterable[str]) -> dict[t
     path = out / "training_history.csv"
     histories = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["cls", "seed"])
     kept, methods = {}, list(methods)
-    with np.load(out / "scores.npz") as arrays:
-        for (cls, seed), cell in cells.items():
-            prefix, have = f"{cls}/{seed}", list(dict.fromkeys(r["method"] for r in cell.rows))
-            if f"{prefix}/y_test" not in arrays:
-                continue
-            if any(f"{prefix}/{slug(m)}" not in arrays for m in have):
-                continue
-            mine = histories[(histories["cls"] == cls) & (histories["seed"] == seed)]
-            cell.extra = {
-                "y_test": arrays[f"{prefix}/y_test"],
-                "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in have},
-                "histories": mine.to_dict("records"),
-                "missing": [m for m in methods if m not in have],
-            }
-            kept[(cls, seed)] = cell
+    arrays = read_npz(out / "scores.npz")
+    for (cls, seed), cell in cells.items():
+        prefix, have = f"{cls}/{seed}", list(dict.fromkeys(r["method"] for r in cell.rows))
+        if f"{prefix}/y_test" not in arrays:
+            continue
+        if any(f"{prefix}/{slug(m)}" not in arrays for m in have):
+            continue
+        mine = histories[(histories["cls"] == cls) & (histories["seed"] == seed)]
+        cell.extra = {
+            "y_test": arrays[f"{prefix}/y_test"],
+            "scores": {m: arrays[f"{prefix}/{slug(m)}"] for m in have},
+            "histories": mine.to_dict("records"),
+            "missing": [m for m in methods if m not in have],
+        }
+        kept[(cls, seed)] = cell
     return kept
 
 

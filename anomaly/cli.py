@@ -373,6 +373,9 @@ _RUN_KEY_CHECKS = {
     "class": lambda v: _is_count(v, none=False),
     "out": lambda v: _is_text(v, none=False) and v != "",
     "label_column": _is_text,
+    "header": lambda v: v is None or isinstance(v, bool),
+    "id_column": _is_text,
+    "drop_columns": lambda v: _is_text(v) or (isinstance(v, list) and all(map(_is_text, v))),
     "image_size": _is_count,
     "data_root": _is_text,
 }
@@ -383,6 +386,9 @@ _RUN_KEY_HELP = {
     "class": "expected a whole number",
     "out": "expected a folder path (a string)",
     "label_column": "expected a column name (a string) or null",
+    "header": "expected true, false or null",
+    "id_column": "expected a column name (a string) or null",
+    "drop_columns": "expected column names (a list of strings, or one comma-separated string)",
     "image_size": "expected a whole number or null",
     "data_root": "expected a folder path (a string) or null",
 }

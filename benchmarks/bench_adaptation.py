@@ -12,7 +12,11 @@ generator helps more than fixed negatives:
 - ``gaussian``: the same, and Gaussian negatives in the cached activation space (per-dimension
   mean and spread of the class's activations) pushed away from the class's mean;
 - ``meg``: the same, with negatives from a generator trained as MEG trains it (low energy, high
-  entropy through the ``I(x; z)`` estimator), and MEG's zero-centred gradient penalty.
+  entropy through the ``I(x; z)`` estimator), and MEG's zero-centred gradient penalty;
+- ``residual-gaussian``, ``residual-meg``: the frozen features, and a residual energy on top of
+  the default one (a learned weighting of squared whitened coordinates on 64 principal
+  directions, ``gan.adaptation.ResidualQuadratic``) trained against broad Gaussian negatives or
+  MEG's generator sampling the whole energy (twice ``--steps`` updates).
 
 Every variant is scored by the detector's default energy (the core-set mixture plus the
 Gaussian term, on unit-length features) in its adapted space; the rank correlation with the
@@ -47,11 +51,11 @@ from coreset.embeddings import compute_embeddings
 from coreset.features import FeatureEmbedder, efficientnet_lite0
 from datasets import to_model_input
 from gan import MEGConfig
-from gan.adaptation import FeatureAdapter, adapted_features
+from gan.adaptation import FeatureAdapter, adapted_features, fit_residual
 from gan.networks import CoresetEnergy
 from gan.trainer import coreset_energy_parts
 
-VARIANTS = ("frozen", "compact", "gaussian", "meg")
+VARIANTS = ("frozen", "compact", "gaussian", "meg", "residual-gaussian", "residual-meg")
 IMAGE_SIZE = 128
 
 
@@ -98,14 +102,31 @@ def features(tail: nn.Module, A: np.ndarray) -> np.ndarray:
     return adapted_features(tail, A)
 
 
-def default_energy_scores(F_train: np.ndarray, F_test: np.ndarray, seed: int) -> np.ndarray:
-    """The detector's default energy (features preset) fitted on ``F_train``: anomaly scores."""
+def default_energy(F_train: np.ndarray, seed: int = 0) -> CoresetEnergy:
+    """The detector's default energy (features preset) fitted on ``F_train``."""
     base = {k: v for k, v in preset("features").items() if k not in ("view", "scaling")}
     config = MEGConfig.from_params(**{**base, "gaussian_weight": 0.3})
     energy = CoresetEnergy(F_train.shape[1])
     energy.set_centres(**coreset_energy_parts(torch.from_numpy(F_train), config, seed))
+    return energy.eval()
+
+
+def energies(energy: nn.Module, F: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return torch.cat([energy(torch.from_numpy(b)) for b in np.array_split(F_test, 8)]).numpy()
+        return torch.cat([energy(torch.from_numpy(b)) for b in np.array_split(F, 8)]).numpy()
+
+
+def default_energy_scores(F_train: np.ndarray, F_test: np.ndarray, seed: int) -> np.ndarray:
+    """The detector's default energy fitted on ``F_train``, at ``F_test`` (anomaly scores)."""
+    return energies(default_energy(F_train, seed), F_test)
+
+
+def residual_scores(F_train, F_test, negatives, seed, steps) -> np.ndarray:
+    """The default energy plus a :class:`~gan.adaptation.ResidualQuadratic` trained on top of
+    it with ``negatives``, at ``F_test``."""
+    base = default_energy(F_train)
+    residual = fit_residual(base, F_train, negatives=negatives, steps=steps, random_state=seed)
+    return energies(base, F_test) + energies(residual, F_test)
 
 
 #: Variant -> the adapter's negatives.
@@ -171,6 +192,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if variant == "frozen":
                     scores = frozen
+                elif variant.startswith("residual-"):  # on the frozen features
+                    negatives = {"residual-gaussian": "gaussian", "residual-meg": "generator"}
+                    F_train, F_val = features(tail0, A_train), features(tail0, A_val)
+                    scores = residual_scores(
+                        F_train, F_val, negatives[variant], seed, 2 * args.steps
+                    )
                 else:
                     tail = adapt(tail0, A_train, variant, seed, steps=args.steps, lr=args.lr,
                                  pull=args.pull, gp_weight=args.gp_weight, log=print)  # fmt: skip

@@ -35,7 +35,7 @@ from torch import nn
 from .losses import jsd_mutual_information
 from .networks import MLPGenerator, MLPStatistics
 
-__all__ = ["NEGATIVES", "FeatureAdapter", "adapted_features"]
+__all__ = ["NEGATIVES", "FeatureAdapter", "ResidualQuadratic", "adapted_features", "fit_residual"]
 
 #: Where the negatives come from: none (compactness and the pull only), a broad Gaussian
 #: fitted to the class's activations, or MEG's generator.
@@ -182,3 +182,83 @@ class FeatureAdapter:
     def transform(self, activations: np.ndarray) -> np.ndarray:
         """Unit-length adapted features of ``activations``, float32 (n, p)."""
         return adapted_features(self.tail_, activations)
+
+
+class ResidualQuadratic(nn.Module):
+    """A low-capacity residual energy on top of a fixed one: a weighted sum of squared
+    whitened coordinates on the ``k`` leading principal directions of the data,
+    ``r(x) = sum_j softplus(a_j) * ((x - mu) . p_j)^2 / lambda_j / k``, each weight starting
+    near 0 (``softplus(-4) = 0.018``). ``(B, d) -> (B,)``."""
+
+    def __init__(self, data: np.ndarray, k: int = 64):
+        super().__init__()
+        X = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        mean = X.mean(0)
+        _, s, vt = torch.linalg.svd(X - mean, full_matrices=False)
+        k = min(k, len(s))
+        var = (s[:k] ** 2 / max(len(X) - 1, 1)).clamp_min(1e-12)
+        self.register_buffer("mean", mean)
+        self.register_buffer("projection", vt[:k].T / var.sqrt())  # (d, k): whitened coordinates
+        self.log_weight = nn.Parameter(torch.full((k,), -4.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) @ self.projection  # (B, k)
+        return (nn.functional.softplus(self.log_weight) * z.square()).mean(1)
+
+
+def fit_residual(
+    base: nn.Module,
+    data: np.ndarray,
+    *,
+    negatives: str = "generator",
+    steps: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 1e-2,
+    gp_weight: float = 0.1,
+    spread: float = 2.0,
+    latent_dim: int = 64,
+    random_state: int = 0,
+) -> ResidualQuadratic:
+    """Train a :class:`ResidualQuadratic` ``r`` on ``data`` so that ``base(x) + r(x)`` is low on
+    the data and high on negatives: a Gaussian ``spread`` times as broad as the data
+    (``"gaussian"``) or samples of a generator trained on ``base + r`` with MEG's entropy term
+    (``"generator"``); MEG's zero-centred gradient penalty on real data. ``base`` is fixed."""
+    if negatives not in ("gaussian", "generator"):
+        raise ValueError(f"negatives must be gaussian or generator, got {negatives!r}")
+    X = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    n, d = X.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        rng = np.random.default_rng(random_state)
+        residual = ResidualQuadratic(data)
+        opt = torch.optim.Adam(residual.parameters(), lr=learning_rate)
+        base.requires_grad_(False)
+        std = X.std(0)
+        batch = min(batch_size, n)
+        if negatives == "generator":
+            gen, stats = MLPGenerator(latent_dim, d), MLPStatistics(d, latent_dim)
+            players = [*gen.parameters(), *stats.parameters()]
+            opt_g = torch.optim.Adam(players, lr=1e-4, betas=(0.5, 0.9))
+        for _ in range(steps):
+            if negatives == "generator":  # G: low energy under base + r, high entropy
+                residual.requires_grad_(False)
+                z = torch.randn(batch, latent_dim)
+                g = gen(z)
+                mi = jsd_mutual_information(stats(g, z), stats(g, z[torch.randperm(batch)]))
+                loss_g = (base(g) + residual(g)).mean() - mi
+                opt_g.zero_grad()
+                loss_g.backward()
+                opt_g.step()
+                residual.requires_grad_(True)
+                with torch.no_grad():
+                    fake = gen(torch.randn(batch, latent_dim))
+            else:
+                fake = X.mean(0) + spread * std * torch.randn(batch, d)
+            x = X[rng.choice(n, batch, replace=False)].requires_grad_(True)
+            e_real = residual(x)
+            (grad,) = torch.autograd.grad(e_real.sum(), x, create_graph=True)
+            loss = e_real.mean() - residual(fake).mean() + gp_weight * grad.square().sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return residual.eval().requires_grad_(False)

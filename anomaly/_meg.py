@@ -103,10 +103,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ----------
     {parameters}
 
-    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
-    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
-    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
-
     Attributes
     ----------
     energy_nets_ : list of torch.nn.Module
@@ -157,6 +153,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     torch_threads_ : int
         Torch threads during ``fit`` (scores are bit-reproducible for the same seed, torch build
         and thread count on a CPU).
+
+    Notes
+    -----
+    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
+    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
+    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
 
     References
     ----------
@@ -974,7 +976,7 @@ def _invalid_state(state: dict, weights: dict) -> str | None:
             return f"the scaling's {name} is not finite"
     tensors = [
         *(t for net in weights["energy_nets"] for t in net.values()),
-        *weights["generator"].values(),
+        *weights.get("generator", {}).values(),  # none when nothing was trained
     ]
     if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
         return "a network weight is not finite"

@@ -103,10 +103,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ----------
     {parameters}
 
-    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
-    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
-    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
-
     Attributes
     ----------
     energy_nets_ : list of torch.nn.Module
@@ -158,6 +154,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         Torch threads during ``fit`` (scores are bit-reproducible for the same seed, torch build
         and thread count on a CPU).
 
+    Notes
+    -----
+    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
+    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
+    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
+
     References
     ----------
     Kumar, Ozair, Goyal, Courville, Bengio. Maximum Entropy Generators for Energy-Based Models.
@@ -189,7 +191,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if config.networks.gaussian_weight is None and hasattr(self, "view_"):
             # The Gaussian term helps on unit-length image features of one class and hurts on
             # pixels and min-max scaled vectors; 0.3 was the best mean over the CIFAR-10 and
-            # MNIST validation splits (README, "How the defaults were chosen").
+            # MNIST validation splits (docs/results/how-defaults-were-chosen.md).
             config.networks.gaussian_weight = 0.3 if self.view_ == "features" else 0.0
         return config
 
@@ -292,7 +294,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 f"view={self.view!r} needs images: (n, H, W) or (n, C, H, W) arrays, or rows "
                 "with image_shape"
             )
-        if self.view == "auto":  # measured on validation splits: README, "How the defaults..."
+        if self.view == "auto":  # measured on validation: docs/results/how-defaults-were-chosen.md
             return "features" if image and self.input_shape_[0] == 3 else "pixels"
         return self.view  # "features" and "both" are for images only (checked above)
 

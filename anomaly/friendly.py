@@ -13,7 +13,7 @@ The detector's generator takes the set's images (pixels view; resized to the tra
 size and channels) or their pretrained features (features view, scaled to unit length as the
 detector scales its own), at most :data:`MAX_FRIENDLY` of them (a seeded subsample). The SID
 ranking compares embeddings: the cached EfficientNet-Lite0 features of the benchmarks
-(:func:`~anomaly.benchmarks.features.dataset_features`) for MNIST and CIFAR-10, computed (and
+(:func:`~anomaly.builtin_features.dataset_features`) for MNIST and CIFAR-10, computed (and
 cached) for the others.
 """
 
@@ -100,8 +100,8 @@ def parse_friendly(spec: str) -> FriendlySet:
 
 def _builtin(name: str, root) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 images, labels)`` of a built-in set as its loader reads them (channels last),
-    training images first: the rows of :func:`~anomaly.benchmarks.features.dataset_features`."""
-    from .benchmarks.features import dataset_images
+    training images first: the rows of :func:`~anomaly.builtin_features.dataset_features`."""
+    from .builtin_features import dataset_images
 
     images, labels, _ = dataset_images(name, root)
     return images, labels
@@ -172,7 +172,7 @@ def friendly_embeddings(
     """Pretrained features (N, p) of the set's images, at most ``max_samples`` (seeded).
 
     With ``cache_dir``, MNIST, Fashion-MNIST and CIFAR-10 come from the benchmarks' cache of the
-    whole data set (:func:`~anomaly.benchmarks.features.dataset_features`: embedded once, then
+    whole data set (:func:`~anomaly.builtin_features.dataset_features`: embedded once, then
     read); without it they embed only the images they use. The digits (1,797 images) are
     embedded whole once per process and each subset taken from them; image folders are
     embedded (through ``cache_dir`` when given).
@@ -203,7 +203,7 @@ def _whole_embeddings(name: str, features: str, root, cache_dir, verbose: bool) 
         return compute_embeddings(
             images, make_embedder(features), cache_dir=cache_dir, verbose=verbose
         )
-    from .benchmarks.features import dataset_features
+    from .builtin_features import dataset_features
 
     return dataset_features(name, features, root=root, cache_dir=cache_dir, verbose=verbose)[0]
 
@@ -240,7 +240,7 @@ def generator_prior(detector, *, root=None):
         raise ValueError("prior='friendly' needs a friendly set: friendly='mnist:3', a folder, ...")
     friendly = parse_friendly(detector.friendly)
     if friendly.kind == "model":
-        return _cascade(friendly.path)
+        return _cascade(friendly.path, type(detector))
     if detector.view_ == "features":
         samples = friendly_embeddings(
             friendly, detector.features, root=root, cache_dir=detector.cache_dir
@@ -258,14 +258,14 @@ def generator_prior(detector, *, root=None):
     return FriendlyPrior(samples, name=friendly.spec)
 
 
-def _cascade(path: Path):
-    """A saved detector's generator and its own input, as a prior (cascading)."""
+def _cascade(path: Path, detector_class):
+    """A saved detector's generator and its own input, as a prior (cascading); the detector is
+    read with ``detector_class.load`` (this module is imported by the detector's: no import
+    back)."""
     from coreset import LatentPrior
     from coreset.friendly import GeneratorPrior
 
-    from ._meg import load_model
-
-    earlier = load_model(path)
+    earlier = detector_class.load(path)
     if earlier.generator_ is None:
         raise ValueError(
             f"cannot cascade from {path}: it trained no generator (n_iter=0); fit it with "

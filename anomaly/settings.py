@@ -129,7 +129,7 @@ GROUPS: dict[str, type] = {
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 #: Defaults per data family, over the detector's own defaults. Every family scores with the
-#: core-set energy (the detector's default network; README, "How the defaults were chosen", on
+#: core-set energy (the detector's default network; docs/results/how-defaults-were-chosen.md, on
 #: validation splits only); images are seen through EfficientNet-Lite0 features scaled to unit
 #: length (the default view). "features": the images' preset for callers that pass image
 #: features themselves (the benchmarks embed each data set once).

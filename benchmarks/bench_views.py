@@ -2,7 +2,7 @@
 
 On the validation splits of ``bench_coreset_energy.py`` (the reported test sets are never
 read), per class, the core-set energy as the detector initialises it (MEG training moves its
-scores by less than 2e-4 AUROC at the defaults: README, "How the defaults were chosen") on
+scores by less than 2e-4 AUROC at the defaults: docs/results/how-defaults-were-chosen.md) on
 
 - ``pixels``: the flattened images, temperature 0.05, no Gaussian term (the pixel view);
 - ``features``: the unit-length EfficientNet-Lite0 features, with the 0.3 Gaussian term (the

@@ -190,8 +190,6 @@ def find_ticket(
 
     ``on_round(round, trained_trainer, masks)`` is called after each round's training.
     """
-    from .trainer import MEGTrainer
-
     tickets = trainer.config.tickets
     if tickets.prune_energy and not prunable_weights(trainer.energy_net):
         raise ValueError("prune_energy needs an energy network with weights: network mlp or conv")
@@ -202,7 +200,7 @@ def find_ticket(
     masks, seconds = WeightMasks(), 0.0
     for round_ in range(tickets.prune_rounds):
         start = time.perf_counter()
-        rewound = MEGTrainer(
+        rewound = type(trainer)(  # this module is imported by the trainer's: no import back
             plain, trainer.input_shape, device=trainer.device, random_state=trainer.seed,
             cache_dir=trainer.cache_dir,
         )  # fmt: skip
@@ -423,8 +421,8 @@ class AdvAug(_RandomStream):
         if module is None:
             return torch.zeros((), device=trainer.device)
         if self.phase == "energy":
-            real = trainer._augmented(tensors["x_real"])
-            fake = trainer._augmented(tensors["x_fake"])
+            real = trainer.augmented(tensors["x_real"])
+            fake = trainer.augmented(tensors["x_fake"])
             x = torch.cat([real, fake.reshape(len(fake), *real.shape[1:])]).detach()
             n = len(tensors["x_real"])
 
@@ -443,7 +441,7 @@ class AdvAug(_RandomStream):
                 mi = jsd_mutual_information(
                     trainer.stats_net(x_gen, z), trainer.stats_net(x_gen, z.index_select(0, perm))
                 )
-                return generator_loss(trainer.energy_net(trainer._augmented(x_gen)), mi, weight)
+                return generator_loss(trainer.energy_net(trainer.augmented(x_gen)), mi, weight)
 
         with _probe(module) as probe:
             clean = loss()

@@ -557,8 +557,8 @@ class MEGTrainer:
         idx = torch.from_numpy(self.sampler.sample_data_indices()).to(self.device)
         x_real = data.index_select(0, idx)  # (B, *input_shape)
         x_fake = self.negatives(self, x_real)
-        e_real, gp = input_gradient_sq_norm(self.energy_net, self._augmented(x_real))
-        e_fake = self.energy_net(self._augmented(x_fake))
+        e_real, gp = input_gradient_sq_norm(self.energy_net, self.augmented(x_real))
+        e_fake = self.energy_net(self.augmented(x_fake))
         loss = energy_loss(e_real, e_fake, gp, self.config.objective.gp_weight)
         loss = self._extra_terms(
             "energy", loss, x_real=x_real, x_fake=x_fake, e_real=e_real, e_fake=e_fake
@@ -582,7 +582,7 @@ class MEGTrainer:
         mi = jsd_mutual_information(
             self.stats_net(x_gen, z), self.stats_net(x_gen, z.index_select(0, perm))
         )
-        e_gen = self.energy_net(self._augmented(x_gen))
+        e_gen = self.energy_net(self.augmented(x_gen))
         loss = self._extra_terms(
             "generator",
             generator_loss(e_gen, mi, self.config.objective.entropy_weight),
@@ -598,7 +598,9 @@ class MEGTrainer:
             _lerp_average(self.generator_avg, self.generator, self.config.schedule.generator_ema)
         return loss, mi
 
-    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through the ``augment`` seam (as it is when there is none): what ``E`` sees of
+        a real or generated batch in both updates."""
         return x if self.augment is None else self.augment(x)
 
     def _extra_terms(self, phase: str, loss: torch.Tensor, **tensors) -> torch.Tensor:

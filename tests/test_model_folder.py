@@ -582,3 +582,13 @@ def test_resume_with_other_data_of_the_same_shape_is_refused(csv, tmp_path, caps
     assert code == 1 and "other training data" in err and checkpoint.exists()
     code, _, err = run(["fit", csv, "--out", tmp_path / "m", "--resume", *FAST], capsys)
     assert code == 0, err
+
+
+def test_default_fit_without_a_generator_is_saved(csv, tmp_path, capsys):
+    """The default core-set energy trains nothing (no generator): its model is still saved."""
+    out = tmp_path / "default"
+    code, _, err = run(["fit", csv, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert (out / "weights.safetensors").is_file()
+    code, _, err = run(["score", out, csv, "--out", tmp_path / "s.csv", "--quiet"], capsys)
+    assert code == 0, err

@@ -334,3 +334,21 @@ def test_fit_killed_and_resumed_ends_as_an_uninterrupted_fit(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("energy_nets."))
     again = subprocess.run([*args, "--out", str(tmp_path / "n"), "--resume"], capture_output=True)
     assert again.returncode == 1 and b"nothing to resume" in again.stderr
+
+
+def test_the_demo_trains_nothing_as_the_readme_says(tmp_path, capsys):
+    """`anomaly fit` with no arguments (the README's first command) scores with the core-set
+    energy as placed: no MEG iterations, no generator saved (README: "fits in about 5 seconds
+    ... no MEG training")."""
+    from safetensors import safe_open
+
+    model = tmp_path / "m"
+    code, out, err = run(["fit", "--out", str(model), "--json", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["auroc"] > 0.9
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["training"]["history"] == []
+    with safe_open(model / "weights.safetensors", "pt") as weights:
+        assert not any(key.startswith("generator.") for key in weights.keys())
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert "no MEG training" in readme

@@ -974,7 +974,7 @@ def _invalid_state(state: dict, weights: dict) -> str | None:
             return f"the scaling's {name} is not finite"
     tensors = [
         *(t for net in weights["energy_nets"] for t in net.values()),
-        *weights["generator"].values(),
+        *weights.get("generator", {}).values(),  # none when nothing was trained
     ]
     if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
         return "a network weight is not finite"

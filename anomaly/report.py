@@ -357,8 +357,17 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
     'index.html'
     """
     records = list(history)
-    if not records or not all(isinstance(r, Mapping) and "step" in r for r in records):
-        raise ValueError("history must be a non-empty list of metric records with a 'step'")
+    if not all(isinstance(r, Mapping) and "step" in r for r in records):
+        raise ValueError("history must be a list of metric records with a 'step'")
+    if not records:  # a fit that trained nothing (n_iter=0: the core-set energy)
+        summary = [("iterations", "0"), ("records", "0")]
+        note = (
+            "<p>This model was not trained (n_iter resolved to 0: the core-set energy needs "
+            "no training), so there is nothing to show.</p>"
+        )
+        return _write_report(
+            Path(folder), "training", {}, _page("Training curves", summary, [note])
+        )
     keys = []
     for record in records:
         for key, value in record.items():
@@ -376,7 +385,7 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
         for key in group:
             points = [(r["step"], r[key]) for r in records if key in r]
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=key)
+            ax.plot(steps, values, label=key, marker="o" if len(points) <= 20 else None)
         ax.set(xlabel="iteration", title=", ".join(group))
         if len(group) > 1:
             ax.legend()
@@ -384,6 +393,8 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
         ax.set_axis_off()
     last = records[-1]
     summary = [("iterations", str(last["step"])), ("records", str(len(records)))]
+    if len(records) < 10:
+        summary.append(("note", "few records: fit with a smaller --log-every for a curve"))
     if "seconds" in last:
         summary.append(("training seconds", f"{float(last['seconds']):.1f}"))
     summary += [(k, f"{float(last[k]):.4g}") for k in keys if k in last]

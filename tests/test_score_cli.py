@@ -150,7 +150,9 @@ def test_training_report_plots_the_history(mvtec, tmp_path):
     assert _is_png(tmp_path / "t" / "training.png")
     assert 'src="training.png"' in page.read_text()
     with pytest.raises(ValueError, match="history"):
-        training_report(tmp_path / "u", [])
+        training_report(tmp_path / "u", [{"loss_energy": 1.0}])  # no step
+    page = training_report(tmp_path / "v", [])  # nothing trained: a page that says so
+    assert "nothing to show" in page.read_text()
 
 
 @pytest.mark.parametrize("name", ["test.csv", "test.npy"])

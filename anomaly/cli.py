@@ -373,6 +373,9 @@ _RUN_KEY_CHECKS = {
     "class": lambda v: _is_count(v, none=False),
     "out": lambda v: _is_text(v, none=False) and v != "",
     "label_column": _is_text,
+    "header": lambda v: v is None or isinstance(v, bool),
+    "id_column": _is_text,
+    "drop_columns": lambda v: _is_text(v) or (isinstance(v, list) and all(map(_is_text, v))),
     "image_size": _is_count,
     "data_root": _is_text,
 }
@@ -383,6 +386,9 @@ _RUN_KEY_HELP = {
     "class": "expected a whole number",
     "out": "expected a folder path (a string)",
     "label_column": "expected a column name (a string) or null",
+    "header": "expected true, false or null",
+    "id_column": "expected a column name (a string) or null",
+    "drop_columns": "expected a list of column names or null",
     "image_size": "expected a whole number or null",
     "data_root": "expected a folder path (a string) or null",
 }
@@ -730,10 +736,24 @@ def score(
         help="Image folders of class sub-folders (root/good, root/<defect>, ...): the sub-folder "
         "of normal images; the others are anomalies. Also prints AUROC / AUPRC.",
     ),
+    threshold: float | None = typer.Option(
+        None,
+        help="Flag the samples whose anomaly_score is above this [default: the model's "
+        "threshold, set at fit].",
+        show_default=False,
+    ),
+    contamination: str | None = typer.Option(
+        None,
+        help="Set the threshold so that this share of the training samples, in (0, 0.5], is "
+        "flagged ('auto': 3 scaled MADs, as at fit).",
+        show_default=False,
+    ),
     report: Path | None = typer.Option(
         None,
         help="Folder to write a report to (index.html): the score histogram and threshold, ROC "
-        "and PR curves with labels, the most anomalous images. New, empty or an earlier report.",
+        "and PR curves, precision, recall and F1 at the threshold, galleries of false alarms "
+        "and missed anomalies with labels, the most anomalous images. New, empty or an earlier "
+        "report.",
     ),
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
     features_file: Path | None = typer.Option(
@@ -751,7 +771,14 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
     """Score DATA with a saved model; write index (image folders: path; --id-column: the ids),
-    anomaly_score, score_samples, is_anomaly.
+    anomaly_score (higher = more anomalous) and is_anomaly (anomaly_score above the threshold).
+
+    With labels (--labels, --label-column, --normal-class) it also prints AUROC / AUPRC, the
+    precision, recall, F1 and false-positive rate at the threshold, the threshold that maximises
+    F1 on these labels, and for image folders the share flagged of each class.
+
+    With --out - the scores go to standard output; with --json as well, one JSON object holds
+    the summary and the scores ("scores": one object per row).
 
     Text cells that start like a spreadsheet formula (=, +, -, @) are written with a leading '.
 
@@ -763,6 +790,7 @@ def score(
     import pandas as pd
 
     from anomaly import evaluate, load_model
+    from anomaly.metrics import threshold_summary
     from anomaly.report import check_report_destination, score_report
     from common import distributed, progress
 
@@ -785,6 +813,8 @@ def score(
         _check_no_model_above(report, "--report")
         _check_writable(report)
     detector = load_model(model, device=device, features_file=features_file, cache_dir=cache_dir)
+    chosen = _set_threshold(detector, threshold, contamination)
+    data, normal_class = _anomalib_test(data, normal_class)
     csv_options = CsvOptions(header, id_column, _column_list(drop_columns))
     source = _score_input(data, detector, labels, label_column, normal_class, csv_options)
     y_file = None if labels is None else _read_labels(labels)
@@ -795,8 +825,10 @@ def score(
         total = _count_csv_rows(data)
     show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
     normality_parts, label_parts, n_flagged = [], [], 0
+    json_rows = [] if to_stdout and as_json else None  # --out - --json: the rows in the JSON
     with contextlib.ExitStack() as stack:
-        handle = _open_scores(stack, out, to_stdout) if main else None
+        write = main and json_rows is None
+        handle = _open_scores(stack, out, to_stdout) if write else None
         bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
         start = 0
         for X, y_part, ids in source.chunks:
@@ -808,14 +840,13 @@ def score(
                 keys = spreadsheet_safe(source.paths[start : start + len(normality)])
             else:
                 keys = np.arange(start, start + len(normality))
-            rows = {
-                source.key: keys,
-                "anomaly_score": -normality,
-                "score_samples": normality,
-                "is_anomaly": flagged.astype(int),
-            }
+            rows = pd.DataFrame(
+                {source.key: keys, "anomaly_score": -normality, "is_anomaly": flagged.astype(int)}
+            )
             if handle is not None:
-                pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
+                rows.to_csv(handle, index=False, header=start == 0)
+            if json_rows is not None:
+                json_rows += json.loads(rows.to_json(orient="records"))  # NaN -> null
             normality_parts.append(normality)
             n_flagged += int(flagged.sum())
             if y_part is not None:
@@ -829,26 +860,102 @@ def score(
         if y is not None:  # checked before the output is put in place
             y = _check_binary_labels(y, len(normality))
     n = len(normality)
-    result = {"n": n, "n_anomalies": n_flagged, "out": str(out)}
-    summary = f"scored {n} samples, {n_flagged} flagged as anomalies"
+    limit = -detector.offset_
+    result = {"n": n, "n_anomalies": n_flagged, "out": str(out), "threshold": limit,
+              "threshold_from": chosen}  # fmt: skip
+    if source.resized:
+        result["resized"] = source.resized
+    summary = (
+        f"scored {n} samples, {n_flagged} flagged as anomalies (anomaly_score above "
+        f"{limit:.4g}: the threshold {chosen})"
+    )
     lines = [f"{summary}; wrote {out}"]
     if y is not None:
         metrics = evaluate(y.astype(int), normality, higher="normal")
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
+        found = threshold_summary(y, -normality, limit, source.classes, normal_class)
+        result.update(found)
+        lines += _threshold_lines(found)
     if report is not None and main:
         with distributed.alone():
             page = score_report(
-                report, -normality, -detector.offset_, y=y, images=source.images,
-                names=source.paths,
+                report, -normality, limit, y=y, images=source.images, names=source.paths,
+                classes=source.classes, normal=normal_class, threshold_from=chosen,
             )  # fmt: skip
         result["report"] = str(page)
         lines.append(f"report: {page}")
     distributed.finish()  # every rank done before any leaves the group
-    if to_stdout and main:  # the table is the output; the summary goes to stderr
-        typer.echo("; ".join([summary, *lines[1:]]), err=True)
+    if json_rows is not None:
+        result["scores"] = json_rows
+    elif to_stdout and main:  # the table is the output; the summary goes to stderr
+        typer.echo("\n".join(["; ".join([summary, *lines[1:2]]), *lines[2:]]), err=True)
         return
     _emit(result, as_json, lines)
+
+
+def _set_threshold(detector, threshold: float | None, contamination: str | None) -> str:
+    """Apply ``--threshold`` or ``--contamination``; say where the threshold comes from."""
+    if threshold is not None and contamination is not None:
+        raise CliError("give --threshold or --contamination, not both")
+    if threshold is not None:
+        detector.set_threshold(threshold)
+        return "given with --threshold"
+    if contamination is not None:
+        detector.set_threshold(contamination=_contamination(contamination))
+        return f"for --contamination {contamination}"
+    return f"set at fit, contamination {detector.contamination}"
+
+
+def _threshold_lines(found: dict) -> list[str]:
+    """Text lines of :func:`anomaly.metrics.threshold_summary`."""
+    lines = []
+    if "at_threshold" in found:
+        m = found["at_threshold"]
+        lines.append(
+            f"at the threshold: precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+            f"F1 {m['f1']:.3f}  false-positive rate {m['false_positive_rate']:.3f} "
+            f"({m['false_positives']} false alarms, {m['false_negatives']} anomalies missed)"
+        )
+        b = found["best_f1"]
+        lines.append(
+            f"best F1 {b['f1']:.3f} at threshold {b['threshold']:.4g} (precision "
+            f"{b['precision']:.3f}, recall {b['recall']:.3f}; chosen on these labels)"
+        )
+    if "classes" in found:
+        width = max(5, *(len(r["class"]) for r in found["classes"]))
+        lines.append(f"{'class':<{width}}  samples  flagged  share flagged")
+        for r in found["classes"]:
+            role = "false alarms" if r["normal"] else "recall"
+            lines.append(
+                f"{r['class']:<{width}}  {r['samples']:>7}  {r['flagged']:>7}  "
+                f"{r['rate']:.3f} ({role})"
+            )
+    return lines
+
+
+def _anomalib_test(data: Path, normal_class: str | None) -> tuple[Path, str | None]:
+    """An anomalib root (``train/``, ``test/``) is scored on its ``test`` folder, ``good``
+    being the normal class unless ``--normal-class`` says otherwise."""
+    layout = _anomalib_layout(data)
+    if layout is None:
+        return data, normal_class
+    normal = normal_class or layout[2]
+    logging.getLogger(__name__).info(
+        "%s is an anomalib folder: scoring %s, %s as the normal class", data, layout[1], normal
+    )
+    return layout[1], normal
+
+
+def _anomalib_layout(data: Path) -> tuple[Path, Path, str] | None:
+    """``(train folder, test folder, normal class)`` of an anomalib root (``train/good``,
+    ``test/...``), or None for any other path."""
+    if not data.is_dir() or not (data / "train").is_dir() or not (data / "test").is_dir():
+        return None
+    for normal in ("good", "normal", "ok"):
+        if (data / "train" / normal).is_dir():
+            return data / "train" / normal, data / "test", normal
+    return None
 
 
 @dataclass
@@ -862,6 +969,8 @@ class _ScoreInput:
     paths: list[str] | None = None  # image files, relative to the scored folder
     y: np.ndarray | None = None  # labels known before scoring (from --normal-class)
     images: np.ndarray | None = None  # uint8 (N, H, W, C) images, for the report
+    classes: list[str] | None = None  # each image's sub-folder (with --normal-class)
+    resized: int = 0  # images of another size, resized to the model's
 
 
 #: Images scored per piece (in memory already; the pieces move the progress bar). A multiple of
@@ -901,17 +1010,21 @@ def _score_input(
             )
     from datasets import to_model_input
 
-    images, paths, y = _read_image_folder(data, detector, normal_class)
+    images, paths, y, classes, resized = _read_image_folder(data, detector, normal_class)
     X = to_model_input(images)
     detector.set_params(image_range="symmetric")  # X is in [-1, 1]: a bright image is no doubt
     step = _IMAGE_CHUNK_ROWS
     chunks = ((X[start : start + step], None, None) for start in range(0, len(X), step))
-    return _ScoreInput(chunks, len(X), "path", paths, y, images)
+    return _ScoreInput(chunks, len(X), "path", paths, y, images, classes, resized)
 
 
 def _read_image_folder(data: Path, detector, normal_class: str | None):
-    """``(uint8 images (N, H, W, C), paths relative to data, labels or None)``; with
-    ``normal_class``, label 0 for the images under ``data/normal_class``, 1 for the others."""
+    """``(uint8 images (N, H, W, C), paths relative to data, labels or None, classes or None,
+    number resized)``; with ``normal_class``, label 0 for the images under
+    ``data/normal_class``, 1 for the others. Images of another size than the model was trained
+    at are resized to it (bicubic), with a warning."""
+    from PIL import Image
+
     from datasets import load_image_folder
 
     if normal_class is not None:
@@ -923,20 +1036,25 @@ def _read_image_folder(data: Path, detector, normal_class: str | None):
             )
     channels = _model_channels(detector)
     grayscale = None if channels is None else channels == 1
+    size = tuple(detector.input_shape_[1:])  # (H, W) the model was trained at
     images, classes, class_names, files = load_image_folder(
-        data, grayscale=grayscale, return_paths=True
+        data, grayscale=grayscale, return_paths=True, image_size=size
     )
-    shape = (images.shape[3], *images.shape[1:3])  # (C, H, W)
-    if shape != tuple(detector.input_shape_):
-        raise CliError(
-            f"images in {data} are {shape} (C, H, W) but the model expects "
-            f"{tuple(detector.input_shape_)}"
-        )
+    resized = 0
+    for file in files:  # the headers only: the sizes the files had
+        with Image.open(file) as im:
+            resized += im.size != size[::-1]
+    if resized:
+        logging.getLogger(__name__).warning(
+            "resized %d of %d images in %s to %dx%d (HxW), the size the model was trained at",
+            resized, len(files), data, *size,
+        )  # fmt: skip
     paths = [f.relative_to(data).as_posix() for f in files]
-    y = None
+    y = names = None
     if normal_class is not None:
-        y = (np.asarray(class_names)[classes] != normal_class).astype(np.int64)
-    return images, paths, y
+        names = [str(c) for c in np.asarray(class_names)[classes]]
+        y = (np.asarray(names) != normal_class).astype(np.int64)
+    return images, paths, y, names, resized
 
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).

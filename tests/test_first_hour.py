@@ -77,3 +77,113 @@ def test_a_default_fit_saves_a_model_that_scores(table, tmp_path, capsys):
     code, out, err = run(["score", str(tmp_path / "m"), str(table / "train.csv"), "--json",
                           "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
     assert code == 0, err and json.loads(out)["n"] == 200
+
+
+def test_threshold_metrics_by_hand():
+    """Precision, recall, F1 and the false-positive rate at a threshold, and the F1-maximising
+    threshold, on scores whose answer is known."""
+    from anomaly import best_f1_threshold, class_rates, threshold_metrics
+
+    y, score = [0, 0, 0, 1, 1], [0.1, 0.2, 0.7, 0.6, 0.9]
+    m = threshold_metrics(y, score, 0.5, higher="anomalous")
+    assert (m["precision"], m["recall"], m["false_positive_rate"]) == (2 / 3, 1.0, 1 / 3)
+    assert m["f1"] == pytest.approx(0.8) and m["false_positives"] == 1
+    normal = threshold_metrics(y, [-s for s in score], -0.5, higher="normal")
+    assert normal == m  # offset_ on score_samples flags the same samples
+    best, b = best_f1_threshold(y, score, higher="anomalous")
+    assert 0.2 <= best < 0.6 and b["f1"] == pytest.approx(0.8)
+    best, b = best_f1_threshold([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], higher="anomalous")
+    assert (np.asarray([0.1, 0.6, 0.4, 0.9]) > best).tolist() == [False, True, True, True]
+    rows = class_rates(["ok", "a", "a", "b", "b"], [True, True, True, False, True], "ok")
+    assert [(r["class"], r["rate"]) for r in rows] == [("ok", 1.0), ("b", 0.5), ("a", 1.0)]
+
+
+def test_score_reports_what_was_missed_and_at_what_cost(anomalib, image_model, tmp_path, capsys):
+    """The anomalib root is scored on its test folder with good as the normal class; the output
+    gives the metrics at the threshold, the best-F1 threshold and the share flagged per class;
+    a threshold between the holes' scores misses some holes, which the class table and the
+    missed-anomalies gallery show."""
+    base = ["score", str(image_model), str(anomalib), "--out", str(tmp_path / "s.csv")]
+    code, out, err = run([*base, "--json", "-q"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 14 and result["threshold_from"].startswith("set at fit")
+    assert set(result["at_threshold"]) >= {"precision", "recall", "f1", "false_positive_rate"}
+    assert result["best_f1"]["f1"] == 1.0  # bright and half-bright against dark
+    classes = {r["class"]: r for r in result["classes"]}
+    assert classes["good"]["normal"] and classes["crack"]["rate"] == 1.0
+    frame = pd.read_csv(tmp_path / "s.csv")
+    assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
+    holes = np.sort(frame.anomaly_score[frame.path.str.startswith("hole")].to_numpy())
+    middle = float(holes[1:3].mean())  # two holes below it, two above
+
+    report = tmp_path / "report"
+    code, out, err = run([*base, "--threshold", str(middle), "--report", str(report)], capsys)
+    assert code == 0, err
+    assert "hole   " in out and "0.500 (recall)" in out and "2 anomalies missed" in out
+    assert "given with --threshold" in out
+    page = (report / "index.html").read_text()
+    for name in ("false_positives.png", "missed_anomalies.png", "top_anomalies.png"):
+        assert (report / name).is_file() and f'src="{name}"' in page
+    assert "2 of them not flagged (missed)" in page and "recall at the threshold" in page
+    assert "0.500 (recall)" in page  # the per-class table
+
+    code, out, err = run([*base, "--contamination", "0.5", "--json", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["threshold_from"] == "for --contamination 0.5"
+    code, _, err = run([*base, "--contamination", "0.1", "--threshold", "1"], capsys)
+    assert code == 1 and "not both" in err
+
+
+def test_set_threshold_moves_the_threshold_without_refitting(table):
+    from anomaly import MEGDetector, load_model
+
+    detector = load_model(table / "model")
+    X = pd.read_csv(table / "test.csv").drop(columns="label")
+    scores = -detector.score_samples(X)
+    detector.set_threshold(float(np.median(scores)))
+    assert (detector.predict(X) == -1).sum() == (scores > np.median(scores)).sum()
+    detector.set_threshold(contamination=0.2)
+    assert detector.get_params()["contamination"] == 0.2
+    assert detector.labels_.mean() == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="contamination"):
+        detector.set_threshold(contamination=0.9)
+    with pytest.raises(ValueError, match="not both"):
+        detector.set_threshold(1.0, contamination=0.1)
+    refit = MEGDetector(contamination=0.2).fit(pd.read_csv(table / "train.csv"))
+    assert refit.offset_ == pytest.approx(detector.offset_)
+
+
+def test_score_out_dash_json_is_one_json_object(table, capsys):
+    code, out, err = run(
+        ["score", str(table / "model"), str(table / "test.csv"), "--label-column", "label"]
+        + ["--out", "-", "--json", "-q"],
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["scores"]) == 60 and set(result["scores"][0]) == {
+        "index", "anomaly_score", "is_anomaly"
+    }  # fmt: skip
+    assert "at_threshold" in result and "classes" not in result
+
+
+def test_a_heavy_tail_does_not_squash_the_histogram(tmp_path):
+    from anomaly.report import _histogram
+
+    score = np.append(np.random.default_rng(0).normal(size=300), 358.0)
+    fig, beyond = _histogram(score, 2.0, None)
+    low, high = fig.axes[0].get_xlim()
+    assert high < 10 and "358" in beyond  # the bulk is readable; the far score is named
+    fig, beyond = _histogram(score[:-1], 2.0, None)
+    assert beyond == ""
+
+
+def test_score_resizes_images_to_the_trained_size(image_model, tmp_path, capsys, caplog):
+    folder = tmp_path / "mixed"
+    _images(folder, 2, 0, np.random.default_rng(2), size=8)
+    Image.fromarray(np.zeros((16, 12), np.uint8), mode="L").save(folder / "big.png")
+    code, out, err = run(["score", str(image_model), str(folder), "--json",
+                          "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["resized"] == 1 and "resized 1 of 3 images" in caplog.text

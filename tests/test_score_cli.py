@@ -78,7 +78,7 @@ def test_folder_layout_labels_from_sub_folders(mvtec, tmp_path, capsys):
     result = json.loads(out)
     assert result["n"] == 10 and result["auroc"] == 1.0  # bright cracks against dark images
     frame = pd.read_csv(scores)
-    assert list(frame.columns) == ["path", "anomaly_score", "score_samples", "is_anomaly"]
+    assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
     assert frame.path.tolist() == [f"crack/{i}.png" for i in range(4)] + [
         f"good/{i}.png" for i in range(6)
     ]
@@ -172,7 +172,7 @@ def test_chunked_scores_equal_in_memory_scores(vectors, name, tmp_path, capsys, 
     assert code == 0, err
     frame = pd.read_csv(out)
     assert frame["index"].tolist() == list(range(1300))
-    np.testing.assert_array_equal(frame.score_samples.to_numpy(), expected)
+    np.testing.assert_array_equal(-frame.anomaly_score.to_numpy(), expected)
     if label:
         assert json.loads(stdout)["auroc"] > 0.9
 

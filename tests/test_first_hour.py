@@ -187,3 +187,43 @@ def test_score_resizes_images_to_the_trained_size(image_model, tmp_path, capsys,
                           "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["resized"] == 1 and "resized 1 of 3 images" in caplog.text
+
+
+def _benchmark_plots(folder):
+    """pr_curves.png and auprc_bars.png of a made-up heldout run: 10 classes, 4 detectors and
+    a published reference."""
+    from anomaly.benchmarks.protocols import plot_bars, plot_curves
+
+    rng = np.random.default_rng(0)
+    methods = ["MEG (core-set)", "MEG (random)", "isolation forest", "deep SVDD"]
+    y = np.r_[np.zeros(80, int), np.ones(20, int)]
+    curves = {c: {"y_test": y, "scores": {m: y + rng.normal(size=100) for m in methods}}
+              for c in range(10)}  # fmt: skip
+    plot_curves(curves, folder / "pr_curves.png", "pr", str, "held-out digit: PR curves")
+    rows = [{"method": m, "cls": c, "seed": s, "auprc": rng.uniform(0.3, 0.9)}
+            for m in methods for c in range(10) for s in range(2)]  # fmt: skip
+    published = {"MEG (paper)": {c: 0.5 for c in range(10)}}
+    plot_bars(pd.DataFrame(rows), "auprc", folder / "auprc_bars.png", str, published,
+              "held-out digit: AUPRC")  # fmt: skip
+    return folder / "pr_curves.png", folder / "auprc_bars.png"
+
+
+def test_benchmark_legends_sit_below_the_plots(tmp_path, monkeypatch):
+    """The legend goes under the axes, across the width: it covers no title and no curve."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    monkeypatch.setattr(
+        "anomaly.benchmarks.protocols.save_figure",
+        lambda fig, path: (figures.append(fig), fig.savefig(path)),
+    )
+    for path in _benchmark_plots(tmp_path):
+        assert path.is_file()
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        renderer = fig._get_renderer()  # the canvas it was saved with
+        fig.draw(renderer)
+        legend = fig.legends[0].get_window_extent(renderer)
+        lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
+        assert legend.y1 <= lowest + 1  # below every visible axes, titles included
+        assert legend.height < 0.2 * fig.bbox.height  # a few rows across, not a column

@@ -258,6 +258,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             return
         names, fitted = [str(c) for c in names], [str(c) for c in fitted]
         if len(names) != len(fitted):
+            extra = [c for c in names if c not in fitted]
+            missing = [c for c in fitted if c not in names]
+            if extra or missing:
+                raise ValueError(
+                    f"X has {len(names)} columns but the model was fitted on {len(fitted)}: "
+                    + "; ".join(
+                        f"{what} {', '.join(repr(c) for c in cols[:5])}"
+                        for what, cols in (("not seen in fit:", extra), ("missing:", missing))
+                        if cols
+                    )
+                    + (" (a label column? give --label-column, or drop it)" if extra else "")
+                )
             return  # the feature count check says so
         for i, (got, want) in enumerate(zip(names, fitted, strict=True)):
             if got != want:

@@ -373,6 +373,7 @@ _RUN_KEY_CHECKS = {
     "class": lambda v: _is_count(v, none=False),
     "out": lambda v: _is_text(v, none=False) and v != "",
     "label_column": _is_text,
+    "normal_class": _is_text,
     "header": lambda v: v is None or isinstance(v, bool),
     "id_column": _is_text,
     "drop_columns": lambda v: _is_text(v) or (isinstance(v, list) and all(map(_is_text, v))),
@@ -386,6 +387,7 @@ _RUN_KEY_HELP = {
     "class": "expected a whole number",
     "out": "expected a folder path (a string)",
     "label_column": "expected a column name (a string) or null",
+    "normal_class": "expected a sub-folder name (a string) or null",
     "header": "expected true, false or null",
     "id_column": "expected a column name (a string) or null",
     "drop_columns": "expected a list of column names or null",
@@ -413,6 +415,7 @@ _RUN_KEYS = {
     "class": 0,
     "out": "anomaly-model",
     "label_column": None,
+    "normal_class": None,
     "header": None,
     "id_column": None,
     "drop_columns": None,
@@ -459,6 +462,12 @@ def fit(
     drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
     image_size: int | None = typer.Option(
         None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
+    ),
+    normal_class: str | None = typer.Option(
+        None,
+        help="Image folders of class sub-folders (DATA/good, DATA/<defect>, ...): train on the "
+        "sub-folder of normal images only [default: an anomalib root (train/good, test/...) "
+        "trains on train/good; other class folders are all trained on, with a warning].",
     ),
     coreset: bool = typer.Option(
         True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
@@ -517,7 +526,8 @@ def fit(
     run = {**_RUN_KEYS, **{k: v for k, v in file.items() if k != "settings"}}
     cli_values = dict(data=data, dataset=dataset, protocol=protocol, out=out, data_root=data_root,
                       label_column=label_column, image_size=image_size, header=header,
-                      id_column=id_column, drop_columns=drop_columns)  # fmt: skip
+                      id_column=id_column, drop_columns=drop_columns,
+                      normal_class=normal_class)  # fmt: skip
     run.update({k: v for k, v in cli_values.items() if k in given})
     if "cls" in given:
         run["class"] = cls
@@ -558,6 +568,7 @@ def fit(
             "class": cls,
             "out": str(out),
             "label_column": run["label_column"],
+            "normal_class": run["normal_class"],
             "header": run["header"],
             "id_column": run["id_column"],
             "drop_columns": _column_list(run["drop_columns"]) or None,
@@ -603,6 +614,7 @@ def fit(
     if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
         os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
     if data is not None:
+        data = _normal_images(data, run["normal_class"])
         csv_options = CsvOptions(run["header"], run["id_column"], _column_list(run["drop_columns"]))
         user = load_user_data(
             data, label_column=run["label_column"], image_size=run["image_size"],
@@ -650,6 +662,39 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _normal_images(data: Path, normal_class: str | None) -> Path:
+    """The folder ``fit`` trains on: an anomalib root's ``train/good`` (or
+    ``train/NORMAL_CLASS``), a class folder's ``NORMAL_CLASS`` sub-folder, or DATA itself (with
+    a warning when it holds several class sub-folders: all of them are trained on)."""
+    log = logging.getLogger(__name__)
+    if not data.is_dir():
+        if normal_class is not None:
+            raise CliError("--normal-class applies to image folders of class sub-folders")
+        return data
+    layout = _anomalib_layout(data)
+    if layout is not None:
+        train = layout[0] if normal_class is None else data / "train" / normal_class
+        if not train.is_dir():
+            raise CliError(f"--normal-class {normal_class}: {data / 'train'} has no such folder")
+        log.info("%s is an anomalib folder: training on %s", data, train)
+        return train
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if normal_class is not None:
+        if normal_class not in classes:
+            raise CliError(
+                f"--normal-class {normal_class}: {data} has no sub-folder {normal_class!r} "
+                f"(sub-folders: {', '.join(classes) or 'none'})"
+            )
+        return data / normal_class
+    if len(classes) > 1:
+        log.warning(
+            "%s holds %d class sub-folders (%s): all are trained on as normal; to train on the "
+            "normal images only, give --normal-class NAME",
+            data, len(classes), ", ".join(classes),
+        )  # fmt: skip
+    return data
 
 
 def _save(detector, out: Path, checkpoint: Path, report: Path | None) -> None:

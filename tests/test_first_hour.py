@@ -76,7 +76,8 @@ def test_a_default_fit_saves_a_model_that_scores(table, tmp_path, capsys):
     assert "nothing to show" in page and "training.png" not in page
     code, out, err = run(["score", str(tmp_path / "m"), str(table / "train.csv"), "--json",
                           "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
-    assert code == 0, err and json.loads(out)["n"] == 200
+    assert code == 0, err
+    assert json.loads(out)["n"] == 200
 
 
 def test_threshold_metrics_by_hand():
@@ -227,3 +228,30 @@ def test_benchmark_legends_sit_below_the_plots(tmp_path, monkeypatch):
         lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
         assert legend.y1 <= lowest + 1  # below every visible axes, titles included
         assert legend.height < 0.2 * fig.bbox.height  # a few rows across, not a column
+
+
+def test_fit_understands_class_folders(anomalib, tmp_path, capsys, caplog):
+    """An anomalib root trains on train/good; a folder of class sub-folders trains on
+    --normal-class, or on all of them with a warning that names them."""
+    code, out, err = run(["fit", str(anomalib), "--out", str(tmp_path / "a"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_train"] == 24 and "training on" in caplog.text
+    test = str(anomalib / "test")
+    code, out, err = run(["fit", test, "--out", str(tmp_path / "b"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_train"] == 14
+    assert (
+        "3 class sub-folders (crack, good, hole)" in caplog.text and "--normal-class" in caplog.text
+    )
+    code, out, err = run(["fit", test, "--normal-class", "good", "--out", str(tmp_path / "c"),
+                          "--json", "-q"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n_train"] == 6
+    code, _, err = run(["fit", test, "--normal-class", "ok", "--out", str(tmp_path / "d")], capsys)
+    assert code == 1 and "sub-folders: crack, good, hole" in err
+
+
+def test_a_label_column_left_in_the_csv_is_named(table, tmp_path, capsys):
+    code, _, err = run(["score", str(table / "model"), str(table / "test.csv"),
+                        "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
+    assert code == 1 and "not seen in fit: 'label'" in err and "--label-column" in err

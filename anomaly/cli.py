@@ -48,6 +48,53 @@ app = typer.Typer(
 )
 
 
+class PanelledCommand(typer.core.TyperCommand):
+    """A command whose ``--help`` lists its options in sections, by their ``rich_help_panel``
+    (plain text, as every command's help: no rich import, so ``--help`` stays fast)."""
+
+    #: The sections, in order; options without a panel go under "Other options".
+    PANELS = ("Data", "Model", "Training", "Output", "Advanced")
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                panel = "Arguments"
+            else:
+                panel = getattr(param, "rich_help_panel", None) or "Other options"
+            sections.setdefault(panel, []).append(record)
+        order = ["Arguments", *self.PANELS]
+        for panel in sorted(sections, key=lambda p: order.index(p) if p in order else len(order)):
+            plain = panel in ("Arguments", "Other options")
+            with formatter.section(panel if plain else f"{panel} options"):
+                formatter.write_dl(sections[panel])
+
+
+#: The help section of each settings group's options (``anomaly fit --help``); the research
+#: switches of any group go under "Advanced".
+_SETTING_PANELS = {"networks": "Model", "inputs": "Model", "scoring": "Model",
+                   "objective": "Advanced", "tickets": "Advanced", "batches": "Training",
+                   "schedule": "Training", "run": "Training"}  # fmt: skip
+_ADVANCED = {"coreset_fraction", "gaussian_weight", "max_centres", "temperature", "bounded_output",
+             "spectral_norm", "prior_factor", "data_factor", "projection_dim", "prior", "friendly",
+             "truncation", "ema_decay", "generator_ema", "n_snapshots", "image_shape",
+             "checkpoint_path"}  # fmt: skip
+
+_FIT_EXAMPLES = """Examples:
+
+\b
+  anomaly fit normal.csv --out model            # a table: one row per sample
+  anomaly fit images/good --out model           # a folder of normal images
+  anomaly fit mvtec/bottle --out model          # an anomalib root: trains on train/good
+  anomaly fit images --normal-class good        # class sub-folders: train on one
+  anomaly fit --dataset mnist --class 3         # a built-in split, with test metrics
+  anomaly fit normal.csv --dry-run              # print the resolved settings
+"""
+
+
 class Dataset(str, Enum):
     digits = "digits"
     mnist = "mnist"
@@ -279,7 +326,7 @@ def _setting_options(command):
     params = [p for p in signature.parameters.values() if p.name != "settings"]
     annotations = {k: v for k, v in command.__annotations__.items() if k != "settings"}
     names = []
-    for _, field in setting_fields(GROUPS):
+    for group, field in setting_fields(GROUPS):
         meta = field.metadata
         if meta["option"] is None:
             continue
@@ -300,7 +347,7 @@ def _setting_options(command):
             option,
             help=f"{meta['help'][0].upper()}{meta['help'][1:]} [default: {'; '.join(defaults)}].",
             show_default=False,
-            rich_help_panel="Settings",
+            rich_help_panel="Advanced" if field.name in _ADVANCED else _SETTING_PANELS[group],
         )
         params.append(
             inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info,
@@ -424,7 +471,7 @@ _RUN_KEYS = {
 }
 
 
-@app.command()
+@app.command(cls=PanelledCommand, epilog=_FIT_EXAMPLES)
 @_setting_options
 def fit(
     ctx: typer.Context,
@@ -435,78 +482,99 @@ def fit(
         show_default=False,
     ),
     dataset: Dataset | None = typer.Option(
-        None, help="Built-in data set (used when DATA is not given). [default: digits]"
+        None,
+        help="Built-in data set (used when DATA is not given). [default: digits]",
+        rich_help_panel="Data",
     ),
     protocol: Protocol = typer.Option(
         Protocol.heldout,
         help="heldout: the class is the anomaly, the rest normal; "
         "one-class: the class is normal, the rest anomalies.",
+        rich_help_panel="Data",
     ),
-    cls: int = typer.Option(0, "--class", help="Class (digit) that defines the split."),
+    cls: int = typer.Option(
+        0, "--class", help="Class (digit) that defines the split.", rich_help_panel="Data"
+    ),
     data_root: Path | None = typer.Option(
-        None, help="Folder of downloaded data sets [default: $ANOMALY_DATA_ROOT or a user cache]."
+        None,
+        help="Folder of downloaded data sets [default: $ANOMALY_DATA_ROOT or a user cache].",
+        rich_help_panel="Data",
     ),
     label_column: str | None = typer.Option(
-        None, help="CSV column holding labels, dropped from the features."
+        None, help="CSV column holding labels, dropped from the features.", rich_help_panel="Data"
     ),
     header: bool | None = typer.Option(
-        None,
-        "--header/--no-header",
-        help=_HEADER_HELP,
-        show_default=False,
+        None, "--header/--no-header", help=_HEADER_HELP, show_default=False, rich_help_panel="Data"
     ),
-    id_column: str | None = typer.Option(
-        None,
-        help=_ID_HELP.format(""),
-    ),
-    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
+    id_column: str | None = typer.Option(None, help=_ID_HELP.format(""), rich_help_panel="Data"),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP, rich_help_panel="Data"),
     image_size: int | None = typer.Option(
-        None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
+        None,
+        min=1,
+        max=MAX_IMAGE_SIDE,
+        help="Resize images in DATA to this side.",
+        rich_help_panel="Data",
     ),
     normal_class: str | None = typer.Option(
         None,
         help="Image folders of class sub-folders (DATA/good, DATA/<defect>, ...): train on the "
         "sub-folder of normal images only [default: an anomalib root (train/good, test/...) "
         "trains on train/good; other class folders are all trained on, with a warning].",
+        rich_help_panel="Data",
     ),
     coreset: bool = typer.Option(
-        True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
+        True,
+        help="Core-set batches (--no-coreset: plain random batches, factors 1).",
+        rich_help_panel="Training",
     ),
     contamination: str | None = typer.Option(
         None,
         help="'auto' or the share of training samples called outliers, in (0, 0.5] "
         "[default: auto].",
-        rich_help_panel="Settings",
+        rich_help_panel="Model",
         show_default=False,
     ),
-    seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(Path("anomaly-model"), help="Folder the fitted model is saved to."),
+    seed: int = typer.Option(0, help="Random seed.", rich_help_panel="Training"),
+    out: Path = typer.Option(
+        Path("anomaly-model"), help="Folder the fitted model is saved to.", rich_help_panel="Output"
+    ),
     config: Path | None = typer.Option(
         None,
         help="JSON file as --dry-run prints it; options given on the command line override it.",
+        rich_help_panel="Output",
     ),
     resume: bool = typer.Option(
         False,
         "--resume",
         help="Continue an interrupted fit from the checkpoint beside OUT (written with "
         "--checkpoint-every); it ends as the fit would have without the interruption.",
+        rich_help_panel="Training",
     ),
     restart: bool = typer.Option(
         False,
         "--restart",
         help="Discard the checkpoint an interrupted fit left beside OUT and start afresh "
         "(without --resume or --restart such a checkpoint is kept and the fit refused).",
+        rich_help_panel="Training",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar or log lines.", rich_help_panel="Output"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as one JSON object.", rich_help_panel="Output"
+    ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the resolved options and settings and exit."
+        False,
+        "--dry-run",
+        help="Print the resolved options and settings and exit.",
+        rich_help_panel="Output",
     ),
     report: Path | None = typer.Option(
         None,
         "--report",
         help="Folder to write the training curves to (PNGs and index.html): a new or empty "
         "folder, or an earlier report.",
+        rich_help_panel="Output",
     ),
     settings: dict | None = None,
 ):

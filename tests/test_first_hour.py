@@ -243,6 +243,10 @@ def test_fit_understands_class_folders(anomalib, tmp_path, capsys, caplog):
     assert (
         "3 class sub-folders (crack, good, hole)" in caplog.text and "--normal-class" in caplog.text
     )
+    # Log lines that say what happened: classes by name, no "embedding" of raw values.
+    assert "read 14 images in 3 classes (crack, good, hole)" in caplog.text
+    assert "read 24 images from" in caplog.text and "1 classes" not in caplog.text
+    assert "their 64 values" in caplog.text and "pixels-v1" not in caplog.text
     code, out, err = run(["fit", test, "--normal-class", "good", "--out", str(tmp_path / "c"),
                           "--json", "-q"], capsys)  # fmt: skip
     assert code == 0, err
@@ -255,3 +259,33 @@ def test_a_label_column_left_in_the_csv_is_named(table, tmp_path, capsys):
     code, _, err = run(["score", str(table / "model"), str(table / "test.csv"),
                         "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
     assert code == 1 and "not seen in fit: 'label'" in err and "--label-column" in err
+
+
+def test_fit_help_groups_its_options_and_shows_examples(capsys):
+    code, out, _ = run(["fit", "--help"], capsys)
+    assert code == 0
+    sections = ["Data options:", "Model options:", "Training options:", "Output options:",
+                "Advanced options:", "Examples:"]  # fmt: skip
+    where = [out.index(s) for s in sections]
+    assert where == sorted(where)
+
+    def section(option):
+        return max((s for s in sections if out.index(s) < out.index(option)), key=out.index)
+
+    assert section("--normal-class") == "Data options:"
+    assert section("--width") == "Model options:"
+    assert section("--n-iter") == "Training options:"
+    assert section("--report") == "Output options:"
+    assert section("--prune-rounds") == "Advanced options:"
+    assert "anomaly fit mvtec/bottle" in out
+
+
+def test_torchscript_export_prints_no_deprecation_warnings(table, tmp_path):
+    import warnings
+
+    from anomaly import export_model, load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_model(load_model(table / "model"), tmp_path / "m.pt", "torchscript")
+    assert not [w for w in caught if "deprecated" in str(w.message)], caught

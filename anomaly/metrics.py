@@ -199,15 +199,20 @@ def best_f1_threshold(y_true, y_score, *, higher: str) -> tuple[float, dict[str,
     Examples
     --------
     >>> threshold, m = best_f1_threshold([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], higher="anomalous")
-    >>> round(m["f1"], 3), 0.1 <= threshold < 0.4
-    (0.8, True)
+    >>> round(m["f1"], 3), threshold  # half-way between 0.1 and 0.4, the lowest flagged
+    (0.8, 0.25)
     """
     y, s = _check(y_true, y_score, higher)
     precision, recall, cuts = precision_recall_curve(y, s)  # flagged: s >= cut
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
     cut = float(cuts[int(np.argmax(f1[:-1]))])
-    threshold = float(np.nextafter(cut, -np.inf))  # s > threshold is s >= cut
+    # Half-way to the next lower score (flagging the same samples, with a margin on both
+    # sides for new data); s > nextafter(cut) is s >= cut when no score lies below.
+    below = s[s < cut]
+    threshold = (float(below.max()) + cut) / 2 if len(below) else cut
+    if not threshold < cut:
+        threshold = float(np.nextafter(cut, -np.inf))
     return _DIRECTIONS[higher] * threshold, _counts(y, s > threshold)
 
 

@@ -101,7 +101,7 @@ def test_inception_small_sizes(inception):
 
 
 def test_bad_state_dict_is_one_line_error():
-    with pytest.raises(ValueError, match="not an EfficientNet-Lite0 state dict") as info:
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite state dict") as info:
         EfficientNetLite0().load_reference_state_dict({"_conv_stem.weight": torch.zeros(1)})
     assert "\n" not in str(info.value)
 

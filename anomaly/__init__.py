@@ -2,7 +2,8 @@
 
 The public names: :class:`MEGDetector` (scikit-learn outlier detector), :func:`save_model` /
 :func:`load_model`, :class:`PyODAdapter` (PyOD's conventions), and the metrics :func:`auroc`,
-:func:`average_precision`, :func:`auprc_trapezoid`, :func:`evaluate`.
+:func:`average_precision`, :func:`auprc_trapezoid`, :func:`evaluate`, and at a threshold
+:func:`threshold_metrics`, :func:`best_f1_threshold`, :func:`class_rates`.
 
 The names are imported on first use (PEP 562): ``import anomaly`` and the command line's
 ``--help`` do not import torch or scikit-learn.
@@ -27,6 +28,9 @@ _SOURCES = {
     "auroc": "metrics",
     "average_precision": "metrics",
     "evaluate": "metrics",
+    "threshold_metrics": "metrics",
+    "best_f1_threshold": "metrics",
+    "class_rates": "metrics",
     "ModelFileError": "persistence",
     "ModelVersionWarning": "persistence",
     "ExportError": "export",
@@ -43,10 +47,13 @@ __all__ = [
     "auprc_trapezoid",
     "auroc",
     "average_precision",
+    "best_f1_threshold",
+    "class_rates",
     "evaluate",
     "export_model",
     "load_model",
     "save_model",
+    "threshold_metrics",
 ]
 
 

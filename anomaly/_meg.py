@@ -27,7 +27,7 @@ from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
 from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
 from .scoring import score_columns, score_kinds
-from .settings import GROUPS, group_params
+from .settings import GROUPS, Scoring, group_params
 
 __all__ = ["MEGDetector", "load_model", "save_model"]
 
@@ -260,6 +260,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             return
         names, fitted = [str(c) for c in names], [str(c) for c in fitted]
         if len(names) != len(fitted):
+            extra = [c for c in names if c not in fitted]
+            missing = [c for c in fitted if c not in names]
+            if extra or missing:
+                raise ValueError(
+                    f"X has {len(names)} columns but the model was fitted on {len(fitted)}: "
+                    + "; ".join(
+                        f"{what} {', '.join(repr(c) for c in cols[:5])}"
+                        for what, cols in (("not seen in fit:", extra), ("missing:", missing))
+                        if cols
+                    )
+                    + (" (a label column? give --label-column, or drop it)" if extra else "")
+                )
             return  # the feature count check says so
         for i, (got, want) in enumerate(zip(names, fitted, strict=True)):
             if got != want:
@@ -486,12 +498,50 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     def _set_offset(self, train_scores: np.ndarray) -> None:
         """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
         self.decision_scores_ = -np.asarray(train_scores, dtype=np.float64)
-        if self.contamination == "auto":
-            median = np.median(train_scores)
-            mad = 1.4826 * np.median(np.abs(train_scores - median))
-            self.offset_ = float(median - _AUTO_MADS * mad)
-        else:
-            self.offset_ = float(np.percentile(train_scores, 100.0 * self.contamination))
+        self.offset_ = _offset(train_scores, self.contamination)
+
+    def set_threshold(self, threshold: float | None = None, *, contamination=None):
+        """Move the threshold of a fitted detector without fitting again; returns ``self``.
+
+        Give one of the two:
+
+        Parameters
+        ----------
+        threshold : float, optional
+            On the anomaly-score scale (``-score_samples``, higher = more anomalous): samples
+            scoring above it are outliers. Sets ``offset_ = -threshold``.
+        contamination : 'auto' or float in (0, 0.5], optional
+            The share of the training samples to call outliers, as in ``fit``: sets
+            ``offset_`` from the training scores (``decision_scores_``) and the
+            ``contamination`` parameter, so a refit on the same data gives the same threshold.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> det = MEGDetector(random_state=0).fit(X)
+        >>> int(det.set_threshold(contamination=0.1).labels_.sum())  # of 200 (percentile ties)
+        19
+        >>> det.set_threshold(2.5).offset_
+        -2.5
+        """
+        check_is_fitted(self)
+        if (threshold is None) == (contamination is None):
+            raise ValueError("give a threshold or a contamination, not both or neither")
+        if threshold is not None:
+            threshold = float(threshold)
+            if not np.isfinite(threshold):
+                raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+            self.offset_ = -threshold
+            return self
+        Scoring(contamination=contamination)  # 'auto' or in (0, 0.5], or a ValueError
+        self.offset_ = _offset(-self._training_scores(), contamination)
+        self.contamination = contamination
+        return self
 
     def _snapshot_scores(self, X: np.ndarray) -> np.ndarray:
         """Anomaly scores of validated input under each snapshot and single score kind, shape
@@ -837,6 +887,16 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()
+
+
+def _offset(train_scores: np.ndarray, contamination) -> float:
+    """``offset_`` from training ``score_samples``: the ``contamination`` percentile, or for
+    ``'auto'`` 3 scaled MADs below their median."""
+    if contamination == "auto":
+        median = np.median(train_scores)
+        mad = 1.4826 * np.median(np.abs(train_scores - median))
+        return float(median - _AUTO_MADS * mad)
+    return float(np.percentile(train_scores, 100.0 * contamination))
 
 
 def _n_rows(X) -> int | None:

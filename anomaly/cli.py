@@ -48,6 +48,53 @@ app = typer.Typer(
 )
 
 
+class PanelledCommand(typer.core.TyperCommand):
+    """A command whose ``--help`` lists its options in sections, by their ``rich_help_panel``
+    (plain text, as every command's help: no rich import, so ``--help`` stays fast)."""
+
+    #: The sections, in order; options without a panel go under "Other options".
+    PANELS = ("Data", "Model", "Training", "Output", "Advanced")
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                panel = "Arguments"
+            else:
+                panel = getattr(param, "rich_help_panel", None) or "Other options"
+            sections.setdefault(panel, []).append(record)
+        order = ["Arguments", *self.PANELS]
+        for panel in sorted(sections, key=lambda p: order.index(p) if p in order else len(order)):
+            plain = panel in ("Arguments", "Other options")
+            with formatter.section(panel if plain else f"{panel} options"):
+                formatter.write_dl(sections[panel])
+
+
+#: The help section of each settings group's options (``anomaly fit --help``); the research
+#: switches of any group go under "Advanced".
+_SETTING_PANELS = {"networks": "Model", "inputs": "Model", "scoring": "Model",
+                   "objective": "Advanced", "tickets": "Advanced", "batches": "Training",
+                   "schedule": "Training", "run": "Training"}  # fmt: skip
+_ADVANCED = {"coreset_fraction", "gaussian_weight", "max_centres", "temperature", "bounded_output",
+             "spectral_norm", "prior_factor", "data_factor", "projection_dim", "prior", "friendly",
+             "truncation", "ema_decay", "generator_ema", "n_snapshots", "image_shape",
+             "checkpoint_path"}  # fmt: skip
+
+_FIT_EXAMPLES = """Examples:
+
+\b
+  anomaly fit normal.csv --out model            # a table: one row per sample
+  anomaly fit images/good --out model           # a folder of normal images
+  anomaly fit mvtec/bottle --out model          # an anomalib root: trains on train/good
+  anomaly fit images --normal-class good        # class sub-folders: train on one
+  anomaly fit --dataset mnist --class 3         # a built-in split, with test metrics
+  anomaly fit normal.csv --dry-run              # print the resolved settings
+"""
+
+
 class Dataset(str, Enum):
     digits = "digits"
     mnist = "mnist"
@@ -279,7 +326,7 @@ def _setting_options(command):
     params = [p for p in signature.parameters.values() if p.name != "settings"]
     annotations = {k: v for k, v in command.__annotations__.items() if k != "settings"}
     names = []
-    for _, field in setting_fields(GROUPS):
+    for group, field in setting_fields(GROUPS):
         meta = field.metadata
         if meta["option"] is None:
             continue
@@ -300,7 +347,7 @@ def _setting_options(command):
             option,
             help=f"{meta['help'][0].upper()}{meta['help'][1:]} [default: {'; '.join(defaults)}].",
             show_default=False,
-            rich_help_panel="Settings",
+            rich_help_panel="Advanced" if field.name in _ADVANCED else _SETTING_PANELS[group],
         )
         params.append(
             inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info,
@@ -373,6 +420,7 @@ _RUN_KEY_CHECKS = {
     "class": lambda v: _is_count(v, none=False),
     "out": lambda v: _is_text(v, none=False) and v != "",
     "label_column": _is_text,
+    "normal_class": _is_text,
     "header": lambda v: v is None or isinstance(v, bool),
     "id_column": _is_text,
     "drop_columns": lambda v: _is_text(v) or (isinstance(v, list) and all(map(_is_text, v))),
@@ -386,6 +434,7 @@ _RUN_KEY_HELP = {
     "class": "expected a whole number",
     "out": "expected a folder path (a string)",
     "label_column": "expected a column name (a string) or null",
+    "normal_class": "expected a sub-folder name (a string) or null",
     "header": "expected true, false or null",
     "id_column": "expected a column name (a string) or null",
     "drop_columns": "expected column names (a list of strings, or one comma-separated string)",
@@ -413,6 +462,7 @@ _RUN_KEYS = {
     "class": 0,
     "out": "anomaly-model",
     "label_column": None,
+    "normal_class": None,
     "header": None,
     "id_column": None,
     "drop_columns": None,
@@ -421,7 +471,7 @@ _RUN_KEYS = {
 }
 
 
-@app.command()
+@app.command(cls=PanelledCommand, epilog=_FIT_EXAMPLES)
 @_setting_options
 def fit(
     ctx: typer.Context,
@@ -432,72 +482,99 @@ def fit(
         show_default=False,
     ),
     dataset: Dataset | None = typer.Option(
-        None, help="Built-in data set (used when DATA is not given). [default: digits]"
+        None,
+        help="Built-in data set (used when DATA is not given). [default: digits]",
+        rich_help_panel="Data",
     ),
     protocol: Protocol = typer.Option(
         Protocol.heldout,
         help="heldout: the class is the anomaly, the rest normal; "
         "one-class: the class is normal, the rest anomalies.",
+        rich_help_panel="Data",
     ),
-    cls: int = typer.Option(0, "--class", help="Class (digit) that defines the split."),
+    cls: int = typer.Option(
+        0, "--class", help="Class (digit) that defines the split.", rich_help_panel="Data"
+    ),
     data_root: Path | None = typer.Option(
-        None, help="Folder of downloaded data sets [default: $ANOMALY_DATA_ROOT or a user cache]."
+        None,
+        help="Folder of downloaded data sets [default: $ANOMALY_DATA_ROOT or a user cache].",
+        rich_help_panel="Data",
     ),
     label_column: str | None = typer.Option(
-        None, help="CSV column holding labels, dropped from the features."
+        None, help="CSV column holding labels, dropped from the features.", rich_help_panel="Data"
     ),
     header: bool | None = typer.Option(
-        None,
-        "--header/--no-header",
-        help=_HEADER_HELP,
-        show_default=False,
+        None, "--header/--no-header", help=_HEADER_HELP, show_default=False, rich_help_panel="Data"
     ),
-    id_column: str | None = typer.Option(
-        None,
-        help=_ID_HELP.format(""),
-    ),
-    drop_columns: str | None = typer.Option(None, help=_DROP_HELP),
+    id_column: str | None = typer.Option(None, help=_ID_HELP.format(""), rich_help_panel="Data"),
+    drop_columns: str | None = typer.Option(None, help=_DROP_HELP, rich_help_panel="Data"),
     image_size: int | None = typer.Option(
-        None, min=1, max=MAX_IMAGE_SIDE, help="Resize images in DATA to this side."
+        None,
+        min=1,
+        max=MAX_IMAGE_SIDE,
+        help="Resize images in DATA to this side.",
+        rich_help_panel="Data",
+    ),
+    normal_class: str | None = typer.Option(
+        None,
+        help="Image folders of class sub-folders (DATA/good, DATA/<defect>, ...): train on the "
+        "sub-folder of normal images only [default: an anomalib root (train/good, test/...) "
+        "trains on train/good; other class folders are all trained on, with a warning].",
+        rich_help_panel="Data",
     ),
     coreset: bool = typer.Option(
-        True, help="Core-set batches (--no-coreset: plain random batches, factors 1)."
+        True,
+        help="Core-set batches (--no-coreset: plain random batches, factors 1).",
+        rich_help_panel="Training",
     ),
     contamination: str | None = typer.Option(
         None,
         help="'auto' or the share of training samples called outliers, in (0, 0.5] "
         "[default: auto].",
-        rich_help_panel="Settings",
+        rich_help_panel="Model",
         show_default=False,
     ),
-    seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(Path("anomaly-model"), help="Folder the fitted model is saved to."),
+    seed: int = typer.Option(0, help="Random seed.", rich_help_panel="Training"),
+    out: Path = typer.Option(
+        Path("anomaly-model"), help="Folder the fitted model is saved to.", rich_help_panel="Output"
+    ),
     config: Path | None = typer.Option(
         None,
         help="JSON file as --dry-run prints it; options given on the command line override it.",
+        rich_help_panel="Output",
     ),
     resume: bool = typer.Option(
         False,
         "--resume",
         help="Continue an interrupted fit from the checkpoint beside OUT (written with "
         "--checkpoint-every); it ends as the fit would have without the interruption.",
+        rich_help_panel="Training",
     ),
     restart: bool = typer.Option(
         False,
         "--restart",
         help="Discard the checkpoint an interrupted fit left beside OUT and start afresh "
         "(without --resume or --restart such a checkpoint is kept and the fit refused).",
+        rich_help_panel="Training",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar or log lines.", rich_help_panel="Output"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as one JSON object.", rich_help_panel="Output"
+    ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the resolved options and settings and exit."
+        False,
+        "--dry-run",
+        help="Print the resolved options and settings and exit.",
+        rich_help_panel="Output",
     ),
     report: Path | None = typer.Option(
         None,
         "--report",
         help="Folder to write the training curves to (PNGs and index.html): a new or empty "
         "folder, or an earlier report.",
+        rich_help_panel="Output",
     ),
     settings: dict | None = None,
 ):
@@ -517,7 +594,8 @@ def fit(
     run = {**_RUN_KEYS, **{k: v for k, v in file.items() if k != "settings"}}
     cli_values = dict(data=data, dataset=dataset, protocol=protocol, out=out, data_root=data_root,
                       label_column=label_column, image_size=image_size, header=header,
-                      id_column=id_column, drop_columns=drop_columns)  # fmt: skip
+                      id_column=id_column, drop_columns=drop_columns,
+                      normal_class=normal_class)  # fmt: skip
     run.update({k: v for k, v in cli_values.items() if k in given})
     if "cls" in given:
         run["class"] = cls
@@ -558,6 +636,7 @@ def fit(
             "class": cls,
             "out": str(out),
             "label_column": run["label_column"],
+            "normal_class": run["normal_class"],
             "header": run["header"],
             "id_column": run["id_column"],
             "drop_columns": _column_list(run["drop_columns"]) or None,
@@ -603,6 +682,7 @@ def fit(
     if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
         os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
     if data is not None:
+        data = _normal_images(data, run["normal_class"])
         csv_options = CsvOptions(run["header"], run["id_column"], _column_list(run["drop_columns"]))
         user = load_user_data(
             data, label_column=run["label_column"], image_size=run["image_size"],
@@ -650,6 +730,39 @@ def fit(
             f"model saved to {out}",
         ],
     )
+
+
+def _normal_images(data: Path, normal_class: str | None) -> Path:
+    """The folder ``fit`` trains on: an anomalib root's ``train/good`` (or
+    ``train/NORMAL_CLASS``), a class folder's ``NORMAL_CLASS`` sub-folder, or DATA itself (with
+    a warning when it holds several class sub-folders: all of them are trained on)."""
+    log = logging.getLogger(__name__)
+    if not data.is_dir():
+        if normal_class is not None:
+            raise CliError("--normal-class applies to image folders of class sub-folders")
+        return data
+    layout = _anomalib_layout(data)
+    if layout is not None:
+        train = layout[0] if normal_class is None else data / "train" / normal_class
+        if not train.is_dir():
+            raise CliError(f"--normal-class {normal_class}: {data / 'train'} has no such folder")
+        log.info("%s is an anomalib folder: training on %s", data, train)
+        return train
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if normal_class is not None:
+        if normal_class not in classes:
+            raise CliError(
+                f"--normal-class {normal_class}: {data} has no sub-folder {normal_class!r} "
+                f"(sub-folders: {', '.join(classes) or 'none'})"
+            )
+        return data / normal_class
+    if len(classes) > 1:
+        log.warning(
+            "%s holds %d class sub-folders (%s): all are trained on as normal; to train on the "
+            "normal images only, give --normal-class NAME",
+            data, len(classes), ", ".join(classes),
+        )  # fmt: skip
+    return data
 
 
 def _save(detector, out: Path, checkpoint: Path, report: Path | None) -> None:
@@ -736,10 +849,24 @@ def score(
         help="Image folders of class sub-folders (root/good, root/<defect>, ...): the sub-folder "
         "of normal images; the others are anomalies. Also prints AUROC / AUPRC.",
     ),
+    threshold: float | None = typer.Option(
+        None,
+        help="Flag the samples whose anomaly_score is above this [default: the model's "
+        "threshold, set at fit].",
+        show_default=False,
+    ),
+    contamination: str | None = typer.Option(
+        None,
+        help="Set the threshold so that this share of the training samples, in (0, 0.5], is "
+        "flagged ('auto': 3 scaled MADs, as at fit).",
+        show_default=False,
+    ),
     report: Path | None = typer.Option(
         None,
         help="Folder to write a report to (index.html): the score histogram and threshold, ROC "
-        "and PR curves with labels, the most anomalous images. New, empty or an earlier report.",
+        "and PR curves, precision, recall and F1 at the threshold, galleries of false alarms "
+        "and missed anomalies with labels, the most anomalous images. New, empty or an earlier "
+        "report.",
     ),
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
     features_file: Path | None = typer.Option(
@@ -757,7 +884,14 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ):
     """Score DATA with a saved model; write index (image folders: path; --id-column: the ids),
-    anomaly_score, score_samples, is_anomaly.
+    anomaly_score (higher = more anomalous) and is_anomaly (anomaly_score above the threshold).
+
+    With labels (--labels, --label-column, --normal-class) it also prints AUROC / AUPRC, the
+    precision, recall, F1 and false-positive rate at the threshold, the threshold that maximises
+    F1 on these labels, and for image folders the share flagged of each class.
+
+    With --out - the scores go to standard output; with --json as well, one JSON object holds
+    the summary and the scores ("scores": one object per row).
 
     Text cells that start like a spreadsheet formula (=, +, -, @) are written with a leading '.
 
@@ -769,6 +903,7 @@ def score(
     import pandas as pd
 
     from anomaly import evaluate, load_model
+    from anomaly.metrics import threshold_summary
     from anomaly.report import check_report_destination, score_report
     from common import distributed, progress
 
@@ -791,6 +926,8 @@ def score(
         _check_no_model_above(report, "--report")
         _check_writable(report)
     detector = load_model(model, device=device, features_file=features_file, cache_dir=cache_dir)
+    chosen = _set_threshold(detector, threshold, contamination)
+    data, normal_class = _anomalib_test(data, normal_class)
     csv_options = CsvOptions(header, id_column, _column_list(drop_columns))
     source = _score_input(data, detector, labels, label_column, normal_class, csv_options)
     y_file = None if labels is None else _read_labels(labels)
@@ -801,8 +938,10 @@ def score(
         total = _count_csv_rows(data)
     show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
     normality_parts, label_parts, n_flagged = [], [], 0
+    json_rows = [] if to_stdout and as_json else None  # --out - --json: the rows in the JSON
     with contextlib.ExitStack() as stack:
-        handle = _open_scores(stack, out, to_stdout) if main else None
+        write = main and json_rows is None
+        handle = _open_scores(stack, out, to_stdout) if write else None
         bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
         start = 0
         for X, y_part, ids in source.chunks:
@@ -814,14 +953,13 @@ def score(
                 keys = spreadsheet_safe(source.paths[start : start + len(normality)])
             else:
                 keys = np.arange(start, start + len(normality))
-            rows = {
-                source.key: keys,
-                "anomaly_score": -normality,
-                "score_samples": normality,
-                "is_anomaly": flagged.astype(int),
-            }
+            rows = pd.DataFrame(
+                {source.key: keys, "anomaly_score": -normality, "is_anomaly": flagged.astype(int)}
+            )
             if handle is not None:
-                pd.DataFrame(rows).to_csv(handle, index=False, header=start == 0)
+                rows.to_csv(handle, index=False, header=start == 0)
+            if json_rows is not None:
+                json_rows += json.loads(rows.to_json(orient="records"))  # NaN -> null
             normality_parts.append(normality)
             n_flagged += int(flagged.sum())
             if y_part is not None:
@@ -835,26 +973,102 @@ def score(
         if y is not None:  # checked before the output is put in place
             y = _check_binary_labels(y, len(normality))
     n = len(normality)
-    result = {"n": n, "n_anomalies": n_flagged, "out": str(out)}
-    summary = f"scored {n} samples, {n_flagged} flagged as anomalies"
+    limit = -detector.offset_
+    result = {"n": n, "n_anomalies": n_flagged, "out": str(out), "threshold": limit,
+              "threshold_from": chosen}  # fmt: skip
+    if source.resized:
+        result["resized"] = source.resized
+    summary = (
+        f"scored {n} samples, {n_flagged} flagged as anomalies (anomaly_score above "
+        f"{limit:.4g}: the threshold {chosen})"
+    )
     lines = [f"{summary}; wrote {out}"]
     if y is not None:
         metrics = evaluate(y.astype(int), normality, higher="normal")
         result.update({k: round(v, 4) for k, v in metrics.items()})
         lines.append(_metrics_line(metrics))
+        found = threshold_summary(y, -normality, limit, source.classes, normal_class)
+        result.update(found)
+        lines += _threshold_lines(found)
     if report is not None and main:
         with distributed.alone():
             page = score_report(
-                report, -normality, -detector.offset_, y=y, images=source.images,
-                names=source.paths,
+                report, -normality, limit, y=y, images=source.images, names=source.paths,
+                classes=source.classes, normal=normal_class, threshold_from=chosen,
             )  # fmt: skip
         result["report"] = str(page)
         lines.append(f"report: {page}")
     distributed.finish()  # every rank done before any leaves the group
-    if to_stdout and main:  # the table is the output; the summary goes to stderr
-        typer.echo("; ".join([summary, *lines[1:]]), err=True)
+    if json_rows is not None:
+        result["scores"] = json_rows
+    elif to_stdout and main:  # the table is the output; the summary goes to stderr
+        typer.echo("\n".join(["; ".join([summary, *lines[1:2]]), *lines[2:]]), err=True)
         return
     _emit(result, as_json, lines)
+
+
+def _set_threshold(detector, threshold: float | None, contamination: str | None) -> str:
+    """Apply ``--threshold`` or ``--contamination``; say where the threshold comes from."""
+    if threshold is not None and contamination is not None:
+        raise CliError("give --threshold or --contamination, not both")
+    if threshold is not None:
+        detector.set_threshold(threshold)
+        return "given with --threshold"
+    if contamination is not None:
+        detector.set_threshold(contamination=_contamination(contamination))
+        return f"for --contamination {contamination}"
+    return f"set at fit, contamination {detector.contamination}"
+
+
+def _threshold_lines(found: dict) -> list[str]:
+    """Text lines of :func:`anomaly.metrics.threshold_summary`."""
+    lines = []
+    if "at_threshold" in found:
+        m = found["at_threshold"]
+        lines.append(
+            f"at the threshold: precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+            f"F1 {m['f1']:.3f}  false-positive rate {m['false_positive_rate']:.3f} "
+            f"({m['false_positives']} false alarms, {m['false_negatives']} anomalies missed)"
+        )
+        b = found["best_f1"]
+        lines.append(
+            f"best F1 {b['f1']:.3f} at threshold {b['threshold']:.4g} (precision "
+            f"{b['precision']:.3f}, recall {b['recall']:.3f}; chosen on these labels)"
+        )
+    if "classes" in found:
+        width = max(5, *(len(r["class"]) for r in found["classes"]))
+        lines.append(f"{'class':<{width}}  samples  flagged  share flagged")
+        for r in found["classes"]:
+            role = "false alarms" if r["normal"] else "recall"
+            lines.append(
+                f"{r['class']:<{width}}  {r['samples']:>7}  {r['flagged']:>7}  "
+                f"{r['rate']:.3f} ({role})"
+            )
+    return lines
+
+
+def _anomalib_test(data: Path, normal_class: str | None) -> tuple[Path, str | None]:
+    """An anomalib root (``train/``, ``test/``) is scored on its ``test`` folder, ``good``
+    being the normal class unless ``--normal-class`` says otherwise."""
+    layout = _anomalib_layout(data)
+    if layout is None:
+        return data, normal_class
+    normal = normal_class or layout[2]
+    logging.getLogger(__name__).info(
+        "%s is an anomalib folder: scoring %s, %s as the normal class", data, layout[1], normal
+    )
+    return layout[1], normal
+
+
+def _anomalib_layout(data: Path) -> tuple[Path, Path, str] | None:
+    """``(train folder, test folder, normal class)`` of an anomalib root (``train/good``,
+    ``test/...``), or None for any other path."""
+    if not data.is_dir() or not (data / "train").is_dir() or not (data / "test").is_dir():
+        return None
+    for normal in ("good", "normal", "ok"):
+        if (data / "train" / normal).is_dir():
+            return data / "train" / normal, data / "test", normal
+    return None
 
 
 @dataclass
@@ -868,6 +1082,8 @@ class _ScoreInput:
     paths: list[str] | None = None  # image files, relative to the scored folder
     y: np.ndarray | None = None  # labels known before scoring (from --normal-class)
     images: np.ndarray | None = None  # uint8 (N, H, W, C) images, for the report
+    classes: list[str] | None = None  # each image's sub-folder (with --normal-class)
+    resized: int = 0  # images of another size, resized to the model's
 
 
 #: Images scored per piece (in memory already; the pieces move the progress bar). A multiple of
@@ -907,17 +1123,21 @@ def _score_input(
             )
     from datasets import to_model_input
 
-    images, paths, y = _read_image_folder(data, detector, normal_class)
+    images, paths, y, classes, resized = _read_image_folder(data, detector, normal_class)
     X = to_model_input(images)
     detector.set_params(image_range="symmetric")  # X is in [-1, 1]: a bright image is no doubt
     step = _IMAGE_CHUNK_ROWS
     chunks = ((X[start : start + step], None, None) for start in range(0, len(X), step))
-    return _ScoreInput(chunks, len(X), "path", paths, y, images)
+    return _ScoreInput(chunks, len(X), "path", paths, y, images, classes, resized)
 
 
 def _read_image_folder(data: Path, detector, normal_class: str | None):
-    """``(uint8 images (N, H, W, C), paths relative to data, labels or None)``; with
-    ``normal_class``, label 0 for the images under ``data/normal_class``, 1 for the others."""
+    """``(uint8 images (N, H, W, C), paths relative to data, labels or None, classes or None,
+    number resized)``; with ``normal_class``, label 0 for the images under
+    ``data/normal_class``, 1 for the others. Images of another size than the model was trained
+    at are resized to it (bicubic), with a warning."""
+    from PIL import Image
+
     from datasets import load_image_folder
 
     if normal_class is not None:
@@ -929,20 +1149,25 @@ def _read_image_folder(data: Path, detector, normal_class: str | None):
             )
     channels = _model_channels(detector)
     grayscale = None if channels is None else channels == 1
+    size = tuple(detector.input_shape_[1:])  # (H, W) the model was trained at
     images, classes, class_names, files = load_image_folder(
-        data, grayscale=grayscale, return_paths=True
+        data, grayscale=grayscale, return_paths=True, image_size=size
     )
-    shape = (images.shape[3], *images.shape[1:3])  # (C, H, W)
-    if shape != tuple(detector.input_shape_):
-        raise CliError(
-            f"images in {data} are {shape} (C, H, W) but the model expects "
-            f"{tuple(detector.input_shape_)}"
-        )
+    resized = 0
+    for file in files:  # the headers only: the sizes the files had
+        with Image.open(file) as im:
+            resized += im.size != size[::-1]
+    if resized:
+        logging.getLogger(__name__).warning(
+            "resized %d of %d images in %s to %dx%d (HxW), the size the model was trained at",
+            resized, len(files), data, *size,
+        )  # fmt: skip
     paths = [f.relative_to(data).as_posix() for f in files]
-    y = None
+    y = names = None
     if normal_class is not None:
-        y = (np.asarray(class_names)[classes] != normal_class).astype(np.int64)
-    return images, paths, y
+        names = [str(c) for c in np.asarray(class_names)[classes]]
+        y = (np.asarray(names) != normal_class).astype(np.int64)
+    return images, paths, y, names, resized
 
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).

@@ -329,9 +329,15 @@ def export_model(detector, path, format: str = "torchscript", *, check: bool = T
     return Path(path)
 
 
+#: Recent torch releases warn that TorchScript is deprecated at every trace, save and load;
+#: the file this writes is TorchScript on purpose (any torch runs it without this package).
+_JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
+
+
 def _write_torchscript(module: nn.Module, x: torch.Tensor, path: Path, metadata: str) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", _JIT_DEPRECATED, category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         with torch.no_grad():
             traced = torch.jit.trace(module, x, check_trace=False)
@@ -341,6 +347,7 @@ def _write_torchscript(module: nn.Module, x: torch.Tensor, path: Path, metadata:
 def _torchscript_runner(path: Path):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", _JIT_DEPRECATED, category=FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,16 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["auprc_trapezoid", "auroc", "average_precision", "evaluate"]
+__all__ = [
+    "auprc_trapezoid",
+    "auroc",
+    "average_precision",
+    "best_f1_threshold",
+    "class_rates",
+    "evaluate",
+    "threshold_metrics",
+    "threshold_summary",
+]
 
 #: The values of ``higher``, and the sign that turns such a score into an anomaly score.
 _DIRECTIONS = {"anomalous": 1.0, "normal": -1.0}
@@ -129,3 +138,137 @@ def evaluate(y_true, y_score, *, higher: str) -> dict[str, float]:
         "auprc": auprc_trapezoid(y_true, y_score, higher=higher),
         "average_precision": average_precision(y_true, y_score, higher=higher),
     }
+
+
+def _counts(y: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    """Precision, recall, F1, false-positive rate and the four counts of a flagging."""
+    tp = int((flagged & (y == 1)).sum())
+    fp = int((flagged & (y == 0)).sum())
+    fn = int((~flagged & (y == 1)).sum())
+    tn = int((~flagged & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    fpr = fp / (fp + tn) if fp + tn else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "false_positive_rate": fpr,
+            "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+            "true_negatives": tn}  # fmt: skip
+
+
+@_doc
+def threshold_metrics(y_true, y_score, threshold: float, *, higher: str) -> dict[str, float]:
+    """Precision, recall, F1 and false-positive rate of flagging the samples beyond
+    ``threshold``, anomaly = positive, with the counts (``true_positives``, ``false_positives``
+    (false alarms), ``false_negatives`` (missed anomalies), ``true_negatives``).
+
+    {parameters}
+    threshold : float
+        On the scale of ``y_score``: with ``higher="anomalous"`` samples scoring above it are
+        flagged (``MEGDetector.threshold_``); with ``higher="normal"`` samples scoring below it
+        (``MEGDetector.offset_``), as ``predict`` does.
+
+    Returns
+    -------
+    dict of str to float
+
+    Examples
+    --------
+    >>> m = threshold_metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], 0.5, higher="anomalous")
+    >>> m["precision"], m["recall"], m["false_positive_rate"]
+    (0.5, 0.5, 0.5)
+    """
+    y, s = _check(y_true, y_score, higher)
+    return _counts(y, s > _DIRECTIONS[higher] * float(threshold))
+
+
+@_doc
+def best_f1_threshold(y_true, y_score, *, higher: str) -> tuple[float, dict[str, float]]:
+    """The threshold that maximises F1 on these labels, and :func:`threshold_metrics` there.
+
+    Chosen on the labels it is measured on, so its F1 is an optimistic figure: a threshold to
+    compare with, or to use on new data of the same kind.
+
+    {parameters}
+
+    Returns
+    -------
+    threshold : float
+        On the scale of ``y_score`` (flagged beyond it, as in :func:`threshold_metrics`).
+    metrics : dict of str to float
+
+    Examples
+    --------
+    >>> threshold, m = best_f1_threshold([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], higher="anomalous")
+    >>> round(m["f1"], 3), threshold  # half-way between 0.1 and 0.4, the lowest flagged
+    (0.8, 0.25)
+    """
+    y, s = _check(y_true, y_score, higher)
+    precision, recall, cuts = precision_recall_curve(y, s)  # flagged: s >= cut
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+    cut = float(cuts[int(np.argmax(f1[:-1]))])
+    # Half-way to the next lower score (flagging the same samples, with a margin on both
+    # sides for new data); s > nextafter(cut) is s >= cut when no score lies below.
+    below = s[s < cut]
+    threshold = (float(below.max()) + cut) / 2 if len(below) else cut
+    if not threshold < cut:
+        threshold = float(np.nextafter(cut, -np.inf))
+    return _DIRECTIONS[higher] * threshold, _counts(y, s > threshold)
+
+
+def class_rates(classes, flagged, normal: str) -> list[dict]:
+    """Per class: how many samples, how many flagged, and the share flagged, which is the
+    recall of an anomaly class and the false-positive rate of the ``normal`` class.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        The class of each sample (an image folder's sub-folder names).
+    flagged : array-like of bool
+        Whether each sample is flagged as an anomaly.
+    normal : str
+        The normal class.
+
+    Returns
+    -------
+    list of dict
+        ``{"class", "normal", "samples", "flagged", "rate"}`` per class, the normal class
+        first, then the anomaly classes from the most missed (lowest rate).
+
+    Examples
+    --------
+    >>> [(r["class"], r["rate"]) for r in class_rates(["ok", "a", "b", "b"], [0, 1, 1, 0], "ok")]
+    [('ok', 0.0), ('b', 0.5), ('a', 1.0)]
+    """
+    classes = np.asarray(classes).astype(str)
+    flagged = np.asarray(flagged).astype(bool)
+    rows = []
+    for name in np.unique(classes):
+        members = flagged[classes == name]
+        rows.append({"class": str(name), "normal": bool(name == normal),
+                     "samples": int(len(members)), "flagged": int(members.sum()),
+                     "rate": float(members.mean())})  # fmt: skip
+    return sorted(rows, key=lambda r: (not r["normal"], r["rate"], r["class"]))
+
+
+def threshold_summary(y_true, anomaly_score, threshold: float, classes=None, normal=None) -> dict:
+    """What a threshold does on labelled anomaly scores (higher = more anomalous), in one dict:
+
+    * ``"at_threshold"``: :func:`threshold_metrics` at ``threshold`` (when both classes occur);
+    * ``"best_f1"``: :func:`best_f1_threshold`'s ``threshold`` and metrics, chosen on these
+      labels (when both classes occur);
+    * ``"classes"``: :func:`class_rates` when each sample's ``classes`` and the ``normal`` one
+      are given (an image folder's sub-folders).
+
+    Shared by the command line's output and the HTML report, so both say the same.
+    """
+    y = np.asarray(y_true).ravel()
+    score = np.asarray(anomaly_score, dtype=np.float64).ravel()
+    out: dict = {}
+    if len(np.unique(y)) == 2 and np.isfinite(score).all():
+        out["at_threshold"] = threshold_metrics(y, score, threshold, higher="anomalous")
+        best, metrics = best_f1_threshold(y, score, higher="anomalous")
+        out["best_f1"] = {"threshold": best, **metrics}
+    if classes is not None and normal is not None:
+        out["classes"] = class_rates(classes, ~(score <= threshold), normal)
+    return out

@@ -1,8 +1,11 @@
 """Reports a person can look at: PNG figures tied together in one HTML page, ``index.html``.
 
-* :func:`score_report`: a histogram of the anomaly scores with the threshold, ROC and
-  precision-recall curves when labels are known, a grid of the most anomalous images when
-  images are given, and a table of the most anomalous samples (``anomaly score --report DIR``).
+* :func:`score_report`: a histogram of the anomaly scores with the threshold; when labels are
+  known, ROC and precision-recall curves, precision, recall, F1 and the false-positive rate at
+  the threshold and the F1-maximising threshold, a table per class (labels from sub-folders),
+  and galleries of the mistakes (highest-scored normals, lowest-scored anomalies); a grid of
+  the most anomalous images when images are given, and a table of the most anomalous samples
+  (``anomaly score --report DIR``).
 * :func:`training_report`: the metrics the trainer records every ``log_every`` iterations
   (``MEGDetector.history_``) against the iteration (``anomaly fit --report DIR``).
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.metrics import threshold_summary
 from common import atomic_path, write_text_atomic
 
 __all__ = ["ReportError", "check_report_destination", "score_report", "training_report"]
@@ -169,6 +173,9 @@ def score_report(
     y=None,
     images=None,
     names: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    normal: str | None = None,
+    threshold_from: str | None = None,
 ) -> Path:
     """Write a report on scored samples into ``folder``; return the path of its ``index.html``.
 
@@ -189,6 +196,13 @@ def score_report(
         range): adds a grid of the most anomalous ones.
     names : sequence of str, optional
         A name per sample (a file path) for the grid and the table; by default the row index.
+    classes : sequence of str, optional
+        The class of each sample (an image folder's sub-folders), with ``normal`` the normal
+        one: adds a table of the share flagged per class and labels the galleries by class.
+    normal : str, optional
+        The normal class among ``classes``.
+    threshold_from : str, optional
+        Where the threshold comes from, shown beside it ("set at fit", ...).
 
     Returns
     -------
@@ -211,37 +225,110 @@ def score_report(
     flagged = ~(score <= threshold)  # a score that is not a number is flagged
     ranked = np.argsort(-np.where(finite, score, np.inf), kind="stable")[: min(TOP, n)]
     label = (lambda i: str(i)) if names is None else (lambda i: str(names[i]))
+    if classes is not None and (len(classes) != n or normal is None):
+        raise ValueError(f"classes must hold {n} class names, given with the normal one")
 
-    figures = {"scores.png": _histogram(score[finite], threshold, None if y is None else y[finite])}
+    histogram, beyond = _histogram(score[finite], threshold, None if y is None else y[finite])
+    figures = {"scores.png": histogram}
+    source = "" if threshold_from is None else f" ({threshold_from})"
     summary = [
         ("samples", f"{n:,}"),
         ("flagged as anomalies", f"{int(flagged.sum()):,} ({flagged.mean():.1%})"),
-        ("threshold (anomaly score)", f"{threshold:.4g}"),
+        ("threshold (anomaly score)", f"{threshold:.4g}{source}"),
     ]
+    if beyond:
+        summary.append(("scores beyond the histogram's range", beyond))
     if not finite.all():
         summary.append(("scores that are not finite (flagged)", f"{int((~finite).sum()):,}"))
     sections = [_image_section("scores.png", "Anomaly scores and the threshold")]
+    found = {}
     if y is not None and len(np.unique(y)) == 2 and finite.all():
-        roc, pr, metrics = _curves(y, score, threshold)
+        found = threshold_summary(y, score, threshold, classes, normal)
+        roc, pr, metrics = _curves(y, score, threshold, found["best_f1"]["threshold"])
         figures.update({"roc.png": roc, "pr.png": pr})
         summary += [(k, f"{v:.4f}") for k, v in metrics.items()]
+        summary += _threshold_rows(found)
         sections += [
             _image_section("roc.png", "ROC curve (anomaly = positive)"),
             _image_section("pr.png", "Precision-recall curve (anomaly = positive)"),
         ]
     elif y is not None:
         summary.append(("curves", "not drawn: the labels need both classes and finite scores"))
+    if "classes" in found:
+        sections.append(_class_table(found["classes"]))
     if images is not None:
         figures["top_anomalies.png"] = _grid(images, ranked, score, label)
         sections.append(_image_section("top_anomalies.png", "The most anomalous samples"))
+    if images is not None and y is not None:
+        kind = (
+            (lambda i: "anomaly" if y[i] else "normal") if classes is None else classes.__getitem__
+        )
+        order = np.argsort(np.where(finite, score, np.inf), kind="stable")  # lowest first
+        normals, anomalies = order[y[order] == 0][::-1][:TOP], order[y[order] == 1][:TOP]
+        for name, chosen, what, wrong in (
+            ("false_positives.png", normals, "normal samples", "flagged (false alarms)"),
+            ("missed_anomalies.png", anomalies, "anomalies", "not flagged (missed)"),
+        ):
+            if not len(chosen):
+                continue
+            mistakes = int((flagged[chosen] == (what == "normal samples")).sum())
+            high = "highest" if what == "normal samples" else "lowest"
+
+            def caption(i, kind=kind):
+                mark = "flagged" if flagged[i] else "not flagged"
+                return f"{kind(i)} {score[i]:.3g}\n{mark}"
+
+            figures[name] = _grid(images, chosen, score, label, caption)
+            sections.append(
+                _image_section(
+                    name,
+                    f"The {len(chosen)} {high}-scored {what}: {mistakes} of them {wrong} at "
+                    f"the threshold {threshold:.4g}",
+                )
+            )
     header = ["rank", "sample", "anomaly score", *(["label"] if y is not None else [])]
     rows = [
         [str(r + 1), label(i), f"{score[i]:.4g}", *([str(int(y[i]))] if y is not None else [])]
         for r, i in enumerate(ranked)
     ]
-    sections.append(
-        f"<h2>The {len(ranked)} most anomalous samples</h2>\n<table>\n"
-        + "<tr>"
+    sections.append(_table(f"The {len(ranked)} most anomalous samples", header, rows))
+    page = _page("Anomaly scores", summary, sections)
+    return _write_report(Path(folder), "score", figures, page)
+
+
+def _threshold_rows(found: dict) -> list[tuple[str, str]]:
+    """Summary rows of :func:`anomaly.metrics.threshold_summary`'s metrics."""
+    m, b = found["at_threshold"], found["best_f1"]
+    return [
+        ("precision at the threshold", f"{m['precision']:.4f}"),
+        ("recall at the threshold", f"{m['recall']:.4f}"),
+        ("F1 at the threshold", f"{m['f1']:.4f}"),
+        ("false-positive rate at the threshold", f"{m['false_positive_rate']:.4f}"),
+        ("false alarms (normal samples flagged)", f"{m['false_positives']:,}"),
+        ("missed anomalies (not flagged)", f"{m['false_negatives']:,}"),
+        (
+            "best F1 (threshold chosen on these labels)",
+            f"{b['f1']:.4f} at threshold {b['threshold']:.4g} (precision {b['precision']:.4f}, "
+            f"recall {b['recall']:.4f})",
+        ),
+    ]
+
+
+def _class_table(rows: Sequence[Mapping]) -> str:
+    """The share flagged per class: false alarms for the normal class, recall for the others."""
+    cells = [
+        [r["class"], "normal" if r["normal"] else "anomaly", f"{r['samples']:,}",
+         f"{r['flagged']:,}",
+         f"{r['rate']:.3f} ({'false-positive rate' if r['normal'] else 'recall'})"]
+        for r in rows
+    ]  # fmt: skip
+    header = ["class", "kind", "samples", "flagged", "share flagged"]
+    return _table("Per class at the threshold (most missed anomaly class first)", header, cells)
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return (
+        f"<h2>{html.escape(title)}</h2>\n<table>\n<tr>"
         + "".join(f"<th>{html.escape(h)}</th>" for h in header)
         + "</tr>\n"
         + "\n".join(
@@ -249,13 +336,34 @@ def score_report(
         )
         + "\n</table>"
     )
-    page = _page("Anomaly scores", summary, sections)
-    return _write_report(Path(folder), "score", figures, page)
+
+
+#: Score histograms span the 0.5th to 99.5th percentiles (widened by this share of their
+#: width) when the extremes lie farther than this many such widths away: a heavy tail.
+_ROBUST_MARGIN, _HEAVY_TAIL = 0.1, 0.5
 
 
 def _histogram(score: np.ndarray, threshold: float, y: np.ndarray | None):
+    """The histogram figure, and a note on the scores left beyond its range ("" if none)."""
     fig, axes = _figure()
     ax = axes[0, 0]
+    low, high = np.percentile(score, [0.5, 99.5]) if len(score) else (threshold, threshold)
+    width = max(high - low, 1e-12)
+    lo, hi = low - _ROBUST_MARGIN * width, high + _ROBUST_MARGIN * width
+    beyond = ""
+    if len(score) and (
+        score.min() < low - _HEAVY_TAIL * width or score.max() > high + _HEAVY_TAIL * width
+    ):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+        outside = (score < lo) | (score > hi)
+        beyond = (
+            f"{int(outside.sum()):,} (from {score.min():.4g} to {score.max():.4g}); the "
+            f"histogram shows {lo:.4g} to {hi:.4g}"
+        )
+        ax.set_title(
+            f"{int(outside.sum())} scores beyond this range (up to {score.max():.4g})", fontsize=9
+        )
+        score, y = score[~outside], None if y is None else y[~outside]
     bins = np.histogram_bin_edges(np.append(score, threshold), bins=60)
     if y is None:
         ax.hist(score, bins=bins, color="tab:blue", alpha=0.8, label="samples")
@@ -265,10 +373,10 @@ def _histogram(score: np.ndarray, threshold: float, y: np.ndarray | None):
     ax.axvline(threshold, color="black", linestyle="--", label="threshold")
     ax.set(xlabel="anomaly score (higher = more anomalous)", ylabel="samples")
     ax.legend()
-    return fig
+    return fig, beyond
 
 
-def _curves(y: np.ndarray, score: np.ndarray, threshold: float):
+def _curves(y: np.ndarray, score: np.ndarray, threshold: float, best: float):
     from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
     fpr, tpr, _ = roc_curve(y, score)
@@ -293,12 +401,17 @@ def _curves(y: np.ndarray, score: np.ndarray, threshold: float):
     ax.axhline(y.mean(), color="grey", linestyle=":", linewidth=1, label="share of anomalies")
     if not math.isnan(point_precision):
         ax.plot([point_tpr], [point_precision], "ko", label="threshold")
+    chosen = score > best
+    ax.plot([float(chosen[y == 1].mean())], [float(y[chosen].mean())], "r^",
+            label="best F1 (chosen on these labels)")  # fmt: skip
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower left")
     return roc, pr, metrics
 
 
-def _grid(images, ranked: np.ndarray, score: np.ndarray, label):
+def _grid(images, ranked: np.ndarray, score: np.ndarray, label, caption=None):
+    """The images ``ranked`` in a grid, each titled with its name and ``caption(i)`` (by
+    default its score)."""
     shown = np.asarray([np.asarray(images[i]) for i in ranked])  # (k, H, W[, C])
     if shown.ndim == 4 and shown.shape[-1] == 1:
         shown = shown[..., 0]
@@ -327,7 +440,8 @@ def _grid(images, ranked: np.ndarray, score: np.ndarray, label):
             vmin=0,
             vmax=255 if shown.dtype == np.uint8 else 1,
         )
-        ax.set_title(f"{name}\n{score[i]:.3g}", fontsize=7)
+        text = f"{score[i]:.3g}" if caption is None else caption(i)
+        ax.set_title(f"{name}\n{text}", fontsize=7)
     return fig
 
 
@@ -357,8 +471,17 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
     'index.html'
     """
     records = list(history)
-    if not records or not all(isinstance(r, Mapping) and "step" in r for r in records):
-        raise ValueError("history must be a non-empty list of metric records with a 'step'")
+    if not all(isinstance(r, Mapping) and "step" in r for r in records):
+        raise ValueError("history must be a list of metric records with a 'step'")
+    if not records:  # a fit that trained nothing (n_iter=0: the core-set energy)
+        summary = [("iterations", "0"), ("records", "0")]
+        note = (
+            "<p>This model was not trained (n_iter resolved to 0: the core-set energy needs "
+            "no training), so there is nothing to show.</p>"
+        )
+        return _write_report(
+            Path(folder), "training", {}, _page("Training curves", summary, [note])
+        )
     keys = []
     for record in records:
         for key, value in record.items():
@@ -376,7 +499,7 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
         for key in group:
             points = [(r["step"], r[key]) for r in records if key in r]
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=key)
+            ax.plot(steps, values, label=key, marker="o" if len(points) <= 20 else None)
         ax.set(xlabel="iteration", title=", ".join(group))
         if len(group) > 1:
             ax.legend()
@@ -384,6 +507,8 @@ def training_report(folder: str | os.PathLike[str], history: Sequence[Mapping[st
         ax.set_axis_off()
     last = records[-1]
     summary = [("iterations", str(last["step"])), ("records", str(len(records)))]
+    if len(records) < 10:
+        summary.append(("note", "few records: fit with a smaller --log-every for a curve"))
     if "seconds" in last:
         summary.append(("training seconds", f"{float(last['seconds']):.1f}"))
     summary += [(k, f"{float(last[k]):.4g}") for k in keys if k in last]

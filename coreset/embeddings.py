@@ -391,6 +391,13 @@ def _embed_rows(
     return np.concatenate(parts, axis=0)
 
 
+def _log_computed(embedder: Embedder, n: int, dim: int) -> None:
+    """Say that ``n`` embeddings were computed; only at debug level for the pixel embedder,
+    whose "embeddings" are the samples' own values (a table's rows)."""
+    level = logging.DEBUG if isinstance(embedder, PixelEmbedder) else logging.INFO
+    logger.log(level, "computed %d embeddings of dimension %d with %s", n, dim, embedder.identity)
+
+
 def compute_embeddings(
     X: np.ndarray | torch.Tensor,
     embedder: Embedder,
@@ -457,7 +464,7 @@ def compute_embeddings(
     if cache_dir is None:
         with progress(n, "Embedding", enabled=verbose) as bar:
             emb = _embed_rows(Xn, 0, n, embedder, batch_size, bar)
-        logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
+        _log_computed(embedder, n, emb.shape[1])
         return emb
 
     path = embedding_cache_path(Xn, embedder, cache_dir)
@@ -485,7 +492,7 @@ def compute_embeddings(
             dim = chunk.shape[1]
             parts.append(chunk)
     emb = np.concatenate(parts, axis=0)
-    logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
+    _log_computed(embedder, n, emb.shape[1])
 
     _finish_cache(path, folder, emb)
     return emb
@@ -548,7 +555,7 @@ def _compute_shared(
             for i, chunk in zip(done, np.split(shared, ends[:-1]), strict=True):
                 parts[i] = chunk
     emb = np.concatenate([parts[i] for i in range(len(bounds))], axis=0)
-    logger.info("computed %d embeddings of dimension %d", n, emb.shape[1])
+    _log_computed(embedder, n, emb.shape[1])
     if path is not None:
         _finish_cache(path, folder, emb)
     distributed.barrier()

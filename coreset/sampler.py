@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from coreset.embeddings import Embedder, compute_embeddings
+from coreset.embeddings import Embedder, PixelEmbedder, compute_embeddings
 from coreset.features import make_embedder
 from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
 from coreset.projection import GaussianProjection
@@ -488,12 +488,13 @@ def make_sampler(
     emb = compute_embeddings(X, embedder, cache_dir=cache_dir, verbose=verbose)
     projection = GaussianProjection(projection_dim, random_state=rng.spawn(1)[0])
     projected = projection.fit_transform(emb)
+    seen = (
+        f"their {emb.shape[1]} values"
+        if isinstance(embedder, PixelEmbedder)
+        else f"embedding {embedder.identity} ({emb.shape[1]}-d)"
+    )
     logger.info(
-        "core-set sampler: %d samples, embedding %s (%d-d) projected to %d-d",
-        n,
-        embedder.identity,
-        emb.shape[1],
-        projection.n_components_,
+        "core-set sampler: %d samples, %s projected to %d-d", n, seen, projection.n_components_
     )
     return CoresetSampler(
         projected,

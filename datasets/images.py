@@ -201,7 +201,13 @@ def load_image_folder(
     X = np.stack(arrays)
     if X.ndim == 3:
         X = X[..., None]
-    logger.info("read %d images in %d classes from %s", len(X), len(class_names), root)
+    if class_dirs:
+        logger.info(
+            "read %d images in %d classes (%s) from %s",
+            len(X), len(class_names), ", ".join(class_names), root,
+        )  # fmt: skip
+    else:
+        logger.info("read %d images from %s", len(X), root)
     if return_paths:
         return X, y, class_names, files
     return X, y, class_names

@@ -78,7 +78,7 @@ def test_folder_layout_labels_from_sub_folders(mvtec, tmp_path, capsys):
     result = json.loads(out)
     assert result["n"] == 10 and result["auroc"] == 1.0  # bright cracks against dark images
     frame = pd.read_csv(scores)
-    assert list(frame.columns) == ["path", "anomaly_score", "score_samples", "is_anomaly"]
+    assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
     assert frame.path.tolist() == [f"crack/{i}.png" for i in range(4)] + [
         f"good/{i}.png" for i in range(6)
     ]
@@ -150,7 +150,9 @@ def test_training_report_plots_the_history(mvtec, tmp_path):
     assert _is_png(tmp_path / "t" / "training.png")
     assert 'src="training.png"' in page.read_text()
     with pytest.raises(ValueError, match="history"):
-        training_report(tmp_path / "u", [])
+        training_report(tmp_path / "u", [{"loss_energy": 1.0}])  # no step
+    page = training_report(tmp_path / "v", [])  # nothing trained: a page that says so
+    assert "nothing to show" in page.read_text()
 
 
 @pytest.mark.parametrize("name", ["test.csv", "test.npy"])
@@ -170,7 +172,7 @@ def test_chunked_scores_equal_in_memory_scores(vectors, name, tmp_path, capsys, 
     assert code == 0, err
     frame = pd.read_csv(out)
     assert frame["index"].tolist() == list(range(1300))
-    np.testing.assert_array_equal(frame.score_samples.to_numpy(), expected)
+    np.testing.assert_array_equal(-frame.anomaly_score.to_numpy(), expected)
     if label:
         assert json.loads(stdout)["auroc"] > 0.9
 

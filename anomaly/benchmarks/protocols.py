@@ -389,7 +389,8 @@ def plot_curves(curves: Mapping[int, Mapping[str, Any]], path, kind, class_label
             ax.plot([0, 1], [0, 1], **chance)
             ax.set(xlabel="false positive rate", ylabel="true positive rate")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), title=f"class {class_label(cls)}")
-    fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8)
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -417,7 +418,7 @@ def plot_bars(results: pd.DataFrame, metric, path, class_label, published, title
         ax.bar(pos, heights, width, fill=False, hatch="//", edgecolor=color, label=label)
     ax.set_xticks(x, [class_label(c) for c in classes])
     ax.set(xlabel="class", ylabel=metric.upper(), ylim=(0, 1.05), title=title)
-    fig.legend(loc="outside right upper", fontsize=8)
+    fig.legend(loc="outside lower center", ncols=min(3, n_bars), fontsize=8)
     save_figure(fig, path)
 
 

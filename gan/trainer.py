@@ -432,7 +432,6 @@ class MEGTrainer:
                 for callback in self.callbacks:
                     callback.on_step_end(self, result)
         if cfg.schedule.n_iter == 0:  # no training: the energy as placed is the one to score
-            self.energy_avg.load_state_dict(self.energy_net.state_dict())
             self.snapshots = [
                 {k: v.detach().cpu().clone() for k, v in self.energy_avg.state_dict().items()}
             ]
@@ -543,9 +542,8 @@ class MEGTrainer:
         :class:`~gan.networks.CoresetEnergy` from the training data
         (:func:`coreset_energy_parts`)."""
         t0 = time.perf_counter()
-        parts = coreset_energy_parts(data, self.config, self.seed)
-        for net in (self.energy_net, self.energy_avg):
-            net.set_centres(**parts)
+        self.energy_net.set_centres(**coreset_energy_parts(data, self.config, self.seed))
+        self.energy_avg.load_state_dict(self.energy_net.state_dict())  # the same, not again
         self.selection_seconds += time.perf_counter() - t0
 
     def energy_step(self, data: torch.Tensor):

@@ -163,7 +163,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="table of --out's results")
     args = parser.parse_args()
+    if args.report_only:
+        print(summarise(pd.read_csv(Path(args.out) / "results.csv")))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -215,9 +219,45 @@ def main() -> None:
                 print(row, flush=True)
                 rows.append(row)
                 pd.DataFrame(rows).to_csv(path, index=False)
-    table = pd.DataFrame(rows).pivot_table(index="variant", columns="class", values="auroc")
-    table["mean"] = table.mean(axis=1)
-    print(table.round(4).to_string())
+    report = summarise(pd.DataFrame(rows))
+    (out / "table.md").write_text(report)
+    print(report)
+
+
+def summarise(results: pd.DataFrame) -> str:
+    """Markdown: AUROC per class (mean over seeds), the mean over classes with its spread over
+    seeds, each variant against the frozen energy and against ``compact`` (classes where it is
+    higher / lower by more than the larger seed spread of the two), and the rank correlation
+    with the frozen energy."""
+    order = [v for v in VARIANTS if v in set(results["variant"])]
+    by_class = results.pivot_table(index="variant", columns="class", values="auroc").loc[order]
+    spread = results.groupby(["variant", "class"])["auroc"].std().fillna(0.0)
+    per_seed = results.groupby(["variant", "seed"])["auroc"].mean()  # mean over classes
+    lines = [
+        "| variant | "
+        + " | ".join(str(c) for c in by_class.columns)
+        + " | mean ± sd over seeds | vs frozen (up / down) | vs compact (up / down) "
+        "| rank corr. with frozen |",
+        "|:---|" + "---:|" * (len(by_class.columns) + 4),
+    ]
+    for variant in order:
+        cells = " | ".join(f"{v:.4f}" for v in by_class.loc[variant])
+        seeds = per_seed.loc[variant]
+        versus = []
+        for other in ("frozen", "compact"):
+            if other not in by_class.index or other == variant:
+                versus.append("–")
+                continue
+            diff = by_class.loc[variant] - by_class.loc[other]
+            noise = np.maximum(spread.loc[variant], spread.loc[other]).reindex(diff.index)
+            up, down = int((diff > noise).sum()), int((diff < -noise).sum())
+            versus.append(f"{diff.mean():+.4f} ({up} / {down})")
+        corr = results.loc[results["variant"] == variant, "rank_corr_frozen"].mean()
+        lines.append(
+            f"| {variant} | {cells} | {seeds.mean():.4f} ± {seeds.std(ddof=0):.4f} | "
+            f"{versus[0]} | {versus[1]} | {corr:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -306,8 +306,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 f"view={self.view!r} needs images: (n, H, W) or (n, C, H, W) arrays, or rows "
                 "with image_shape"
             )
-        if self.view == "auto":  # measured on validation: docs/results/how-defaults-were-chosen.md
-            return "features" if image and self.input_shape_[0] == 3 else "pixels"
+        if self.view == "auto":  # measured on validation: docs/results/gan-ablation.md
+            if not image:
+                return "pixels"  # vectors: "pixels" means the values as given
+            if self.input_shape_[0] == 3:
+                return "features"
+            # Grey images: pixels and features side by side for the core-set energy (every
+            # digit of both MNIST validation protocols above its pixels' or features' chance
+            # floor); the networks with weights keep the pixels they were built for.
+            return "both" if self.network == "coreset" else "pixels"
         return self.view  # "features" and "both" are for images only (checked above)
 
     def _embed(self, X: np.ndarray) -> np.ndarray:

@@ -72,7 +72,8 @@ class Inputs(SettingsGroup):
         "auto",
         "for images: the networks see their pixels, their pretrained features, or both side "
         "by side (each part scaled to the same typical nearest-neighbour distance); auto: "
-        "features for colour images, pixels for grey ones (other inputs are taken as they are)",
+        "features for colour images, both for grey ones with the core-set energy (pixels with the "
+        "other networks; other inputs are taken as they are)",
         choices=("auto", "pixels", "features", "both"),
     )
     image_range: str = setting(

@@ -147,8 +147,13 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     np.testing.assert_allclose(
         load_model(tmp_path / "m").score_samples(images), det.score_samples(images), rtol=1e-5
     )
-    grey = MEGDetector(**FAST, random_state=0).fit(images[:, :1])
-    assert grey.view_ == "pixels" and grey.network_shape_ == (1, 32, 32)
+    # Grey images: pixels and features side by side for the core-set energy (chosen on both
+    # MNIST validation protocols); the networks with weights keep the pixels.
+    grey = MEGDetector(**FAST, features="efficientnet-lite0@32", random_state=0)
+    assert grey.fit(images[:, :1]).view_ == "both"
+    assert grey.network_shape_ == (32 * 32 + 1280,)
+    mlp = MEGDetector(**FAST, network="mlp", random_state=0).fit(images[:, :1])
+    assert mlp.view_ == "pixels" and mlp.network_shape_ == (1, 32, 32)
     with pytest.raises(ValueError, match="view='features' needs images"):
         MEGDetector(**FAST, view="features").fit(rng.normal(size=(20, 4)))
 

@@ -246,7 +246,8 @@ def test_fit_understands_class_folders(anomalib, tmp_path, capsys, caplog):
     # Log lines that say what happened: classes by name, no "embedding" of raw values.
     assert "read 14 images in 3 classes (crack, good, hole)" in caplog.text
     assert "read 24 images from" in caplog.text and "1 classes" not in caplog.text
-    assert "their 64 values" in caplog.text and "pixels-v1" not in caplog.text
+    # grey images: both views, the 64 pixels and 1,280 features side by side
+    assert "their 1344 values" in caplog.text and "pixels-v1" not in caplog.text
     code, out, err = run(["fit", test, "--normal-class", "good", "--out", str(tmp_path / "c"),
                           "--json", "-q"], capsys)  # fmt: skip
     assert code == 0, err

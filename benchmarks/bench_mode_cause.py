@@ -49,38 +49,44 @@ def latent_stats(z: np.ndarray, w: np.ndarray | None = None) -> dict:
 def stats(n_batches: int = 400) -> dict:
     """Selected vs prior latents, and selected vs random data batches."""
     res = {}
-    for pf in (1, 2, 4, 8):
+    for pf, stratified in ((1, False), (2, False), (4, False), (8, False), (4, True)):
         s = CoresetSampler(
             None, batch_size=64, latent_dim=2, prior_factor=pf, data_factor=1,
-            prior="uniform", n_samples=1000, random_state=0,
+            prior="uniform", n_samples=1000, random_state=0, stratified=stratified,
         )  # fmt: skip
-        z = torch.cat([s.sample_prior() for _ in range(n_batches)]).numpy()
-        res[f"latents prior_factor={pf}"] = latent_stats(z)
+        z, w = zip(*(s.sample_prior_batch() for _ in range(n_batches)), strict=True)
+        w = None if w[0] is None else torch.cat(w).numpy()
+        name = f"latents prior_factor={pf}" + (" stratified (weighted)" if stratified else "")
+        res[name] = latent_stats(torch.cat(z).numpy(), w)
     for side in (5, 7, 10):
         mix = grid_mixture(side, spacing=2.0, std=0.05)
         X, _ = mix.sample(20_000, random_state=0)
-        for df in (1, 8):
+        for df, stratified in ((1, False), (8, False), (8, True)):
             # the benchmark's selection space: 2-d data randomly projected to 32-d
             from coreset import GaussianProjection
 
             emb = GaussianProjection(32, random_state=0).fit_transform(X)
             s = CoresetSampler(
                 emb, batch_size=64, latent_dim=2, prior_factor=1, data_factor=df,
-                random_state=0,
+                random_state=0, stratified=stratified,
             )  # fmt: skip
-            idx = np.concatenate([s.sample_data_indices() for _ in range(n_batches)])
+            idx, w = zip(*(s.sample_data_batch() for _ in range(n_batches)), strict=True)
+            idx = np.concatenate(idx)
+            w = np.ones(len(idx)) if w[0] is None else np.concatenate(w).astype(np.float64)
+            w = w / w.sum()
             x = X[idx]
             d2 = ((x[:, None] - mix.centers[None]) ** 2).sum(-1)
             nearest, dist = d2.argmin(1), np.sqrt(d2.min(1)) / mix.std
-            counts = np.bincount(nearest, minlength=mix.n_modes) / len(x)
+            counts = np.bincount(nearest, weights=w, minlength=mix.n_modes)
             edge = np.abs(mix.centers).max(1) >= np.abs(mix.centers).max() - 1e-3
-            res[f"data {side * side} modes data_factor={df}"] = {
-                "mean_dist_std": float(dist.mean()),  # random: about 1.25 (2-d Rayleigh)
-                "share_beyond_2std": float((dist > 2).mean()),  # random: exp(-2) = 0.135
+            name = f"data {side * side} modes data_factor={df}"
+            res[name + (" stratified (weighted)" if stratified else "")] = {
+                "mean_dist_std": float(w @ dist),  # random: about 1.25 (2-d Rayleigh)
+                "share_beyond_2std": float(w @ (dist > 2)),  # random: exp(-2) = 0.135
                 "mode_share_cv": float(counts.std() / counts.mean()),
                 "outer_ring_share": float(counts[edge].sum()),
                 "outer_ring_modes_share": float(edge.mean()),
-                "mean": [float(v) for v in x.mean(0)],
+                "mean": [float(v) for v in w @ x],
             }
     return res
 

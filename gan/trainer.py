@@ -125,10 +125,26 @@ class GeneratorSamples:
     with the batch's weights when it is stratified (``config.batches.stratified``)."""
 
     def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor):
-        z, weights = trainer.sampler.sample_prior_batch()
+        z, weights = prior_batch(trainer.sampler)
         with torch.no_grad():
             x_fake = trainer.generator(trainer.truncate(z))
         return x_fake if weights is None else (x_fake, weights)
+
+
+def data_batch(sampler) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of one batch of training samples and their weights (None: equal): a stratified
+    sampler's ``sample_data_batch()``, else ``sample_data_indices()`` as before."""
+    if getattr(sampler, "stratified", False):
+        return sampler.sample_data_batch()
+    return sampler.sample_data_indices(), None
+
+
+def prior_batch(sampler) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch of generator inputs and their weights (None: equal): a stratified sampler's
+    ``sample_prior_batch()``, else ``sample_prior()`` as before."""
+    if getattr(sampler, "stratified", False):
+        return sampler.sample_prior_batch()
+    return sampler.sample_prior(), None
 
 
 @runtime_checkable
@@ -561,7 +577,7 @@ class MEGTrainer:
         Returns the loss, the energies of both batches and the penalty's per-sample terms.
         """
         _train_only(self.energy_net, frozen=(self.generator, self.stats_net))
-        idx, w_real = self.sampler.sample_data_batch()
+        idx, w_real = data_batch(self.sampler)
         idx = torch.from_numpy(idx).to(self.device)
         if w_real is not None:  # stratified batches: weights of the real samples
             w_real = torch.from_numpy(w_real).to(self.device)
@@ -590,7 +606,7 @@ class MEGTrainer:
         Returns the loss and the mutual-information estimate.
         """
         _train_only(self.generator, self.stats_net, frozen=(self.energy_net,))
-        z, w = self.sampler.sample_prior_batch()  # (B, *prior.shape), weights or None
+        z, w = prior_batch(self.sampler)  # (B, *prior.shape), weights or None
         x_gen = self.generator(z)
         perm = self._permutation(len(z))
         # Stratified batches: a shuffled pair (x_i, z_perm(i)) stands for both cells' draws.

@@ -1350,7 +1350,8 @@ def benchmark(
         None,
         help="Mixture batch settings, comma-separated names [default: random 64,core-set 64,"
         "random 512]; BigGAN's: 'core-set 64 + orthogonal reg', '... + spectral norm', "
-        "'... + G average'.",
+        "'... + G average'; issue 31's: 'core-set 64 stratified', 'core-set 64 data only', "
+        "'core-set 64 latents only'.",
     ),
     truncations: str | None = typer.Option(
         None,

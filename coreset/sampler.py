@@ -223,6 +223,15 @@ class CoresetSampler:
         per kind of batch so that the stacked candidates hold about 2**18 values, from 1 to 64
         sets: 64 for 2-D data, about 16 for 512 candidates in 32-d (more sets than fit in the
         cache are slower again).
+    stratified : bool, default=False
+        Keep a stratified, weighted batch instead of the k-center points themselves: the
+        k-center picks split the candidates into ``batch_size`` cells (each candidate belongs to
+        its nearest pick), one candidate drawn uniformly from each cell is kept, and it is
+        weighted by its cell's size over the mean size (:meth:`sample_data_batch`,
+        :meth:`sample_prior_batch`; weights average 1). The plain k-center points over-represent
+        the candidates' outskirts (the latent box's faces and corners, the tails of each data
+        mode); the weighted stratified batch is an unbiased estimate of the whole draw, hence of
+        the prior and of the data, and still holds one point of every cell.
 
     Attributes
     ----------
@@ -264,7 +273,9 @@ class CoresetSampler:
         random_state: RandomState = None,
         device: str | torch.device = "cpu",
         lookahead: int | None = None,
+        stratified: bool = False,
     ):
+        self.stratified = bool(stratified)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
         self.prior_factor = _positive_int(prior_factor, "prior_factor")
@@ -274,6 +285,9 @@ class CoresetSampler:
         self.lookahead = None if lookahead is None else _positive_int(lookahead, "lookahead")
         self._data_queue: deque[np.ndarray] = deque()
         self._prior_queue: deque[torch.Tensor] = deque()
+        # Weights of the queued batches (stratified batches only), in the same order.
+        self._data_weights: deque[np.ndarray] = deque()
+        self._prior_weights: deque[torch.Tensor] = deque()
 
         if data_embeddings is None:
             if n_samples is None:
@@ -327,6 +341,34 @@ class CoresetSampler:
         self.n_selections += len(X)
         return idx
 
+    def _stratify(
+        self, X: np.ndarray, chosen: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stratified picks: the k-center picks ``chosen`` (sets, k) of the stacked candidates
+        ``X`` (sets, n, d) are the centres of ``k`` cells (each candidate in the cell of its
+        nearest pick, a pick in its own); one member of each cell is drawn uniformly from
+        ``rng``. Returns the members' indices (sets, k) and the cells' weights ``size * k / n``
+        (sets, k), float32, which average 1."""
+        start = time.perf_counter()
+        sets, n, _ = X.shape
+        k = chosen.shape[1]
+        cells = np.empty((sets, n), dtype=np.int64)
+        for s in range(sets):  # (n, k) distances, one set at a time (bounded memory)
+            centres = X[s, chosen[s]].astype(np.float64)  # (k, d)
+            pts = X[s].astype(np.float64)
+            d2 = (pts**2).sum(1)[:, None] - 2 * pts @ centres.T + (centres**2).sum(1)[None]
+            cells[s] = d2.argmin(1)
+            cells[s, chosen[s]] = np.arange(k)  # a pick is in its own cell (ties, duplicates)
+        keys = rng.random((sets, n))  # a uniform member of each cell: the largest key
+        flat = (cells + k * np.arange(sets)[:, None]).ravel()
+        order = np.lexsort((keys.ravel(), flat))  # by cell, then key
+        last = np.flatnonzero(np.r_[flat[order][1:] != flat[order][:-1], True])
+        members = (order[last] % n).reshape(sets, k)  # cells 0..k-1 of each set, in order
+        sizes = np.bincount(flat, minlength=sets * k).reshape(sets, k)
+        weights = (sizes * (k / n)).astype(np.float32)
+        self.selection_seconds += time.perf_counter() - start
+        return members, weights
+
     def sample_data_indices(self) -> np.ndarray:
         """Indices of one core-set batch of training samples.
 
@@ -358,9 +400,19 @@ class CoresetSampler:
                 firsts.append(int(self._data_rng.integers(n_candidates)))
             cand = np.stack(candidates)  # (lookahead, n_candidates)
             chosen = self._select(self.data_embeddings[cand], firsts)  # (lookahead, B)
+            if self.stratified:
+                emb = self.data_embeddings[cand]
+                chosen, weights = self._stratify(emb, chosen, self._data_rng)
+                self._data_weights.extend(weights)
             batches = np.take_along_axis(cand, chosen, axis=1).astype(np.int64, copy=False)
             self._data_queue.extend(batches)
         return self._data_queue.popleft()
+
+    def sample_data_batch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`sample_data_indices` and the batch's weights: float32 (batch_size,),
+        averaging 1, with ``stratified`` and a selection; None (equal weights) otherwise."""
+        idx = self.sample_data_indices()
+        return idx, (self._data_weights.popleft() if self._data_weights else None)
 
     def sample_prior(self) -> torch.Tensor:
         """One core-set batch of latent vectors.
@@ -384,7 +436,11 @@ class CoresetSampler:
                 firsts.append(int(self._prior_rng.integers(n)))
             z = torch.stack(draws)  # (lookahead, factor * B, *shape)
             flat = z.reshape(len(draws), n, dim)  # k-center compares flattened draws
-            chosen = torch.from_numpy(self._select(flat.numpy(), firsts))  # (lookahead, B)
+            chosen = self._select(flat.numpy(), firsts)  # (lookahead, B)
+            if self.stratified:
+                chosen, weights = self._stratify(flat.numpy(), chosen, self._prior_rng)
+                self._prior_weights.extend(torch.from_numpy(weights).to(self.device).unbind(0))
+            chosen = torch.from_numpy(chosen)
             start = time.perf_counter()
             batches = z[torch.arange(len(draws))[:, None], chosen]  # (lookahead, B, *shape)
             if self.device.type != "cpu":
@@ -392,6 +448,12 @@ class CoresetSampler:
             self.selection_seconds += time.perf_counter() - start
             self._prior_queue.extend(batches.unbind(0))
         return self._prior_queue.popleft()
+
+    def sample_prior_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`sample_prior` and the batch's weights: float32 (batch_size,) on ``device``,
+        averaging 1, with ``stratified`` and a selection; None (equal weights) otherwise."""
+        z = self.sample_prior()
+        return z, (self._prior_weights.popleft() if self._prior_weights else None)
 
     def state_dict(self) -> dict:
         """The random streams and the batches already selected but not yet used, so that a
@@ -405,6 +467,9 @@ class CoresetSampler:
         }
         if self._host_gen is not self._torch_gen:
             state["host_gen"] = self._host_gen.get_state()
+        if self.stratified:
+            state["data_weights"] = [torch.from_numpy(w) for w in self._data_weights]
+            state["prior_weights"] = [w.cpu() for w in self._prior_weights]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -416,13 +481,16 @@ class CoresetSampler:
             self._host_gen.set_state(state["host_gen"])
         self._data_queue = deque(b.numpy() for b in state["data_queue"])
         self._prior_queue = deque(b.to(self.device) for b in state["prior_queue"])
+        self._data_weights = deque(w.numpy() for w in state.get("data_weights", []))
+        self._prior_weights = deque(w.to(self.device) for w in state.get("prior_weights", []))
 
     def __repr__(self) -> str:
         emb = "None" if self.data_embeddings is None else f"<{self.data_embeddings.shape}>"
         return (
             f"CoresetSampler({emb}, batch_size={self.batch_size}, latent_dim={self.latent_dim}, "
             f"prior_factor={self.prior_factor}, data_factor={self.data_factor}, "
-            f"prior={self.prior!r}, n_samples={self.n_samples}, device={str(self.device)!r})"
+            f"prior={self.prior!r}, n_samples={self.n_samples}, device={str(self.device)!r}"
+            f"{', stratified=True' if self.stratified else ''})"
         )
 
 
@@ -440,6 +508,7 @@ def make_sampler(
     random_state: RandomState = None,
     device: str | torch.device = "cpu",
     verbose: bool = False,
+    stratified: bool = False,
 ) -> CoresetSampler:
     """Embed and project a training set once, and build its :class:`CoresetSampler`.
 
@@ -465,6 +534,8 @@ def make_sampler(
         Device of the latent batches and of the TorchScript embedder.
     verbose : bool, default=False
         Progress bar while embedding.
+    stratified : bool, default=False
+        Stratified, weighted batches (see :class:`CoresetSampler`).
 
     Returns
     -------
@@ -483,6 +554,7 @@ def make_sampler(
             n_samples=n,
             random_state=rng,
             device=device,
+            stratified=stratified,
         )
     embedder = make_embedder(embedding, device=device)
     emb = compute_embeddings(X, embedder, cache_dir=cache_dir, verbose=verbose)
@@ -505,4 +577,5 @@ def make_sampler(
         prior=prior,
         random_state=rng,
         device=device,
+        stratified=stratified,
     )

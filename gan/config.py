@@ -254,6 +254,15 @@ class Batches(SettingsGroup):
         kind=str,
         none=True,
     )
+    stratified: bool = setting(
+        False,
+        "core-set batches as strata: keep one random candidate of each k-center cell (the "
+        "candidates nearest each pick), weighted by the cell's size in every loss, instead of "
+        "the picks themselves, which over-represent the draw's outskirts (the latent box's "
+        "faces, the data modes' tails); the weighted batch is an unbiased estimate of the prior "
+        "and of the data",
+        kind=bool,
+    )
     truncation: float | None = setting(
         None,
         "truncation trick (BigGAN): latent entries beyond this magnitude are drawn again, for "

@@ -26,6 +26,7 @@ __all__ = [
     "input_gradient_sq_norm",
     "jsd_mutual_information",
     "orthogonal_penalty",
+    "weighted_mean",
 ]
 
 
@@ -47,27 +48,56 @@ def input_gradient_sq_norm(
     return energy, grad.flatten(1).pow(2).sum(dim=1)
 
 
+def weighted_mean(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``x.mean()``, or with per-sample ``weights`` (B,) the weighted mean ``sum w x / sum w``
+    (stratified core-set batches, :class:`coreset.CoresetSampler`)."""
+    if weights is None:
+        return x.mean()
+    return (weights * x).sum() / weights.sum()
+
+
 def energy_loss(
-    e_real: torch.Tensor, e_fake: torch.Tensor, grad_sq_norm: torch.Tensor, gp_weight: float
+    e_real: torch.Tensor,
+    e_fake: torch.Tensor,
+    grad_sq_norm: torch.Tensor,
+    gp_weight: float,
+    w_real: torch.Tensor | None = None,
+    w_fake: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Energy-network loss with a zero-centred gradient penalty on real data."""
-    return e_real.mean() - e_fake.mean() + gp_weight * grad_sq_norm.mean()
+    """Energy-network loss with a zero-centred gradient penalty on real data; ``w_real`` and
+    ``w_fake``: per-sample weights of the two batches (None: equal)."""
+    return (
+        weighted_mean(e_real, w_real)
+        - weighted_mean(e_fake, w_fake)
+        + gp_weight * weighted_mean(grad_sq_norm, w_real)
+    )
 
 
-def jsd_mutual_information(t_joint: torch.Tensor, t_marginal: torch.Tensor) -> torch.Tensor:
+def jsd_mutual_information(
+    t_joint: torch.Tensor,
+    t_marginal: torch.Tensor,
+    w_joint: torch.Tensor | None = None,
+    w_marginal: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Jensen-Shannon estimate of ``I(x; z)`` (Deep InfoMax).
 
     ``t_joint = T(G(z), z)`` on matched pairs; ``t_marginal = T(G(z), z_shuffled)`` with ``z``
-    permuted across the batch.
+    permuted across the batch; ``w_joint`` / ``w_marginal``: per-pair weights (None: equal).
     """
-    return (-F.softplus(-t_joint)).mean() - F.softplus(t_marginal).mean()
+    return weighted_mean(-F.softplus(-t_joint), w_joint) - weighted_mean(
+        F.softplus(t_marginal), w_marginal
+    )
 
 
 def generator_loss(
-    e_fake: torch.Tensor, mutual_information: torch.Tensor, entropy_weight: float = 1.0
+    e_fake: torch.Tensor,
+    mutual_information: torch.Tensor,
+    entropy_weight: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Generator loss: lower the energy of samples while keeping their entropy high."""
-    return e_fake.mean() - entropy_weight * mutual_information
+    """Generator loss: lower the energy of samples while keeping their entropy high;
+    ``weights``: per-sample weights of ``e_fake`` (None: equal)."""
+    return weighted_mean(e_fake, weights) - entropy_weight * mutual_information
 
 
 def orthogonal_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -111,18 +111,40 @@ class StepResult:
 
 @runtime_checkable
 class NegativeSource(Protocol):
-    """Negative samples for one energy step, given the real batch; no gradient flows back."""
+    """Negative samples for one energy step, given the real batch; no gradient flows back.
+
+    Returns the samples, or ``(samples, weights)`` with per-sample weights (B,) of the energy
+    loss's negative term (stratified core-set batches; None: equal)."""
 
     def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor) -> torch.Tensor: ...
 
 
 class GeneratorSamples:
     """MEG's negatives: the generator's samples from one (core-set) batch of the prior, its
-    latents truncated when ``config.batches.truncation`` is set (:meth:`MEGTrainer.truncate`)."""
+    latents truncated when ``config.batches.truncation`` is set (:meth:`MEGTrainer.truncate`),
+    with the batch's weights when it is stratified (``config.batches.stratified``)."""
 
-    def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor) -> torch.Tensor:
+    def __call__(self, trainer: MEGTrainer, x_real: torch.Tensor):
+        z, weights = prior_batch(trainer.sampler)
         with torch.no_grad():
-            return trainer.generator(trainer.truncate(trainer.sampler.sample_prior()))
+            x_fake = trainer.generator(trainer.truncate(z))
+        return x_fake if weights is None else (x_fake, weights)
+
+
+def data_batch(sampler) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of one batch of training samples and their weights (None: equal): a stratified
+    sampler's ``sample_data_batch()``, else ``sample_data_indices()`` as before."""
+    if getattr(sampler, "stratified", False):
+        return sampler.sample_data_batch()
+    return sampler.sample_data_indices(), None
+
+
+def prior_batch(sampler) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch of generator inputs and their weights (None: equal): a stratified sampler's
+    ``sample_prior_batch()``, else ``sample_prior()`` as before."""
+    if getattr(sampler, "stratified", False):
+        return sampler.sample_prior_batch()
+    return sampler.sample_prior(), None
 
 
 @runtime_checkable
@@ -478,6 +500,7 @@ class MEGTrainer:
             random_state=int(seeds[0]),
             device=self.device,
             verbose=self.verbose,
+            stratified=cfg.batches.stratified,
         )
         perm_gen = torch.Generator(device=self.device).manual_seed(int(seeds[1]))
         truncation_gen = None
@@ -552,12 +575,19 @@ class MEGTrainer:
         Returns the loss, the energies of both batches and the penalty's per-sample terms.
         """
         _train_only(self.energy_net, frozen=(self.generator, self.stats_net))
-        idx = torch.from_numpy(self.sampler.sample_data_indices()).to(self.device)
+        idx, w_real = data_batch(self.sampler)
+        idx = torch.from_numpy(idx).to(self.device)
+        if w_real is not None:  # stratified batches: weights of the real samples
+            w_real = torch.from_numpy(w_real).to(self.device)
         x_real = data.index_select(0, idx)  # (B, *input_shape)
-        x_fake = self.negatives(self, x_real)
+        x_fake, w_fake = self.negatives(self, x_real), None
+        if isinstance(x_fake, tuple):  # (samples, weights)
+            x_fake, w_fake = x_fake
         e_real, gp = input_gradient_sq_norm(self.energy_net, self.augmented(x_real))
         e_fake = self.energy_net(self.augmented(x_fake))
-        loss = energy_loss(e_real, e_fake, gp, self.config.objective.gp_weight)
+        loss = energy_loss(
+            e_real, e_fake, gp, self.config.objective.gp_weight, w_real=w_real, w_fake=w_fake
+        )
         loss = self._extra_terms(
             "energy", loss, x_real=x_real, x_fake=x_fake, e_real=e_real, e_fake=e_fake
         )
@@ -574,16 +604,21 @@ class MEGTrainer:
         Returns the loss and the mutual-information estimate.
         """
         _train_only(self.generator, self.stats_net, frozen=(self.energy_net,))
-        z = self.sampler.sample_prior()  # (B, *prior.shape)
+        z, w = prior_batch(self.sampler)  # (B, *prior.shape), weights or None
         x_gen = self.generator(z)
         perm = self._permutation(len(z))
+        # Stratified batches: a shuffled pair (x_i, z_perm(i)) stands for both cells' draws.
+        w_pairs = None if w is None else w * w.index_select(0, perm)
         mi = jsd_mutual_information(
-            self.stats_net(x_gen, z), self.stats_net(x_gen, z.index_select(0, perm))
+            self.stats_net(x_gen, z),
+            self.stats_net(x_gen, z.index_select(0, perm)),
+            w_joint=w,
+            w_marginal=w_pairs,
         )
         e_gen = self.energy_net(self.augmented(x_gen))
         loss = self._extra_terms(
             "generator",
-            generator_loss(e_gen, mi, self.config.objective.entropy_weight),
+            generator_loss(e_gen, mi, self.config.objective.entropy_weight, weights=w),
             x_gen=x_gen,
             z=z,
             e_gen=e_gen,

@@ -55,6 +55,7 @@ from ._reports import mixture_report, truncation_report
 __all__ = [
     "MIXTURE_SETTINGS",
     "TECHNIQUE_SETTINGS",
+    "COVERAGE_SETTINGS",
     "BatchSetting",
     "generate",
     "mixture_params",
@@ -107,7 +108,17 @@ TECHNIQUE_SETTINGS = (
     BatchSetting("core-set 64 + G average", 64, 4, 8, (("generator_ema", 0.99),)),
 )
 
-_SETTINGS = {s.name: s for s in MIXTURE_SETTINGS + TECHNIQUE_SETTINGS}
+#: Issue 31 (why core-set batches dropped modes): the core-set setting with stratified, weighted
+#: batches (one random candidate of each k-center cell, weighted by the cell's size: an unbiased
+#: estimate of the prior and the data, see :class:`coreset.CoresetSampler`), and the selection on
+#: one side only (data, or latents) to tell the two sides' effects apart.
+COVERAGE_SETTINGS = (
+    BatchSetting("core-set 64 stratified", 64, 4, 8, (("stratified", True),)),
+    BatchSetting("core-set 64 data only", 64, 1, 8),
+    BatchSetting("core-set 64 latents only", 64, 4, 1),
+)
+
+_SETTINGS = {s.name: s for s in MIXTURE_SETTINGS + TECHNIQUE_SETTINGS + COVERAGE_SETTINGS}
 
 
 def mixture_params(quick: bool = False) -> dict[str, Any]:
@@ -263,7 +274,8 @@ def run_mixture(
     """Run the mode-coverage benchmark, write its files and return the Markdown report.
 
     ``sides`` 5, 7, 10 give grids of 25, 49 and 100 modes; ``settings`` names the batch settings
-    run (default: :data:`MIXTURE_SETTINGS`; any of :data:`TECHNIQUE_SETTINGS` too);
+    run (default: :data:`MIXTURE_SETTINGS`; any of :data:`TECHNIQUE_SETTINGS` and
+    :data:`COVERAGE_SETTINGS` too);
     ``truncations`` lists thresholds of the truncation trick measured on every trained
     generator (none by default); ``config``: flat :class:`~gan.MEGConfig` settings replacing
     those of :func:`mixture_params` (e.g. fewer iterations); ``seeds`` seed the training samples,

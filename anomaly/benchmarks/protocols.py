@@ -369,7 +369,8 @@ def plot_curves(curves: Mapping[int, Mapping[str, Any]], path, kind, class_label
     """One subplot per class, one line per detector: PR (``kind="pr"``) or ROC curves."""
     classes = sorted(curves)
     ncols = min(5, len(classes))
-    fig, axes = new_figure(-(-len(classes) // ncols), ncols, size=(3.4, 3.0))
+    # At least 10 in wide in all: the legend and the title must fit with one or two classes.
+    fig, axes = new_figure(-(-len(classes) // ncols), ncols, size=(max(3.4, 10 / ncols), 3.0))
     for ax in axes.ravel()[len(classes) :]:
         ax.set_visible(False)
     for ax, cls in zip(axes.ravel(), classes, strict=False):
@@ -390,7 +391,9 @@ def plot_curves(curves: Mapping[int, Mapping[str, Any]], path, kind, class_label
             ax.set(xlabel="false positive rate", ylabel="true positive rate")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), title=f"class {class_label(cls)}")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8)
+    per_row = max(3, min(6, int(fig.get_figwidth() / 3.3)))  # long names: about 3.3 in each
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(per_row, len(labels)),
+               fontsize=8)  # fmt: skip
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -403,7 +406,8 @@ def plot_bars(results: pd.DataFrame, metric, path, class_label, published, title
     refs = {n: ref for n, ref in (published or {}).items() if any(c in ref for c in classes)}
     n_bars = len(methods) + len(refs)
     width, x = 0.8 / n_bars, np.arange(len(classes))
-    fig, axes = new_figure(1, 1, size=(max(6.0, 1.1 * len(classes) * n_bars / 3), 3.6))
+    # At least 10 in wide: the legend (3 columns of long names) and the title must fit.
+    fig, axes = new_figure(1, 1, size=(max(10.0, 1.1 * len(classes) * n_bars / 3), 3.6))
     ax = axes[0, 0]
     values = results.groupby(["method", "cls"])[metric]
     mean, std = values.mean(), values.std(ddof=1).fillna(0.0)

@@ -20,7 +20,6 @@ imports the estimator.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from common.errors import first_line, write_failure
-from common.io import atomic_path, follow_umask, read_regular_text
+from common.io import atomic_path, file_sha256, follow_umask, read_regular_text
 
 __all__ = [
     "FORMAT",
@@ -319,15 +318,6 @@ def write_model(path, config: dict, weights: dict, history: list[dict]) -> Path:
             f"cannot save the model to {path}: {write_failure(err, path)}",
         ) from None
     return path
-
-
-def file_sha256(path) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_model(path) -> tuple[dict, dict]:

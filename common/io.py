@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "follow_umask", "read_regular_text", "write_text_atomic"]
+__all__ = ["atomic_path", "file_sha256", "follow_umask", "read_regular_text", "write_text_atomic"]
 
 
 def _umask() -> int:
@@ -229,3 +230,12 @@ def read_regular_text(path: str | os.PathLike[str], *, limit: int) -> str:
     if len(data) > limit:
         raise ValueError(f"{path} is larger than {limit:,} bytes")
     return data.decode("utf-8")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in blocks of 1 MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

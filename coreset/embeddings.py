@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from common import atomic_path, distributed, first_line, progress, write_text_atomic
+from common.io import file_sha256 as common_file_sha256
 
 __all__ = [
     "Embedder",
     "PixelEmbedder",
     "TorchScriptEmbedder",
     "compute_embeddings",
+    "data_digest",
     "embedding_cache_path",
     "prepare_images",
     "unit_length",
@@ -100,11 +102,7 @@ class PixelEmbedder:
 
 @functools.lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return common_file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -256,7 +254,7 @@ class TorchScriptEmbedder:
         )
 
 
-def _data_digest(X: np.ndarray) -> str:
+def data_digest(X: np.ndarray) -> str:
     """SHA-256 of an array's shape, dtype and bytes."""
     X = np.ascontiguousarray(X)
     if X.dtype.hasobject:
@@ -276,7 +274,7 @@ def embedding_cache_path(
     and the embedder's identity, so changing any of them selects another file.
     """
     key = hashlib.sha256(
-        f"{_CACHE_FORMAT}\n{_data_digest(_to_numpy(X))}\n{embedder.identity}".encode()
+        f"{_CACHE_FORMAT}\n{data_digest(_to_numpy(X))}\n{embedder.identity}".encode()
     ).hexdigest()
     return Path(cache_dir) / f"embeddings-{key}.npy"
 

@@ -17,7 +17,6 @@ Networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`, batch selecti
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from coreset import (
     make_sampler,
     truncate,
 )
+from coreset.embeddings import data_digest
 
 from .config import MEGConfig
 from .losses import (
@@ -772,14 +772,8 @@ class MEGTrainer:
 
 def data_fingerprint(X: np.ndarray) -> str:
     """A SHA-256 of the training samples' shape and float32 values, as hex (what a checkpoint
-    records to be resumed on the same data only)."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    digest = hashlib.sha256(repr(X.shape).encode())
-    flat = X.reshape(-1).view(np.uint8)
-    step = 1 << 24
-    for start in range(0, flat.size, step):
-        digest.update(flat[start : start + step])
-    return digest.hexdigest()
+    records to be resumed on the same data only): the embedding cache's digest of them."""
+    return data_digest(np.asarray(X, dtype=np.float32))
 
 
 def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:

@@ -421,10 +421,11 @@ class MEGTrainer:
         # A checkpoint's sampler continues where it stopped (a resumed run ends as one never
         # interrupted); otherwise batches are drawn from a stream keyed by the step.
         restore, self._restore = self._restore, None
-        self._sampler_key = restore["key"] if restore else self.step
-        self.sampler, self._perm_gen, self._truncation_gen = self._batch_streams(
-            X, min(cfg.batches.batch_size, len(X))
-        )
+        if restore or self.step < cfg.schedule.n_iter:  # no batches to draw when none train
+            self._sampler_key = restore["key"] if restore else self.step
+            self.sampler, self._perm_gen, self._truncation_gen = self._batch_streams(
+                X, min(cfg.batches.batch_size, len(X))
+            )
         if restore:
             self.sampler.load_state_dict(restore["sampler"])
             self._perm_gen.set_state(restore["perm_gen"])
@@ -436,7 +437,7 @@ class MEGTrainer:
                     owner.set_rng_state(streams[name], self.device)
         elif self.step == 0 and isinstance(self.energy_net, CoresetEnergy):
             self.place_centres(data)
-        start_selection = self.sampler.selection_seconds
+        start_selection = 0.0 if self.sampler is None else self.sampler.selection_seconds
 
         for net in (self.energy_net, self.generator, self.stats_net):
             net.train()

@@ -193,6 +193,16 @@ def test_meg_training_barely_moves_the_core_set_energy():
     assert np.corrcoef(*ranks)[0, 1] > 0.999
 
 
+def test_a_trainer_with_nothing_to_train_draws_no_batches():
+    """n_iter=0: the centres are placed and kept as the one snapshot; no core-set sampler is
+    built (its projection of every sample would be work for nothing)."""
+    X = np.random.default_rng(0).normal(size=(80, 3)).astype(np.float32)
+    trainer = MEGTrainer(MEGConfig.from_params(**{**FAST, "n_iter": 0}), (3,), random_state=0)
+    trainer.fit(X)
+    assert trainer.sampler is None and trainer.step == 0 and len(trainer.snapshots) == 1
+    torch.testing.assert_close(trainer.snapshots[0]["centres"], torch.from_numpy(X))
+
+
 @pytest.mark.parametrize("network", ["mlp", "auto"])
 def test_zero_iterations_need_the_core_set_energy(network):
     with pytest.raises(ValueError, match="n_iter=0 trains nothing"):

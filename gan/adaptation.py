@@ -54,6 +54,35 @@ def adapted_features(tail: nn.Module, activations: np.ndarray, batch: int = 512)
     return (features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
 
 
+class _GeneratorNegatives:
+    """MEG's negatives for the training loops below: an MLP generator of ``d``-vectors and the
+    statistics network of its entropy estimate, trained together for low energy and high
+    entropy (``I(x; z)``); Adam at 1e-4, betas (0.5, 0.9)."""
+
+    def __init__(self, d: int, latent_dim: int, entropy_weight: float = 1.0):
+        self.latent_dim, self.entropy_weight = latent_dim, entropy_weight
+        self.gen, self.stats = MLPGenerator(latent_dim, d), MLPStatistics(d, latent_dim)
+        players = [*self.gen.parameters(), *self.stats.parameters()]
+        self.opt = torch.optim.Adam(players, lr=1e-4, betas=(0.5, 0.9))
+
+    def step(self, energy: Callable[[torch.Tensor], torch.Tensor], frozen: nn.Module, batch: int):
+        """One update of the generator against ``energy``; ``frozen`` gets no gradient."""
+        frozen.requires_grad_(False)
+        z = torch.randn(batch, self.latent_dim)
+        g = self.gen(z)
+        stats = self.stats
+        mi = jsd_mutual_information(stats(g, z), stats(g, z[torch.randperm(batch)]))
+        loss = energy(g).mean() - self.entropy_weight * mi
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        frozen.requires_grad_(True)
+
+    @torch.no_grad()
+    def sample(self, batch: int) -> torch.Tensor:
+        return self.gen(torch.randn(batch, self.latent_dim))  # (batch, d)
+
+
 class FeatureAdapter:
     """Train a copy of ``tail`` on the normal class's trunk activations.
 
@@ -133,23 +162,12 @@ class FeatureAdapter:
             mean, spread = A.mean(0), A.std(0)
             batch = min(self.batch_size, n)
             if self.negatives == "generator":
-                gen = MLPGenerator(self.latent_dim, d)
-                stats = MLPStatistics(d, self.latent_dim)
-                players = [*gen.parameters(), *stats.parameters()]
-                opt_g = torch.optim.Adam(players, lr=1e-4, betas=(0.5, 0.9))
+                gen = _GeneratorNegatives(d, self.latent_dim, self.entropy_weight)
             self.history_ = []
             for step in range(self.steps):
                 x = A[rng.choice(n, batch, replace=False)]  # (B, d)
                 if self.negatives == "generator":  # G: low energy, high entropy
-                    tail.requires_grad_(False)
-                    z = torch.randn(batch, self.latent_dim)
-                    g = gen(z)
-                    mi = jsd_mutual_information(stats(g, z), stats(g, z[torch.randperm(batch)]))
-                    loss_g = self._energy(tail, g).mean() - self.entropy_weight * mi
-                    opt_g.zero_grad()
-                    loss_g.backward()
-                    opt_g.step()
-                    tail.requires_grad_(True)
+                    gen.step(lambda g, tail=tail: self._energy(tail, g), tail, batch)
                 x = x.requires_grad_(self.negatives == "generator")
                 e_real = self._energy(tail, x)
                 loss = e_real.mean()
@@ -157,8 +175,7 @@ class FeatureAdapter:
                     noise = mean + spread * torch.randn(batch, d)
                     loss = loss - self._energy(tail, noise).mean()
                 elif self.negatives == "generator":
-                    with torch.no_grad():
-                        fake = gen(torch.randn(batch, self.latent_dim))
+                    fake = gen.sample(batch)
                     (grad,) = torch.autograd.grad(e_real.sum(), x, create_graph=True)
                     penalty = grad.square().sum(1).mean()
                     loss = loss - self._energy(tail, fake).mean() + self.gp_weight * penalty
@@ -236,22 +253,11 @@ def fit_residual(
         std = X.std(0)
         batch = min(batch_size, n)
         if negatives == "generator":
-            gen, stats = MLPGenerator(latent_dim, d), MLPStatistics(d, latent_dim)
-            players = [*gen.parameters(), *stats.parameters()]
-            opt_g = torch.optim.Adam(players, lr=1e-4, betas=(0.5, 0.9))
+            gen = _GeneratorNegatives(d, latent_dim)
         for _ in range(steps):
             if negatives == "generator":  # G: low energy under base + r, high entropy
-                residual.requires_grad_(False)
-                z = torch.randn(batch, latent_dim)
-                g = gen(z)
-                mi = jsd_mutual_information(stats(g, z), stats(g, z[torch.randperm(batch)]))
-                loss_g = (base(g) + residual(g)).mean() - mi
-                opt_g.zero_grad()
-                loss_g.backward()
-                opt_g.step()
-                residual.requires_grad_(True)
-                with torch.no_grad():
-                    fake = gen(torch.randn(batch, latent_dim))
+                gen.step(lambda g: base(g) + residual(g), residual, batch)
+                fake = gen.sample(batch)
             else:
                 fake = X.mean(0) + spread * std * torch.randn(batch, d)
             x = X[rng.choice(n, batch, replace=False)].requires_grad_(True)

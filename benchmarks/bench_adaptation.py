@@ -40,20 +40,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_coreset_energy import N_VALIDATION, training_set
+from bench_coreset_energy import energy_scores, one_class_rows, training_set
+from bench_views import FEATURES_GAUSSIAN, coreset_energy, energy
 from scipy.stats import spearmanr
 from torch import nn
 
 from anomaly import auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE
-from anomaly.settings import preset
 from coreset.embeddings import compute_embeddings
 from coreset.features import FeatureEmbedder, efficientnet_lite0
 from datasets import to_model_input
-from gan import MEGConfig
 from gan.adaptation import FeatureAdapter, adapted_features, fit_residual
-from gan.networks import CoresetEnergy
-from gan.trainer import coreset_energy_parts
 
 VARIANTS = ("frozen", "compact", "gaussian", "meg", "residual-gaussian", "residual-meg")
 IMAGE_SIZE = 128
@@ -91,42 +88,24 @@ def backbone_parts(image_size: int = IMAGE_SIZE) -> tuple[FeatureEmbedder, nn.Mo
 def split_rows(dataset, cls, root, n_val, seed=10):
     """Training rows of the normal class, validation rows and their labels (1 = anomaly)."""
     _, labels = training_set(dataset, root)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    fit, val = order[:-N_VALIDATION], order[-N_VALIDATION:]
+    fit, val = one_class_rows(len(labels), seed)
     val = np.sort(np.random.default_rng(seed + 1).choice(val, n_val, replace=False))
     train = np.sort(fit[labels[fit] == cls])
     return train, val, (labels[val] != cls).astype(int)
 
 
-def features(tail: nn.Module, A: np.ndarray) -> np.ndarray:
-    return adapted_features(tail, A)
-
-
-def default_energy(F_train: np.ndarray, seed: int = 0) -> CoresetEnergy:
-    """The detector's default energy (features preset) fitted on ``F_train``."""
-    base = {k: v for k, v in preset("features").items() if k not in ("view", "scaling")}
-    config = MEGConfig.from_params(**{**base, "gaussian_weight": 0.3})
-    energy = CoresetEnergy(F_train.shape[1])
-    energy.set_centres(**coreset_energy_parts(torch.from_numpy(F_train), config, seed))
-    return energy.eval()
-
-
-def energies(energy: nn.Module, F: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([energy(torch.from_numpy(b)) for b in np.array_split(F, 8)]).numpy()
-
-
 def default_energy_scores(F_train: np.ndarray, F_test: np.ndarray, seed: int) -> np.ndarray:
-    """The detector's default energy fitted on ``F_train``, at ``F_test`` (anomaly scores)."""
-    return energies(default_energy(F_train, seed), F_test)
+    """The detector's default energy on features (the core-set mixture plus the 0.3 Gaussian
+    term) fitted on ``F_train``, at ``F_test`` (anomaly scores)."""
+    return energy(F_train, F_test, FEATURES_GAUSSIAN, seed)
 
 
 def residual_scores(F_train, F_test, negatives, seed, steps) -> np.ndarray:
     """The default energy plus a :class:`~gan.adaptation.ResidualQuadratic` trained on top of
     it with ``negatives``, at ``F_test``."""
-    base = default_energy(F_train)
+    base = coreset_energy(F_train, FEATURES_GAUSSIAN, 0)
     residual = fit_residual(base, F_train, negatives=negatives, steps=steps, random_state=seed)
-    return energies(base, F_test) + energies(residual, F_test)
+    return energy_scores(base, F_test) + energy_scores(residual, F_test)
 
 
 #: Variant -> the adapter's negatives.
@@ -188,7 +167,8 @@ def main() -> None:
         A = compute_embeddings(X, embedder, cache_dir=args.cache_dir, verbose=True)
         print(f"class {cls}: activations of {len(need)} images, {time.perf_counter() - t0:.0f} s")
         A_train, A_val = A[: len(train)], A[len(train) :]
-        frozen = default_energy_scores(features(tail0, A_train), features(tail0, A_val), 0)
+        F_train, F_val = adapted_features(tail0, A_train), adapted_features(tail0, A_val)
+        frozen = default_energy_scores(F_train, F_val, 0)  # pretrained features: today's
         for seed in (int(s) for s in args.seeds.split(",")):
             for variant in args.variants.split(","):
                 if (cls, seed, variant) in done:
@@ -198,7 +178,6 @@ def main() -> None:
                     scores = frozen
                 elif variant.startswith("residual-"):  # on the frozen features
                     negatives = {"residual-gaussian": "gaussian", "residual-meg": "generator"}
-                    F_train, F_val = features(tail0, A_train), features(tail0, A_val)
                     scores = residual_scores(
                         F_train, F_val, negatives[variant], seed, 2 * args.steps
                     )
@@ -206,7 +185,7 @@ def main() -> None:
                     tail = adapt(tail0, A_train, variant, seed, steps=args.steps, lr=args.lr,
                                  pull=args.pull, gp_weight=args.gp_weight, log=print)  # fmt: skip
                     scores = default_energy_scores(
-                        features(tail, A_train), features(tail, A_val), 0
+                        adapted_features(tail, A_train), adapted_features(tail, A_val), 0
                     )
                 row = {
                     "class": cls,

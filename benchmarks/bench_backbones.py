@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from bench_adaptation import default_energy_scores, split_rows
 from bench_coreset_energy import training_set
+from bench_views import knn
 
 from anomaly import auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE
@@ -42,11 +43,6 @@ BACKBONES = (
     "inception@128",
     "inception@224",
 )
-
-
-def knn(F_train: np.ndarray, F_test: np.ndarray, k: int = 5) -> np.ndarray:
-    d2 = torch.cdist(torch.from_numpy(F_test), torch.from_numpy(F_train)).square()
-    return d2.topk(k, largest=False).values[:, -1].numpy()
 
 
 def images_per_second(embedder, images: np.ndarray, repeats: int = 2) -> float:

@@ -61,6 +61,13 @@ def classes_and_metric(protocol: str, classes: str | None):
     return [int(c) for c in (classes or default).split(",")], metric
 
 
+def one_class_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The one-class validation split of ``n`` training images: ``(fit, val)`` rows in the
+    seeded shuffled order, the last ``N_VALIDATION`` of it being the validation part."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:-N_VALIDATION], order[-N_VALIDATION:]
+
+
 def validation_split(dataset, protocol, cls, seed, root, view, cache_dir):
     """``(X_train, X_test, y_test)`` of the validation split, as pixels or features."""
     if protocol == "heldout":
@@ -69,8 +76,7 @@ def validation_split(dataset, protocol, cls, seed, root, view, cache_dir):
         train, test, y = split.train_index, split.test_index[rows], split.y_test[rows]
     else:
         X_all, labels = training_set(dataset, root)
-        order = np.random.default_rng(seed).permutation(len(labels))
-        fit, val = np.sort(order[:-N_VALIDATION]), np.sort(order[-N_VALIDATION:])
+        fit, val = (np.sort(rows) for rows in one_class_rows(len(labels), seed))
         split = one_class_split(X_all[fit], labels[fit], X_all[val], labels[val], cls)
         train, test, y = fit[split.train_index], val, split.y_test
     if view == "features":
@@ -81,7 +87,8 @@ def validation_split(dataset, protocol, cls, seed, root, view, cache_dir):
     return to_model_input(X_all[train]), to_model_input(X_all[test]), y
 
 
-def _energy(net: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+def energy_scores(net: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+    """``net``'s energies of the rows of ``X`` (in 20 pieces), as a NumPy array."""
     with torch.no_grad():
         parts = [net(torch.from_numpy(b)) for b in np.array_split(X, 20)]
     return torch.cat(parts).numpy()
@@ -116,7 +123,7 @@ def candidates(X_train, X_test, y, metric, view, seed) -> dict[str, float]:
                 }
             )
             name = f"t={tau}" + (f" + {weight} Gaussian" if weight else ", mixture only")
-            res[name] = metric(y, _energy(energy, Xte), higher="anomalous")
+            res[name] = metric(y, energy_scores(energy, Xte), higher="anomalous")
     return res
 
 

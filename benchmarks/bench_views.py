@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 import torch
-from bench_coreset_energy import classes_and_metric, print_table, validation_split
+from bench_coreset_energy import classes_and_metric, energy_scores, print_table, validation_split
 
 from anomaly.benchmarks.features import DEFAULT_CACHE
 from coreset.embeddings import unit_length
@@ -43,14 +43,17 @@ FEATURES_GAUSSIAN = 0.3  # the features view's default Gaussian weight
 FEATURE_WEIGHTS = (0.5, 0.7, 1.4, 2.0)  # weights of the features' part tried in the both view
 
 
-def energy(X_train, X_test, gaussian_weight: float, seed: int) -> np.ndarray:
-    """The initial core-set energy (default temperature) fitted on ``X_train``, at ``X_test``."""
+def coreset_energy(X_train, gaussian_weight: float, seed: int) -> CoresetEnergy:
+    """The initial core-set energy (default temperature) fitted on ``X_train``."""
     config = MEGConfig.from_params(gaussian_weight=gaussian_weight)
     net = CoresetEnergy(X_train.shape[1])
     net.set_centres(**coreset_energy_parts(torch.from_numpy(X_train), config, seed))
-    with torch.no_grad():
-        parts = [net(torch.from_numpy(b)) for b in np.array_split(X_test, 20)]
-    return torch.cat(parts).numpy()
+    return net.eval()
+
+
+def energy(X_train, X_test, gaussian_weight: float, seed: int) -> np.ndarray:
+    """The initial core-set energy (default temperature) fitted on ``X_train``, at ``X_test``."""
+    return energy_scores(coreset_energy(X_train, gaussian_weight, seed), X_test)
 
 
 def knn(X_train, X_test, k: int = 5) -> np.ndarray:

@@ -189,13 +189,20 @@ def published_heldout_split(X: np.ndarray, y: np.ndarray, anomaly_class: int) ->
     test_normal = normal[rng.permutation(len(normal))[n_train:]]  # the test call: a new draw
     test_index = np.sort(np.concatenate([test_normal, anomalies])).astype(np.int64)
     y_test = (y[test_index] == anomaly_class).astype(np.int64)
-    leaked = np.isin(test_normal, train_index).mean()
-    description = (
+    split = Split(X[train_index], X[test_index], y_test, train_index, test_index, "")
+    split.description = (
         f"heldout-published: anomaly class {anomaly_class}; {len(train_index)} train, "
         f"{len(test_index)} test ({y_test.mean():.1%} anomalies); the published loaders' draw "
-        f"(RandomState(42)): {leaked:.0%} of the normal test samples are training samples"
+        f"(RandomState(42)): {leaked_share(split):.0%} of the normal test samples are training "
+        "samples"
     )
-    return Split(X[train_index], X[test_index], y_test, train_index, test_index, description)
+    return split
+
+
+def leaked_share(split: Split) -> float:
+    """The share of a split's normal test samples that are training samples too (0 for the
+    leak-free splits, about 0.8 for :func:`published_heldout_split`)."""
+    return float(np.isin(split.test_index[split.y_test == 0], split.train_index).mean())
 
 
 def one_class_split(
@@ -396,10 +403,9 @@ def load_benchmark(
     role = "normal" if protocol == "one-class" else "anomaly"
     seed = f"; seed {random_state}" if protocol == "heldout" else ""
     if protocol == "heldout-published":
-        leaked = np.isin(split.test_index[split.y_test == 0], split.train_index).mean()
         seed = (
-            f"; the published loaders' leaky draw: {leaked:.0%} of the normal test samples are "
-            "training samples"
+            f"; the published loaders' leaky draw: {leaked_share(split):.0%} of the normal test "
+            "samples are training samples"
         )
     split.description = (
         f"{name} {protocol}: {role} class {c}{label}; {len(split.train_index)} train, "

@@ -233,7 +233,10 @@ def test_benchmark_legends_sit_below_the_plots(tmp_path, monkeypatch):
 def test_fit_understands_class_folders(anomalib, tmp_path, capsys, caplog):
     """An anomalib root trains on train/good; a folder of class sub-folders trains on
     --normal-class, or on all of them with a warning that names them."""
-    code, out, err = run(["fit", str(anomalib), "--out", str(tmp_path / "a"), "--json"], capsys)
+    # One MEG iteration, so that the core-set sampler (built only when batches are drawn) logs
+    # what it sees.
+    argv = ["fit", str(anomalib), "--out", str(tmp_path / "a"), "--json", "--n-iter", "1"]
+    code, out, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads(out)["n_train"] == 24 and "training on" in caplog.text
     test = str(anomalib / "test")
@@ -246,7 +249,7 @@ def test_fit_understands_class_folders(anomalib, tmp_path, capsys, caplog):
     # Log lines that say what happened: classes by name, no "embedding" of raw values.
     assert "read 14 images in 3 classes (crack, good, hole)" in caplog.text
     assert "read 24 images from" in caplog.text and "1 classes" not in caplog.text
-    # grey images: both views, the 64 pixels and 1,280 features side by side
+    # The sampler's line, grey images: both views, the 64 pixels and 1,280 features side by side
     assert "their 1344 values" in caplog.text and "pixels-v1" not in caplog.text
     code, out, err = run(["fit", test, "--normal-class", "good", "--out", str(tmp_path / "c"),
                           "--json", "-q"], capsys)  # fmt: skip

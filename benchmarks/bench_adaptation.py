@@ -22,8 +22,10 @@ Every variant is scored by the detector's default energy (the core-set mixture p
 Gaussian term, on unit-length features) in its adapted space; the rank correlation with the
 frozen energy shows how far it moved. Validation splits only: the one-class split inside the
 official *training* set (``bench_coreset_energy.validation_split``, seed 10), with a seeded
-subsample of ``--n-val`` validation images. The backbone's activations before its last block
-are computed once and cached (``--cache-dir``; an interrupted run resumes from its chunks)::
+subsample of ``--n-val`` validation images; or, with ``--protocol heldout``, MNIST's held-out
+validation split (the split of seed 10; the class is the anomaly; AUPRC). The backbone's
+activations before its last block are computed once and cached (``--cache-dir``; an
+interrupted run resumes from its chunks)::
 
     python benchmarks/bench_adaptation.py --dataset cifar10 --classes 0,1,2 --seeds 0,1,2 \\
         --data-root DATA --out docs/results/adaptation/cifar10 --resume
@@ -40,16 +42,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_coreset_energy import energy_scores, one_class_rows, training_set
+from bench_coreset_energy import (
+    N_HELDOUT_TEST,
+    classes_and_metric,
+    energy_scores,
+    one_class_rows,
+    training_set,
+)
 from bench_views import FEATURES_GAUSSIAN, coreset_energy, energy
 from scipy.stats import spearmanr
 from torch import nn
 
-from anomaly import auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE
 from coreset.embeddings import compute_embeddings
 from coreset.features import FeatureEmbedder, efficientnet_lite0
-from datasets import to_model_input
+from datasets import load_benchmark, to_model_input
 from gan.adaptation import FeatureAdapter, adapted_features, fit_residual
 
 VARIANTS = ("frozen", "compact", "gaussian", "meg", "residual-gaussian", "residual-meg")
@@ -94,6 +101,30 @@ def split_rows(dataset, cls, root, n_val, seed=10):
     return train, val, (labels[val] != cls).astype(int)
 
 
+def split_activations(dataset, protocol, cls, root, n_val, embedder, cache_dir, seed=10):
+    """The trunk's activations ``(A_train, A_val)`` of the validation split and its labels
+    ``y_val`` (1 = anomaly).
+
+    One-class: :func:`split_rows`, the split's images embedded together (one cache entry per
+    class). Held-out: the leak-free held-out split of seed ``seed``
+    (``bench_coreset_energy.validation_split``'s), ``cls`` the anomaly, a seeded
+    ``N_HELDOUT_TEST`` of its test images scored (``n_val`` is not used); the pooled official
+    train and test images are embedded once (one cache entry for every class)."""
+    if protocol == "heldout":
+        split = load_benchmark(dataset, "heldout", cls, root=root, random_state=seed)
+        pool = np.empty((len(split.train_index) + len(split.test_index), *split.X_train.shape[1:]),
+                        dtype=split.X_train.dtype)  # fmt: skip
+        pool[split.train_index], pool[split.test_index] = split.X_train, split.X_test
+        A = compute_embeddings(pool, embedder, cache_dir=cache_dir, verbose=True)
+        rows = np.sort(np.random.default_rng(0).choice(len(split.y_test), N_HELDOUT_TEST, False))
+        return A[split.train_index], A[split.test_index[rows]], split.y_test[rows]
+    images, _ = training_set(dataset, root)
+    train, val, y = split_rows(dataset, cls, root, n_val, seed)
+    X = to_model_input(images[np.concatenate([train, val])])
+    A = compute_embeddings(X, embedder, cache_dir=cache_dir, verbose=True)
+    return A[: len(train)], A[len(train) :], y
+
+
 def default_energy_scores(F_train: np.ndarray, F_test: np.ndarray, seed: int) -> np.ndarray:
     """The detector's default energy on features (the core-set mixture plus the 0.3 Gaussian
     term) fitted on ``F_train``, at ``F_test`` (anomaly scores)."""
@@ -129,6 +160,10 @@ def adapt(tail0, A, variant, seed, *, steps, lr, pull, gp_weight, log=None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("cifar10", "mnist"), default="cifar10")
+    parser.add_argument(
+        "--protocol", choices=("one-class", "heldout"), default="one-class",
+        help="held-out: the class is the anomaly, AUPRC (MNIST's held-out validation split)",
+    )  # fmt: skip
     parser.add_argument("--classes", default="0,1,2")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -157,16 +192,15 @@ def main() -> None:
     (out / "meta.json").write_text(json.dumps(vars(args), indent=1) + "\n")
 
     embedder, tail0 = backbone_parts()
-    images, _ = training_set(args.dataset, args.data_root)
-    classes = [int(c) for c in args.classes.split(",")]
+    classes, metric = classes_and_metric(args.protocol, args.classes)
+    value = "auprc" if args.protocol == "heldout" else "auroc"
     for cls in classes:
-        train, val, y = split_rows(args.dataset, cls, args.data_root, args.n_val)
-        need = np.concatenate([train, val])
-        X = to_model_input(images[need])
         t0 = time.perf_counter()
-        A = compute_embeddings(X, embedder, cache_dir=args.cache_dir, verbose=True)
-        print(f"class {cls}: activations of {len(need)} images, {time.perf_counter() - t0:.0f} s")
-        A_train, A_val = A[: len(train)], A[len(train) :]
+        A_train, A_val, y = split_activations(
+            args.dataset, args.protocol, cls, args.data_root, args.n_val, embedder, args.cache_dir
+        )
+        print(f"class {cls}: activations of {len(A_train) + len(A_val)} images, "
+              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
         F_train, F_val = adapted_features(tail0, A_train), adapted_features(tail0, A_val)
         frozen = default_energy_scores(F_train, F_val, 0)  # pretrained features: today's
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -191,7 +225,7 @@ def main() -> None:
                     "class": cls,
                     "seed": seed,
                     "variant": variant,
-                    "auroc": auroc(y, scores, higher="anomalous"),
+                    value: metric(y, scores, higher="anomalous"),
                     "rank_corr_frozen": float(spearmanr(scores, frozen).statistic),
                     "seconds": time.perf_counter() - t0,
                 }
@@ -204,14 +238,15 @@ def main() -> None:
 
 
 def summarise(results: pd.DataFrame) -> str:
-    """Markdown: AUROC per class (mean over seeds), the mean over classes with its spread over
-    seeds, each variant against the frozen energy and against ``compact`` (classes where it is
-    higher / lower by more than the larger seed spread of the two), and the rank correlation
-    with the frozen energy."""
+    """Markdown: AUROC (held-out: AUPRC) per class (mean over seeds), the mean over classes with
+    its spread over seeds, each variant against the frozen energy and against ``compact``
+    (classes where it is higher / lower by more than the larger seed spread of the two), and the
+    rank correlation with the frozen energy."""
     order = [v for v in VARIANTS if v in set(results["variant"])]
-    by_class = results.pivot_table(index="variant", columns="class", values="auroc").loc[order]
-    spread = results.groupby(["variant", "class"])["auroc"].std().fillna(0.0)
-    per_seed = results.groupby(["variant", "seed"])["auroc"].mean()  # mean over classes
+    value = "auprc" if "auprc" in results else "auroc"
+    by_class = results.pivot_table(index="variant", columns="class", values=value).loc[order]
+    spread = results.groupby(["variant", "class"])[value].std().fillna(0.0)
+    per_seed = results.groupby(["variant", "seed"])[value].mean()  # mean over classes
     lines = [
         "| variant | "
         + " | ".join(str(c) for c in by_class.columns)

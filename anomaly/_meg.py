@@ -21,7 +21,12 @@ from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from gan.config import TRAINING_GROUPS, setting_fields
 from gan.spider import with_input_stage
 from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
+from gan.trainer import (
+    data_fingerprint,
+    nearest_neighbour_sq_distance,
+    seed_from,
+    views_calibration_rows,
+)
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
@@ -192,7 +197,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             # The Gaussian term helps on unit-length image features of one class and hurts on
             # pixels and min-max scaled vectors; 0.3 was the best mean over the CIFAR-10 and
             # MNIST validation splits (docs/results/how-defaults-were-chosen.md).
-            config.networks.gaussian_weight = 0.3 if self.view_ == "features" else 0.0
+            # The both view's energy puts it on the features' block only (ViewsEnergy).
+            features = self.view_ == "features" or getattr(self, "views_", None) is not None
+            config.networks.gaussian_weight = 0.3 if features else 0.0
         return config
 
     def _validate(self, X, *, reset: bool) -> np.ndarray:
@@ -317,6 +324,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             return "both" if self.network == "coreset" else "pixels"
         return self.view  # "features" and "both" are for images only (checked above)
 
+    def _views(self) -> int | None:
+        """The both view's pixel columns where the core-set energy reads the two views apart
+        and together (:class:`~gan.networks.ViewsEnergy`); None for one view."""
+        if self.view_ == "both" and self.network == "coreset":
+            return int(np.prod(self.input_shape_))
+        return None
+
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
         from coreset.embeddings import compute_embeddings
@@ -393,6 +407,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.embedder_ = None
         X = self._validate(X, reset=True)
+        self.views_ = self._views()
         code = self._torchscript_file()
         self.features_sha256_ = None if code is None else file_sha256(code)
         if len(X) < 2:
@@ -405,6 +420,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self._rebuild_networks(len(trainer.snapshots))
         for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
             net.load_state_dict(state)
+            if self.views_ is not None and config.schedule.n_iter:  # read trained energies
+                net.calibrate(views_calibration_rows(torch.from_numpy(X), trainer.seed))
         if config.schedule.n_iter:
             self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
         else:  # nothing was trained: there is no generator to keep or to save
@@ -462,6 +479,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             cache_dir=self.cache_dir,
             checkpoint_path=self.checkpoint_path,
             checkpoint_every=self.checkpoint_every,
+            views=self.views_,
         )
         seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
         path = self.checkpoint_path
@@ -704,6 +722,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "settings": group_params(self.get_params()),  # tuples are written as JSON lists
             "input_shape": list(self.input_shape_),
             "view": self.view_,
+            "views": self.views_,
             "network_shape": list(self.network_shape_),
             "n_features_in": int(self.n_features_in_),
             "feature_names": (
@@ -775,6 +794,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det._settings()  # a tampered file gets the same checks as fit
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.view_ = state.get("view", "pixels")  # files before the features view: pixels
+        det.views_ = state.get("views")  # files before ViewsEnergy: one core-set energy
         det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))
         prior_shape = state.get("prior_shape")  # only with a friendly prior
         det.prior_shape_ = None if prior_shape is None else tuple(int(s) for s in prior_shape)
@@ -782,6 +802,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             det.view_ == "pixels" and det.network_shape_ != det.input_shape_
         ):
             raise ValueError("invalid view or network_shape in the model file")
+        if det.views_ is not None and not (
+            det.view_ == "both" and isinstance(det.views_, int) and det.views_ > 0
+        ):
+            raise ValueError("invalid views in the model file")
         det._use_features_file(features_file, state.get("features_sha256"))
         det.embedder_ = None
         det.n_features_in_ = int(state["n_features_in"])
@@ -886,6 +910,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
                 width=cfg.networks.width,
                 bounded=cfg.bounded_output(self.network_shape_),
                 spectral_norm=cfg.networks.spectral_norm,
+                views=getattr(self, "views_", None),
             )
             if getattr(self, "prior_shape_", None) is not None:  # behind its input encoder
                 generator, _ = with_input_stage(

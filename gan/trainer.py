@@ -17,6 +17,7 @@ Networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`, batch selecti
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -50,7 +51,13 @@ from .losses import (
     jsd_mutual_information,
     orthogonal_penalty,
 )
-from .networks import CoresetEnergy, build_networks, orthogonal_weights, sync_batch_norm
+from .networks import (
+    CoresetEnergy,
+    ViewsEnergy,
+    build_networks,
+    orthogonal_weights,
+    sync_batch_norm,
+)
 from .spider import with_input_stage
 from .tickets import advaug_terms, diff_augment
 
@@ -329,8 +336,12 @@ class MEGTrainer:
         loss_terms: Sequence[LossTerm] = (),
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         callbacks: Sequence[Callback] = (),
+        views: int | None = None,
     ):
         self.config = config
+        #: Two views side by side (the first ``views`` columns, then the rest): the core-set
+        #: energy is a :class:`~gan.networks.ViewsEnergy` over them.
+        self.views = views
         self.input_shape = tuple(int(s) for s in input_shape)
         self.device = resolve_device(device)
         # Under torchrun every rank trains the same networks (rank 0's seed) on its own batches.
@@ -382,6 +393,7 @@ class MEGTrainer:
                 width=cfg.networks.width,
                 bounded=cfg.bounded_output(self.input_shape),
                 spectral_norm=cfg.networks.spectral_norm,
+                views=views,
             )
             if self.prior.shape != (cfg.networks.latent_dim,):  # Spider GAN: friendly inputs
                 self.generator, self.stats_net = with_input_stage(
@@ -435,7 +447,7 @@ class MEGTrainer:
             for name, owner in self._stream_owners().items():
                 if name in streams:
                     owner.set_rng_state(streams[name], self.device)
-        elif self.step == 0 and isinstance(self.energy_net, CoresetEnergy):
+        elif self.step == 0 and isinstance(self.energy_net, (CoresetEnergy, ViewsEnergy)):
             self.place_centres(data)
         start_selection = 0.0 if self.sampler is None else self.sampler.selection_seconds
 
@@ -566,7 +578,10 @@ class MEGTrainer:
         :class:`~gan.networks.CoresetEnergy` from the training data
         (:func:`coreset_energy_parts`)."""
         t0 = time.perf_counter()
-        self.energy_net.set_centres(**coreset_energy_parts(data, self.config, self.seed))
+        if isinstance(self.energy_net, ViewsEnergy):
+            place_views(self.energy_net, data, self.config, self.seed)
+        else:
+            self.energy_net.set_centres(**coreset_energy_parts(data, self.config, self.seed))
         self.energy_avg.load_state_dict(self.energy_net.state_dict())  # the same, not again
         self.selection_seconds += time.perf_counter() - t0
 
@@ -824,6 +839,50 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
             gaussian_weight=weight * scale / d,
         )
     return parts
+
+
+#: Training samples that calibrate a :class:`~gan.networks.ViewsEnergy` (a seeded subsample).
+VIEWS_CALIBRATION = 2000
+
+
+def place_views(net: ViewsEnergy, data: torch.Tensor, config: MEGConfig, seed: int = 0) -> None:
+    """Set and calibrate a :class:`~gan.networks.ViewsEnergy` from the training data.
+
+    The centres, the temperature of the whole row and the Gaussian weight are those of
+    :func:`coreset_energy_parts` (the Gaussian term on the second block only, from its own
+    shrunk covariance); each block's temperature is the same fraction of its own median
+    nearest-neighbour squared distance. The calibration energies are those of a seeded
+    subsample of ``VIEWS_CALIBRATION`` training samples, each scored leave one out."""
+    flat = data.flatten(1)
+    s, d = net.split, flat.shape[1]
+    networks = dataclasses.replace(config.networks, gaussian_weight=0.0)
+    parts = coreset_energy_parts(flat, dataclasses.replace(config, networks=networks), seed)
+    derived = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])  # as parts' scale
+    t = config.networks.temperature
+    temperatures = [
+        t * nearest_neighbour_sq_distance(flat[:, :s], random_state=derived),
+        t * nearest_neighbour_sq_distance(flat[:, s:], random_state=derived),
+        parts["temperature"],
+    ]
+    gaussian = {}
+    weight = config.networks.gaussian_weight or 0.0
+    if weight > 0:
+        block = flat[:, s:]
+        fitted = LedoitWolf().fit(block.cpu().numpy())
+        gaussian = dict(
+            mean=torch.as_tensor(fitted.location_, dtype=torch.float32),
+            precision=torch.as_tensor(fitted.precision_),
+            gaussian_weight=weight * temperatures[1] / t / (d - s),
+        )
+    net.set_parts(parts["centres"], temperatures, **gaussian)
+    net.calibrate(views_calibration_rows(flat, seed))
+
+
+def views_calibration_rows(data: torch.Tensor, seed: int) -> torch.Tensor:
+    """The seeded subsample of training samples that calibrates a ViewsEnergy."""
+    n = len(data)
+    rows = np.random.default_rng(seed).choice(n, min(n, VIEWS_CALIBRATION), replace=False)
+    return data[torch.as_tensor(np.sort(rows), device=data.device)]
 
 
 def nearest_neighbour_sq_distance(

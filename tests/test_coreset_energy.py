@@ -9,8 +9,8 @@ from sklearn.utils import check_random_state
 
 from anomaly import MEGDetector, auroc, load_model, save_model
 from gan import MEGConfig, MEGTrainer
-from gan.networks import CoresetEnergy, build_networks
-from gan.trainer import coreset_energy_parts, seed_from
+from gan.networks import CoresetEnergy, ViewsEnergy, build_networks
+from gan.trainer import coreset_energy_parts, place_views, seed_from
 
 FAST = dict(n_iter=5, n_energy_steps=1, batch_size=16, latent_dim=2, width=8)
 
@@ -90,8 +90,9 @@ def test_meg_trains_the_weights_and_temperature_only():
 
 def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_path):
     """view='both': the flattened pixels, then the unit-length features, each part divided by
-    the square root of its median nearest-neighbour squared distance; it scores as those
-    vectors given directly, uint8 as float images, and after save and load."""
+    the square root of its median nearest-neighbour squared distance; the energy reads the two
+    parts apart and together (a ViewsEnergy split after the pixels); uint8 scores as float
+    images, and the same after save and load."""
     from gan.trainer import nearest_neighbour_sq_distance
 
     rng = np.random.default_rng(1)
@@ -109,10 +110,9 @@ def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_p
     assert abs(det.scale_[0] - det.scale_[-1]) > 0.1  # two different scales
     np.testing.assert_array_equal(det.shift_, 0)
     both = np.concatenate([pixels / det.scale_[0], unit / det.scale_[-1]], axis=1)
-    vectors = MEGDetector(**FAST, scaling="none", gaussian_weight=0.0, random_state=0).fit(both)
-    np.testing.assert_allclose(
-        det.score_samples(images), vectors.score_samples(both), rtol=1e-4, atol=1e-4
-    )
+    np.testing.assert_allclose(det._validate(images, reset=False), both, rtol=1e-4, atol=1e-5)
+    assert isinstance(det.energy_net_, ViewsEnergy) and det.energy_net_.split == 36
+    assert det.views_ == 36
     np.testing.assert_allclose(
         det.score_samples(images), det.score_samples(scaled), rtol=1e-5, atol=1e-5
     )
@@ -208,3 +208,58 @@ def test_zero_iterations_need_the_core_set_energy(network):
     with pytest.raises(ValueError, match="n_iter=0 trains nothing"):
         MEGDetector(network=network, n_iter=0).fit(np.zeros((10, 2)))
     assert MEGConfig.from_params(network=network).schedule.n_iter == 100
+
+
+def _two_view_data(rng, n):
+    """Rows ``[u | v]``: ``u`` 40 noisy dimensions, ``v`` 2 tight ones, both centred."""
+    return np.concatenate([rng.normal(size=(n, 40)), 0.2 * rng.normal(size=(n, 2))], 1)
+
+
+def test_views_energy_flags_an_anomaly_that_only_one_view_shows():
+    """Anomalies off in the small view only (drowned in the joint distance by the other view's
+    noise) and anomalies off in the large view only: the joint mixture alone misses the first
+    kind; ViewsEnergy ranks both kinds above the normal samples."""
+    rng = np.random.default_rng(0)
+    train = _two_view_data(rng, 400).astype(np.float32)
+    normal = _two_view_data(rng, 200)
+    small = _two_view_data(rng, 100)
+    small[:, 40:] += 1.5  # 7.5 spreads off in v, normal in u
+    large = _two_view_data(rng, 100)
+    large[:, :40] *= 1.6  # off in u, normal in v
+    X = torch.from_numpy(np.concatenate([normal, small, large]).astype(np.float32))
+    config = MEGConfig.from_params(gaussian_weight=0.0)
+    joint = CoresetEnergy(42)
+    joint.set_centres(**coreset_energy_parts(torch.from_numpy(train), config, 0))
+    views = ViewsEnergy(42, split=40).eval()  # scoring: the tail read-out
+    place_views(views, torch.from_numpy(train), config, 0)
+    y = np.r_[np.zeros(200), np.ones(200)]
+    with torch.no_grad():
+        e_joint, e_views = joint(X).numpy(), views(X).numpy()
+    for kind in (slice(200, 300), slice(300, 400)):
+        rows = np.r_[0:200, np.arange(400)[kind]]
+        assert auroc(y[rows], e_views[rows], higher="anomalous") > 0.97
+    small_rows = np.r_[0:200, 200:300]
+    assert auroc(y[small_rows], e_joint[small_rows], higher="anomalous") < 0.9
+
+
+def test_views_energy_is_calibrated_on_training_samples_left_out():
+    """Each view's tail score of the calibration samples themselves is about -log of a uniform
+    share (mean near 1), not near 0 as it would be if each sample counted itself; the score
+    rises monotonically and without ties past the largest training energy."""
+    rng = np.random.default_rng(1)
+    train = torch.from_numpy(_two_view_data(rng, 300).astype(np.float32))
+    net = ViewsEnergy(42, split=40).eval()
+    place_views(net, train, MEGConfig.from_params(gaussian_weight=0.3), 0)
+    assert net.calibration.shape == (3, 300)
+    with torch.no_grad():
+        e = net.view_energies(train)
+        z = (net.calibration[:, None, :] - e[:, :, None]) / net.bandwidth[:, None, None]
+        tail = -(torch.special.log_ndtr(z).logsumexp(dim=2) - np.log(300))
+        assert 0.7 < float(tail.mean()) < 1.3
+        far = train[:1] * torch.linspace(2, 6, 5)[:, None]  # one sample, ever farther out
+        scores = net(far).numpy()
+        assert np.all(np.diff(scores) > 0)
+        # training mode: the three energies' sum (what MEG can train), not the read-out
+        torch.testing.assert_close(net.train()(far), net.view_energies(far).sum(0))
+    with pytest.raises(ValueError, match="split"):
+        ViewsEnergy(42, split=42)

@@ -47,7 +47,7 @@ MEG_BOTH = "MEG core-set energy (both views)"
 KNN, KNN_UNIT = "kNN distance", "kNN distance, unit length (features)"
 BASELINES = {
     MEG_FEATURES: ("kNN distance (features)", KNN_UNIT, "Gaussian (features)"),
-    MEG_BOTH: ("kNN distance (both views)", KNN_UNIT, KNN),
+    MEG_BOTH: ("kNN distance (both views)", "Gaussian (both views)", KNN_UNIT, KNN),
     MEG_PIXELS: (KNN,),
 }
 RUN = {"seeds": "seed", "classes": "cls"}  # listed in the reports' text

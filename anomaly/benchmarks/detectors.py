@@ -145,12 +145,28 @@ class BothViews(OutlierMixin, BaseEstimator):
             raise ValueError(f"n_pixels must split the columns in two, got {self.n_pixels}")
         X = self._joined(X)
         self.spread_ = view_spreads(X, int(self.n_pixels))
-        self.detector_ = clone(self.detector).fit(X / self.spread_)
+        detector = clone(self.detector)
+        if isinstance(detector, MEGDetector) and detector.network == "coreset":
+            # The energy MEGDetector(view="both") builds on images: the views read apart too.
+            detector = _JoinedViews(**detector.get_params())
+            detector.split = int(self.n_pixels)
+        self.detector_ = detector.fit(X / self.spread_)
         return self
 
     def score_samples(self, X) -> np.ndarray:
         check_is_fitted(self, "spread_")
         return np.asarray(self.detector_.score_samples(self._joined(X) / self.spread_))
+
+
+class _JoinedViews(MEGDetector):
+    """``MEGDetector`` on rows that :class:`BothViews` joined (the first ``split`` columns the
+    pixels): its core-set energy is the :class:`~gan.networks.ViewsEnergy` that
+    ``MEGDetector(view="both")`` builds on the same rows from images."""
+
+    split: int = 0
+
+    def _views(self) -> int | None:
+        return self.split
 
 
 def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, quick: bool):
@@ -242,6 +258,7 @@ DETECTORS: dict[str, Factory] = {
     "Gaussian (features)": outlier_detector(GaussianDistance, view="features"),
     "MEG core-set energy (both views)": meg_detector(view="both"),
     "kNN distance (both views)": outlier_detector(KNNDistance, view="both", k=5),
+    "Gaussian (both views)": outlier_detector(GaussianDistance, view="both"),
     "MEG core-set energy (pixels)": meg_detector(view="pixels"),
     "kNN distance": outlier_detector(KNNDistance, k=5),
     "Isolation Forest": outlier_detector(IsolationForest, n_estimators=100),

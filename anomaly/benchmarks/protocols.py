@@ -205,6 +205,7 @@ class Protocol:
         resume: bool = False,
         features: str = "efficientnet-lite0",
         cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE,
+        methods: Iterable[str] | None = None,
     ) -> str:
         """Run the benchmark, write its files and return the Markdown report.
 
@@ -233,6 +234,9 @@ class Protocol:
         cache_dir : str, os.PathLike or None, optional
             Embedding cache (``results/embeddings`` by default): every image of the data set is
             embedded once, and every split takes its rows.
+        methods : iterable of str, optional
+            Only these detectors (names of :data:`~anomaly.benchmarks.detectors.DETECTORS`);
+            all of them by default.
         """
         started, options = time.time(), {k: v for k, v in locals().items() if k != "self"}
         classes, seeds = int_list(classes, "classes"), int_list(seeds, "seeds")
@@ -246,6 +250,13 @@ class Protocol:
             preset(dataset, quick),
             {k: f for k, f in DETECTORS.items() if images or view_of(f) == "pixels"},
         )
+        if methods is not None:
+            methods = list(methods)
+            unknown = sorted(set(methods) - set(DETECTORS))
+            if unknown:
+                raise ValueError(f"unknown methods: {unknown}; known: {sorted(DETECTORS)}")
+            detectors = {k: f for k, f in detectors.items() if k in methods}
+            options.update(methods=methods)
         view = FeatureView(features, None if cache_dir is None else str(cache_dir), verbose)
         root = None if data_root is None else str(data_root)
         measure = partial(

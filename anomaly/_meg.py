@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import warnings
 from dataclasses import MISSING
 from pathlib import Path
 
@@ -23,10 +24,9 @@ from gan.spider import with_input_stage
 from gan.tickets import WeightMasks, find_ticket
 from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
 
-from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
 from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
-from .scoring import score_columns, score_kinds
+from .scoring import check_method, outlier_probability, score_columns, score_kinds
 from .settings import GROUPS, Scoring, group_params
 
 __all__ = ["MEGDetector", "load_model", "save_model"]
@@ -95,9 +95,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ``decision_function = score_samples - offset_`` is negative for outliers; ``predict`` returns
     +1 for inliers and -1 for outliers.
 
-    PyOD's conventions (higher = more anomalous) are there too: ``decision_scores_``,
-    ``threshold_``, ``labels_`` and ``predict_proba``; :meth:`as_pyod` (or
-    :class:`~anomaly.PyODAdapter`) also gives PyOD's ``decision_function`` and 0 / 1 ``predict``.
+    PyOD's conventions (higher = more anomalous, 0 / 1 labels) are those of
+    :class:`~anomaly.PyODAdapter`: ``PyODAdapter(MEGDetector(...)).fit(X)``, or
+    ``PyODAdapter.from_fitted(detector)`` for a detector already fitted or loaded.
 
     Parameters
     ----------
@@ -120,15 +120,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
         scores (a seeded subsample of 10,000 when there are more training samples).
-    decision_scores_ : ndarray of shape (n_train,)
-        Anomaly scores (**higher = more anomalous**, PyOD's convention) of those training
-        samples, ``-score_samples``: ``n_train`` is ``min(n_samples, 10000)``.
-    threshold_ : float
-        ``-offset_``, the threshold on the anomaly-score scale: samples scoring above it are
-        outliers.
-    labels_ : ndarray of shape (n_train,)
-        1 (outlier) where ``decision_scores_ > threshold_``, 0 (inlier) elsewhere: the same as
-        ``predict`` on those samples (a score equal to the threshold is an inlier).
+    train_scores_ : ndarray of shape (n_train,)
+        ``score_samples`` (higher = more normal) of those training samples: ``n_train`` is
+        ``min(n_samples, 10000)``. ``set_threshold(contamination=...)`` reads them.
     input_shape_ : tuple of int
         Shape of one sample as the networks see it.
     n_features_in_ : int
@@ -156,6 +150,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Notes
     -----
+    ``decision_scores_``, ``threshold_``, ``labels_`` and ``predict_proba`` (PyOD's
+    conventions) are deprecated here: :class:`~anomaly.PyODAdapter` has them.
+
     All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
     objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
     and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
@@ -503,9 +500,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         )
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
-        """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
-        self.decision_scores_ = -np.asarray(train_scores, dtype=np.float64)
-        self.offset_ = _offset(train_scores, self.contamination)
+        """``offset_`` from the training ``score_samples``; keeps them as ``train_scores_``."""
+        self.train_scores_ = np.asarray(train_scores, dtype=np.float64)
+        self.offset_ = _offset(self.train_scores_, contamination=self.contamination)
 
     def set_threshold(self, threshold: float | None = None, *, contamination=None):
         """Move the threshold of a fitted detector without fitting again; returns ``self``.
@@ -519,7 +516,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             scoring above it are outliers. Sets ``offset_ = -threshold``.
         contamination : 'auto' or float in (0, 0.5], optional
             The share of the training samples to call outliers, as in ``fit``: sets
-            ``offset_`` from the training scores (``decision_scores_``) and the
+            ``offset_`` from the training scores (``train_scores_``) and the
             ``contamination`` parameter, so a refit on the same data gives the same threshold.
 
         Returns
@@ -531,7 +528,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         >>> import numpy as np
         >>> X = np.random.default_rng(0).normal(size=(200, 2))
         >>> det = MEGDetector(random_state=0).fit(X)
-        >>> int(det.set_threshold(contamination=0.1).labels_.sum())  # of 200 (percentile ties)
+        >>> det = det.set_threshold(contamination=0.1)
+        >>> int((det.train_scores_ < det.offset_).sum())  # of 200 (percentile ties)
         19
         >>> det.set_threshold(2.5).offset_
         -2.5
@@ -546,7 +544,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             self.offset_ = -threshold
             return self
         Scoring(contamination=contamination)  # 'auto' or in (0, 0.5], or a ValueError
-        self.offset_ = _offset(-self._training_scores(), contamination)
+        self.offset_ = _offset(self._training_scores(), contamination=contamination)
         self.contamination = contamination
         return self
 
@@ -621,68 +619,45 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         decision = self.decision_function(X)
         return np.where(np.isfinite(decision) & (decision >= 0), 1, -1)
 
-    # ----------------------------------------------------------- PyOD's names
+    def _training_scores(self) -> np.ndarray:
+        check_is_fitted(self)
+        if getattr(self, "train_scores_", None) is None:
+            raise AttributeError(
+                "this detector has no training scores: its model file was saved without them; "
+                "fit it again to set a threshold by contamination"
+            )
+        return self.train_scores_
+
+    # ------------------------------------- PyOD's names (deprecated: PyODAdapter has them)
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """Deprecated: ``-train_scores_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
+        scores = -self._training_scores()
+        _deprecated("decision_scores_", "-train_scores_")
+        return scores
+
     @property
     def threshold_(self) -> float:
-        """``-offset_``: the threshold on the anomaly-score scale (higher = more anomalous)."""
+        """Deprecated: ``-offset_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
         check_is_fitted(self)
+        _deprecated("threshold_", "-offset_")
         return -self.offset_
 
     @property
     def labels_(self) -> np.ndarray:
-        """0 (inlier) / 1 (outlier) for the training samples of ``decision_scores_``."""
+        """Deprecated: 0 (inlier) / 1 (outlier) for the training samples of ``train_scores_``
+        (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
         scores = self._training_scores()
-        return np.where(np.isfinite(scores) & (scores <= self.threshold_), 0, 1)
-
-    def _training_scores(self) -> np.ndarray:
-        check_is_fitted(self)
-        if not hasattr(self, "decision_scores_"):
-            raise AttributeError(
-                "this detector has no decision_scores_: its model file was saved without the "
-                "training scores; fit it again to get labels_ and predict_proba"
-            )
-        return self.decision_scores_
+        _deprecated("labels_", "(train_scores_ < offset_).astype(int)")
+        return np.where(np.isfinite(scores) & (scores >= self.offset_), 0, 1)
 
     def predict_proba(self, X, method: str = "linear") -> np.ndarray:
-        """Probability of being normal and of being an outlier, as PyOD computes it.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), or images
-        method : {"linear", "unify"}, default="linear"
-            ``"linear"``: the anomaly score ``-score_samples(X)`` min-max scaled by the range of
-            ``decision_scores_`` and clipped to [0, 1]. ``"unify"`` (Kriegel et al., 2011):
-            ``erf`` of the anomaly score standardised by the mean and standard deviation of
-            ``decision_scores_``, clipped to [0, 1]. Scores that are not numbers give 1.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, 2)
-            Column 0 is P(normal), column 1 is P(outlier), as PyOD's ``predict_proba``;
-            P(outlier) grows with the anomaly score. These are rescaled scores, not calibrated
-            probabilities, and P(outlier) > 0.5 is not ``predict``'s rule (use ``threshold_``).
-
-        References
-        ----------
-        Kriegel, Kröger, Schubert, Zimek. Interpreting and Unifying Outlier Scores. SDM 2011.
-        """
+        """Deprecated: PyOD's ``[P(normal), P(outlier)]``; use
+        ``PyODAdapter.from_fitted(detector).predict_proba(X, method)``."""
         check_method(method)
         train_scores = self._training_scores()
-        return outlier_probability(train_scores, -self.score_samples(X), method)
-
-    def as_pyod(self) -> PyODAdapter:
-        """This fitted detector with PyOD's conventions, without training it again.
-
-        Returns
-        -------
-        PyODAdapter
-            Its ``detector_`` is this detector: ``decision_function`` is higher for anomalies,
-            ``predict`` gives 1 for outliers and 0 for inliers.
-        """
-        check_is_fitted(self)
-        adapter = PyODAdapter(self)
-        adapter.detector_ = self
-        return adapter
+        _deprecated("predict_proba")
+        return outlier_probability(-train_scores, -self.score_samples(X), method)
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -741,10 +716,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         weights = {"energy_nets": [_cpu_state(net) for net in self.energy_nets_]}
         if self.generator_ is not None:  # none when nothing was trained (n_iter=0)
             weights["generator"] = _cpu_state(self.generator_)
-        if hasattr(self, "decision_scores_"):  # the training anomaly scores (PyOD's names)
-            weights["training"] = {
-                "decision_scores": torch.from_numpy(np.array(self.decision_scores_))
-            }
+        if getattr(self, "train_scores_", None) is not None:  # as anomaly scores (PyOD's)
+            weights["training"] = {"decision_scores": torch.from_numpy(-self.train_scores_)}
         return state, weights
 
     @classmethod
@@ -848,11 +821,12 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             _load_checked(det.generator_, weights["generator"], "generator")
         else:  # a fit that trained nothing (n_iter=0) keeps no generator
             det.generator_ = None
-        if "training" in weights:  # absent from files saved before the scores were kept
+        det.train_scores_ = None  # absent from files saved before the scores were kept
+        if "training" in weights:
             scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
             if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
                 raise ValueError("invalid decision_scores in the model file")
-            det.decision_scores_ = scores
+            det.train_scores_ = -scores
         return det
 
     def _use_features_file(self, given, recorded) -> None:
@@ -896,7 +870,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.generator_ = generator.to(self.device_).eval()
 
 
-def _offset(train_scores: np.ndarray, contamination) -> float:
+def _deprecated(name: str, instead: str | None = None) -> None:
+    """Warn that PyOD's ``name`` on the detector is deprecated (the adapter has it)."""
+    warnings.warn(
+        f"MEGDetector.{name} is deprecated and will be removed (PyOD's convention): use "
+        f"PyODAdapter.from_fitted(detector).{name}"
+        + ("" if instead is None else f", or {instead} on the detector"),
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def _offset(train_scores: np.ndarray, *, contamination) -> float:
     """``offset_`` from training ``score_samples``: the ``contamination`` percentile, or for
     ``'auto'`` 3 scaled MADs below their median."""
     if contamination == "auto":

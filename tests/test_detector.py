@@ -29,6 +29,8 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+# The checks call every method, predict_proba too (PyOD's, deprecated on the detector).
+@pytest.mark.filterwarnings("ignore:MEGDetector.predict_proba is deprecated:FutureWarning")
 @parametrize_with_checks(
     [MEGDetector(**TINY, random_state=0)],
     expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,

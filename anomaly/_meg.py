@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import logging
 import warnings
-from dataclasses import MISSING
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_fr
 from .friendly import generator_prior
 from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
 from .scoring import check_method, outlier_probability, score_columns, score_kinds
-from .settings import GROUPS, Scoring, group_params
+from .settings import GROUPS, TRAINER_PARAMS, Scoring, detector_params, group_params
 
 __all__ = ["MEGDetector", "load_model", "save_model"]
 
@@ -40,47 +39,8 @@ _CHUNK_BYTES = 16 * 2**20
 _SCORE_BATCH = 512
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
-# Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
-_SETTINGS = [field for _, field in setting_fields(GROUPS)]
 
 
-def _parameters_doc() -> str:
-    """The numpydoc ``Parameters`` entries of every setting, from its declaration."""
-    lines = []
-    for field in _SETTINGS:
-        default = field.default if field.default is not MISSING else None
-        lines.append(f"    {field.name} : {field.type}, default={default!r}")
-        lines.append(f"        {field.metadata['help'][0].upper()}{field.metadata['help'][1:]}.")
-    return "\n".join(lines).strip()
-
-
-def _init_from_settings(cls):
-    """Give ``cls`` a keyword-only ``__init__`` with one parameter per setting.
-
-    scikit-learn reads the parameters from ``__init__``'s signature (``get_params``, ``clone``),
-    so the signature is built from the settings too; ``__init__`` only stores the values.
-    """
-    defaults = {field.name: field.default for field in _SETTINGS}
-
-    def __init__(self, **params):
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {unknown}")
-        for name, default in defaults.items():
-            setattr(self, name, params.get(name, default))
-
-    kind = inspect.Parameter.KEYWORD_ONLY
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(name, kind, default=value) for name, value in defaults.items()]
-    )
-    __init__.__qualname__ = f"{cls.__name__}.__init__"
-    cls.__init__ = __init__
-    cls.__doc__ = cls.__doc__.replace("{parameters}", _parameters_doc())
-    return cls
-
-
-@_init_from_settings
 class MEGDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector from an energy-based GAN (MEG) trained on core-set batches (Small-GAN).
 
@@ -101,7 +61,69 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    {parameters}
+    view : {"auto", "pixels", "features", "both"}, default="auto"
+        For images: the networks see their pixels, their pretrained features, or both side by
+        side (each part scaled to the same typical nearest-neighbour distance). "auto":
+        features for colour images, both for grey ones with the core-set energy (pixels with
+        the other networks); other inputs are taken as they are.
+    features : str, default="efficientnet-lite0"
+        Image feature extractor of the features view: ``"efficientnet-lite0[@SIZE]"`` (128 px),
+        ``"inception[@SIZE]"``, ``"torchscript:PATH[@SIZE]"`` or
+        ``"torchvision:ARCH:WEIGHTS[@SIZE]"``.
+    image_range : {"auto", "symmetric", "unit"}, default="auto"
+        Range of float images: symmetric ([-1, 1]) or unit ([0, 1], torchvision's
+        ``ToTensor``). "auto": [-1, 1], refusing float images with no negative value, which
+        could be either. Integer images are scaled by their dtype (uint8 0..255, uint16
+        0..65535).
+    image_shape : tuple of int, default=None
+        ``(C, H, W)``: read each row of a 2-D ``X`` as an image.
+    scaling : {"auto", "minmax", "standard", "l2", "none"}, default="auto"
+        Scaling fitted on the training data: per feature (minmax, standard), each sample to
+        unit length (l2) or none. "auto": l2 for image features, minmax for other vectors, none
+        for pixels, each part to its nearest-neighbour scale for both.
+    network : {"coreset", "auto", "mlp", "conv"}, default="coreset"
+        Energy network: ``"coreset"``, a mixture energy on a k-center core-set of the training
+        samples, times a Gaussian; or a network with weights, ``"mlp"`` or ``"conv"`` ("auto":
+        conv for images, mlp otherwise).
+    coreset_fraction : float in (0, 1], default=1.0
+        Core-set energy: share of the training samples kept as its centres (greedy k-center).
+    gaussian_weight : float >= 0, default=None
+        Core-set energy: weight of its shrunk-covariance Gaussian term (0: none), in units of
+        the temperature's scale per input dimension. None: 0.3 for image features, else 0.
+    max_centres : int >= 2, default=10000
+        Core-set energy: at most this many centres (memory and time).
+    temperature : float > 0, default=0.05
+        Core-set energy: initial temperature, times the median squared distance from a
+        training sample to its nearest other one.
+    n_iter : int >= 0, default=None
+        Generator updates of MEG training. None: 0 for the core-set energy (MEG training does
+        not move its score), 100 for the networks with weights.
+    score_type : {"energy", "gradnorm", "energy+gradnorm"}, default="energy"
+        Anomaly score: ``E(x)``, the squared norm of its input gradient, or both standardised
+        and added.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Share of training samples called outliers; "auto": 3 scaled MADs below the median
+        training score.
+    training : gan.MEGConfig, default=None
+        The trainer's other settings, for research: the networks' size, the objective and
+        optimiser, Small-GAN's core-set batches (``stratified``, ``truncation``), Spider GAN's
+        friendly prior, BigGAN's options (spectral norm, orthogonal regularisation, EMA of the
+        generator), lottery tickets, DiffAugment and AdvAug; see :mod:`gan.config`. None: the
+        defaults. The detector's own training parameters (``network``, the core-set energy's,
+        ``n_iter``) are copied into it; setting them there to other values is an error.
+    random_state : int, RandomState instance or None, default=None
+        Seeds everything in ``fit``; global random states are left alone.
+    device : str, default="auto"
+        "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    cache_dir : str, default=None
+        Folder for cached image embeddings (None: not cached).
+    checkpoint_path : str, default=None
+        Training checkpoint file: ``fit`` continues from it when it exists (same settings,
+        seed and data), and writes it every ``checkpoint_every`` iterations and at the end.
+    checkpoint_every : int >= 0, default=0
+        Iterations between checkpoints (0: only at the end).
+    verbose : bool, default=False
+        Progress bar on stderr.
 
     Attributes
     ----------
@@ -153,9 +175,11 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ``decision_scores_``, ``threshold_``, ``labels_`` and ``predict_proba`` (PyOD's
     conventions) are deprecated here: :class:`~anomaly.PyODAdapter` has them.
 
-    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
-    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
-    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
+    All parameters are keyword-only. Each is declared once, with its valid values, as a setting
+    of :mod:`anomaly.settings` (inputs, scoring, run) or :mod:`gan.config` (the trainer's
+    groups), and checked in ``fit``; the same declarations give ``anomaly fit``'s options and
+    ``model.json``'s settings (:func:`anomaly.settings.detector_params` turns those flat
+    settings into this class's arguments).
 
     References
     ----------
@@ -169,22 +193,117 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     >>> import numpy as np
     >>> from anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> det = MEGDetector(n_iter=100, width=32, random_state=0).fit(X)
+    >>> det = MEGDetector(random_state=0).fit(X)
+    >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
+    [1, -1]
+
+    Research options go to the trainer as one config:
+
+    >>> from gan import MEGConfig
+    >>> training = MEGConfig.from_params(width=32, spectral_norm="both")
+    >>> det = MEGDetector(network="mlp", n_iter=100, training=training, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [1, -1]
     """
 
+    def __init__(
+        self,
+        *,
+        view="auto",
+        features="efficientnet-lite0",
+        image_range="auto",
+        image_shape=None,
+        scaling="auto",
+        network="coreset",
+        coreset_fraction=1.0,
+        gaussian_weight=None,
+        max_centres=10_000,
+        temperature=0.05,
+        n_iter=None,
+        score_type="energy",
+        contamination="auto",
+        training=None,
+        random_state=None,
+        device="auto",
+        cache_dir=None,
+        checkpoint_path=None,
+        checkpoint_every=0,
+        verbose=False,
+    ):
+        self.view = view
+        self.features = features
+        self.image_range = image_range
+        self.image_shape = image_shape
+        self.scaling = scaling
+        self.network = network
+        self.coreset_fraction = coreset_fraction
+        self.gaussian_weight = gaussian_weight
+        self.max_centres = max_centres
+        self.temperature = temperature
+        self.n_iter = n_iter
+        self.score_type = score_type
+        self.contamination = contamination
+        self.training = training
+        self.random_state = random_state
+        self.device = device
+        self.cache_dir = cache_dir
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
+        self.verbose = verbose
+
     # ------------------------------------------------------------------ helpers
     def _settings(self) -> dict:
-        """The parameters as validated settings groups (raises ValueError naming a bad one)."""
-        grouped = group_params(self.get_params())
-        return {name: group(**grouped[name]) for name, group in GROUPS.items()}
+        """Every setting, flat (``{name: value}``, as :data:`anomaly.settings.GROUPS` declares
+        them): the detector's parameters and those of its ``training`` config."""
+        training = self._training()
+        settings = {
+            field.name: getattr(getattr(training, group), field.name)
+            for group, field in setting_fields(TRAINING_GROUPS)
+        }
+        settings.update(self.get_params(deep=False))
+        del settings["training"]
+        return settings
+
+    def _training(self) -> MEGConfig:
+        """``training``, or the default config; a field set there that is also a detector
+        parameter must agree with it (ValueError)."""
+        training = MEGConfig() if self.training is None else self.training
+        if not isinstance(training, MEGConfig):
+            raise ValueError(
+                f"training must be a gan.MEGConfig or None, got {type(training).__name__}"
+            )
+        defaults = MEGConfig()
+        clash = [
+            name
+            for group, names in TRAINER_PARAMS.items()
+            for name in names
+            if getattr(getattr(training, group), name)
+            not in (getattr(getattr(defaults, group), name), getattr(self, name))
+        ]
+        if clash:
+            raise ValueError(
+                f"training sets {', '.join(clash)}, which are MEGDetector parameters: set "
+                f"them on the detector (MEGDetector({clash[0]}=...))"
+            )
+        return training
 
     def _config(self) -> MEGConfig:
-        """The trainer's config: the training groups of the parameters, with "auto" values
-        resolved for the fitted input once it is known."""
-        settings = self._settings()
-        config = MEGConfig(**{name: settings[name] for name in TRAINING_GROUPS})
+        """The trainer's config: ``training`` with the detector's training parameters in it,
+        "auto" values resolved for the fitted input once it is known. Every parameter is
+        checked (ValueError naming a bad one)."""
+        params = self.get_params(deep=False)
+        for name in ("inputs", "scoring", "run"):
+            GROUPS[name].pick(params)
+        training = copy.deepcopy(self._training())
+        config = MEGConfig(
+            networks=dataclasses.replace(
+                training.networks, **{k: params[k] for k in TRAINER_PARAMS["networks"]}
+            ),
+            objective=training.objective,
+            batches=training.batches,
+            schedule=dataclasses.replace(training.schedule, n_iter=self.n_iter),
+            tickets=training.tickets,
+        )
         if config.networks.gaussian_weight is None and hasattr(self, "view_"):
             # The Gaussian term helps on unit-length image features of one class and hurts on
             # pixels and min-max scaled vectors; 0.3 was the best mean over the CIFAR-10 and
@@ -676,7 +795,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         state = {
             "class": type(self).__name__,
-            "settings": group_params(self.get_params()),  # tuples are written as JSON lists
+            "settings": group_params(self._settings()),  # tuples are written as JSON lists
             "input_shape": list(self.input_shape_),
             "view": self.view_,
             "network_shape": list(self.network_shape_),
@@ -735,17 +854,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
         """
         if "settings" in state:
-            params = {k: v for group in state["settings"].values() for k, v in group.items()}
+            settings = {k: v for group in state["settings"].values() for k, v in group.items()}
         else:  # format 1: a flat dict of parameters
-            params = dict(state["params"])
-        params["cache_dir"] = None if cache_dir is None else str(cache_dir)
-        params["checkpoint_path"] = None
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        if params.get("betas") is not None:
-            params["betas"] = tuple(params["betas"])
-        det = cls(**params)
-        det._settings()  # a tampered file gets the same checks as fit
+            settings = dict(state["params"])
+        settings["cache_dir"] = None if cache_dir is None else str(cache_dir)
+        settings["checkpoint_path"] = None
+        if settings.get("image_shape") is not None:
+            settings["image_shape"] = tuple(settings["image_shape"])
+        det = cls(**detector_params(settings))
+        det._config()  # a tampered file gets the same checks as fit
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.view_ = state.get("view", "pixels")  # files before the features view: pixels
         det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))

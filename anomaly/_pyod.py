@@ -55,7 +55,7 @@ class PyODAdapter(BaseEstimator):
     >>> import numpy as np
     >>> from anomaly import MEGDetector, PyODAdapter
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> clf = PyODAdapter(MEGDetector(n_iter=100, width=32, random_state=0)).fit(X)
+    >>> clf = PyODAdapter(MEGDetector(random_state=0)).fit(X)
     >>> clf.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [0, 1]
     >>> bool(clf.decision_function([[8.0, 8.0]])[0] > clf.threshold_)

@@ -586,7 +586,7 @@ def fit(
     """
     from anomaly import MEGDetector, evaluate
     from anomaly.persistence import check_model_destination
-    from anomaly.settings import group_params, preset
+    from anomaly.settings import default_settings, detector_params, group_params, preset
 
     _configure_logging(quiet)
     given = {k for k in ctx.params if _from_command_line(ctx, k)}
@@ -609,7 +609,7 @@ def fit(
     is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
 
     # Settings: defaults < family preset < --config < the command line.
-    params = {**MEGDetector().get_params(), **preset("images" if is_images else "vectors")}
+    params = {**default_settings(), **preset("images" if is_images else "vectors")}
     params["random_state"] = seed
     for group in file.get("settings", {}).values():
         params.update(group)
@@ -621,8 +621,8 @@ def fit(
     checkpoint = out.parent / f".{out.name}.checkpoint.pt"
     if resume or params["checkpoint_every"]:
         params["checkpoint_path"] = str(checkpoint)
-    detector = MEGDetector(**params)
-    detector._settings()  # every setting checked before anything is read or trained
+    detector = MEGDetector(**detector_params(params))
+    detector._config()  # every setting checked before anything is read or trained
     if is_images and params["image_range"] == "unit":
         raise CliError(
             "--image-range unit applies to float image arrays (.npy/.npz); the images of "

@@ -22,8 +22,13 @@ from anomaly import (
     save_model,
 )
 from anomaly._pyod import outlier_probability
+from gan import MEGConfig
 
-TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
+TINY = dict(
+    n_iter=3,
+    view="pixels",
+    training=MEGConfig.from_params(n_energy_steps=1, batch_size=8, latent_dim=2, width=8),
+)
 # 51 training samples and contamination 0.1: the 10th percentile falls exactly on the 6th
 # lowest training score (index 50 * 0.1 = 5), so one training sample ties with the threshold.
 N_TRAIN, CONTAMINATION = 51, 0.1

@@ -883,39 +883,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if min(det.input_shape_) < 1 or int(np.prod(det.input_shape_)) != det.n_features_in_:
             raise ValueError(f"input_shape {det.input_shape_} does not hold n_features_in values")
         det.offset_ = float(state["offset"])
-        pre = state["preprocessing"]
-        det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
-        det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
-        det.unit_norm_ = bool(pre.get("unit_norm", False))
-        det.constant_ = None  # the features that were exactly constant (files before: none)
-        if pre.get("constant") and det.shift_ is not None:
-            index = np.asarray(pre["constant"])
-            if (
-                index.ndim != 1
-                or index.dtype.kind not in "iu"
-                or not ((index >= 0) & (index < det.shift_.size)).all()
-            ):
-                raise ValueError("invalid constant in the model file")
-            constant = np.zeros(det.shift_.size, dtype=bool)
-            constant[index] = True
-            det.constant_ = constant.reshape(det.shift_.shape)
-
-        def valid(values, positive=False) -> bool:
-            return values is None or (
-                values.shape == det.network_shape_
-                and bool(np.isfinite(values).all())
-                and (not positive or bool((values > 0).all()))
-            )
-
-        checks = {
-            "offset": np.isfinite(det.offset_),
-            "shift": valid(det.shift_),
-            "scale": valid(det.scale_, positive=True)
-            and (det.scale_ is None) == (det.shift_ is None),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid {name} in the model file")
+        det._restore_scaling(state["preprocessing"])
         det.history_ = state["training"]["history"]
         det.n_iter_ = det._config().schedule.n_iter
         det.train_seconds_ = state["training"]["seconds"]
@@ -923,28 +891,68 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.selection_seconds_ = state["training"]["selection_seconds"]
         det.ticket_rounds_ = list(state["training"].get("ticket_rounds", []))
         det.device_ = resolve_device(device)
-        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
+        det._restore_networks(state, weights)
+        return det
+
+    def _restore_scaling(self, pre: dict) -> None:
+        """The fitted scaling of a saved state's ``preprocessing`` (checked)."""
+        self.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
+        self.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        self.unit_norm_ = bool(pre.get("unit_norm", False))
+        self.constant_ = None  # the features that were exactly constant (files before: none)
+        if pre.get("constant") and self.shift_ is not None:
+            index = np.asarray(pre["constant"])
+            if (
+                index.ndim != 1
+                or index.dtype.kind not in "iu"
+                or not ((index >= 0) & (index < self.shift_.size)).all()
+            ):
+                raise ValueError("invalid constant in the model file")
+            constant = np.zeros(self.shift_.size, dtype=bool)
+            constant[index] = True
+            self.constant_ = constant.reshape(self.shift_.shape)
+
+        def valid(values, positive=False) -> bool:
+            return values is None or (
+                values.shape == self.network_shape_
+                and bool(np.isfinite(values).all())
+                and (not positive or bool((values > 0).all()))
+            )
+
+        checks = {
+            "offset": np.isfinite(self.offset_),
+            "shift": valid(self.shift_),
+            "scale": valid(self.scale_, positive=True)
+            and (self.scale_ is None) == (self.shift_ is None),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid {name} in the model file")
+
+    def _restore_networks(self, state: dict, weights: dict) -> None:
+        """The snapshots' standardisation, the networks and the training scores of a saved
+        state (checked)."""
+        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(self.score_type))
         for name in ("energy_mean", "energy_std"):
             values = np.asarray(state[name], dtype=np.float64)
             if values.size != n_nets * n_kinds:
                 raise ValueError("weights and model.json disagree on the number of snapshots")
             if not np.isfinite(values).all() or (name == "energy_std" and (values <= 0).any()):
                 raise ValueError(f"invalid {name} in the model file")
-            setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
-        det._rebuild_networks(n_nets)
-        for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
+            setattr(self, f"{name}_", values.reshape(n_nets, n_kinds))
+        self._rebuild_networks(n_nets)
+        for net, net_state in zip(self.energy_nets_, weights["energy_nets"], strict=True):
             _load_checked(net, net_state, "energy_nets")
         if "generator" in weights:
-            _load_checked(det.generator_, weights["generator"], "generator")
+            _load_checked(self.generator_, weights["generator"], "generator")
         else:  # a fit that trained nothing (n_iter=0) keeps no generator
-            det.generator_ = None
-        det.train_scores_ = None  # absent from files saved before the scores were kept
+            self.generator_ = None
+        self.train_scores_ = None  # absent from files saved before the scores were kept
         if "training" in weights:
             scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
             if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
                 raise ValueError("invalid decision_scores in the model file")
-            det.train_scores_ = -scores
-        return det
+            self.train_scores_ = -scores
 
     def _use_features_file(self, given, recorded) -> None:
         """Run the features view's TorchScript file only when the user gave it (``given``) and

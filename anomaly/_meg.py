@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import logging
-from dataclasses import MISSING
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,10 @@ from gan.trainer import (
     views_calibration_rows,
 )
 
-from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
 from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
-from .scoring import score_columns, score_kinds
-from .settings import GROUPS, Scoring, group_params
+from .scoring import check_method, outlier_probability, score_columns, score_kinds
+from .settings import GROUPS, TRAINER_PARAMS, Scoring, detector_params, group_params
 
 __all__ = ["MEGDetector", "load_model", "save_model"]
 
@@ -45,47 +44,8 @@ _CHUNK_BYTES = 16 * 2**20
 _SCORE_BATCH = 512
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
-# Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
-_SETTINGS = [field for _, field in setting_fields(GROUPS)]
 
 
-def _parameters_doc() -> str:
-    """The numpydoc ``Parameters`` entries of every setting, from its declaration."""
-    lines = []
-    for field in _SETTINGS:
-        default = field.default if field.default is not MISSING else None
-        lines.append(f"    {field.name} : {field.type}, default={default!r}")
-        lines.append(f"        {field.metadata['help'][0].upper()}{field.metadata['help'][1:]}.")
-    return "\n".join(lines).strip()
-
-
-def _init_from_settings(cls):
-    """Give ``cls`` a keyword-only ``__init__`` with one parameter per setting.
-
-    scikit-learn reads the parameters from ``__init__``'s signature (``get_params``, ``clone``),
-    so the signature is built from the settings too; ``__init__`` only stores the values.
-    """
-    defaults = {field.name: field.default for field in _SETTINGS}
-
-    def __init__(self, **params):
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {unknown}")
-        for name, default in defaults.items():
-            setattr(self, name, params.get(name, default))
-
-    kind = inspect.Parameter.KEYWORD_ONLY
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(name, kind, default=value) for name, value in defaults.items()]
-    )
-    __init__.__qualname__ = f"{cls.__name__}.__init__"
-    cls.__init__ = __init__
-    cls.__doc__ = cls.__doc__.replace("{parameters}", _parameters_doc())
-    return cls
-
-
-@_init_from_settings
 class MEGDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector from an energy-based GAN (MEG) trained on core-set batches (Small-GAN).
 
@@ -100,13 +60,75 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     ``decision_function = score_samples - offset_`` is negative for outliers; ``predict`` returns
     +1 for inliers and -1 for outliers.
 
-    PyOD's conventions (higher = more anomalous) are there too: ``decision_scores_``,
-    ``threshold_``, ``labels_`` and ``predict_proba``; :meth:`as_pyod` (or
-    :class:`~anomaly.PyODAdapter`) also gives PyOD's ``decision_function`` and 0 / 1 ``predict``.
+    PyOD's conventions (higher = more anomalous, 0 / 1 labels) are those of
+    :class:`~anomaly.PyODAdapter`: ``PyODAdapter(MEGDetector(...)).fit(X)``, or
+    ``PyODAdapter.from_fitted(detector)`` for a detector already fitted or loaded.
 
     Parameters
     ----------
-    {parameters}
+    view : {"auto", "pixels", "features", "both"}, default="auto"
+        For images: the networks see their pixels, their pretrained features, or both side by
+        side (each part scaled to the same typical nearest-neighbour distance). "auto":
+        features for colour images, both for grey ones with the core-set energy (pixels with
+        the other networks); other inputs are taken as they are.
+    features : str, default="efficientnet-lite0"
+        Image feature extractor of the features view: ``"efficientnet-lite0[@SIZE]"`` (128 px),
+        ``"inception[@SIZE]"``, ``"torchscript:PATH[@SIZE]"`` or
+        ``"torchvision:ARCH:WEIGHTS[@SIZE]"``.
+    image_range : {"auto", "symmetric", "unit"}, default="auto"
+        Range of float images: symmetric ([-1, 1]) or unit ([0, 1], torchvision's
+        ``ToTensor``). "auto": [-1, 1], refusing float images with no negative value, which
+        could be either. Integer images are scaled by their dtype (uint8 0..255, uint16
+        0..65535).
+    image_shape : tuple of int, default=None
+        ``(C, H, W)``: read each row of a 2-D ``X`` as an image.
+    scaling : {"auto", "minmax", "standard", "l2", "none"}, default="auto"
+        Scaling fitted on the training data: per feature (minmax, standard), each sample to
+        unit length (l2) or none. "auto": l2 for image features, minmax for other vectors, none
+        for pixels, each part to its nearest-neighbour scale for both.
+    network : {"coreset", "auto", "mlp", "conv"}, default="coreset"
+        Energy network: ``"coreset"``, a mixture energy on a k-center core-set of the training
+        samples, times a Gaussian; or a network with weights, ``"mlp"`` or ``"conv"`` ("auto":
+        conv for images, mlp otherwise).
+    coreset_fraction : float in (0, 1], default=1.0
+        Core-set energy: share of the training samples kept as its centres (greedy k-center).
+    gaussian_weight : float >= 0, default=None
+        Core-set energy: weight of its shrunk-covariance Gaussian term (0: none), in units of
+        the temperature's scale per input dimension. None: 0.3 for image features, else 0.
+    max_centres : int >= 2, default=10000
+        Core-set energy: at most this many centres (memory and time).
+    temperature : float > 0, default=0.05
+        Core-set energy: initial temperature, times the median squared distance from a
+        training sample to its nearest other one.
+    n_iter : int >= 0, default=None
+        Generator updates of MEG training. None: 0 for the core-set energy (MEG training does
+        not move its score), 100 for the networks with weights.
+    score_type : {"energy", "gradnorm", "energy+gradnorm"}, default="energy"
+        Anomaly score: ``E(x)``, the squared norm of its input gradient, or both standardised
+        and added.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Share of training samples called outliers; "auto": 3 scaled MADs below the median
+        training score.
+    training : gan.MEGConfig, default=None
+        The trainer's other settings, for research: the networks' size, the objective and
+        optimiser, Small-GAN's core-set batches (``stratified``, ``truncation``), Spider GAN's
+        friendly prior, BigGAN's options (spectral norm, orthogonal regularisation, EMA of the
+        generator), lottery tickets, DiffAugment and AdvAug; see :mod:`gan.config`. None: the
+        defaults. The detector's own training parameters (``network``, the core-set energy's,
+        ``n_iter``) are copied into it; setting them there to other values is an error.
+    random_state : int, RandomState instance or None, default=None
+        Seeds everything in ``fit``; global random states are left alone.
+    device : str, default="auto"
+        "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    cache_dir : str, default=None
+        Folder for cached image embeddings (None: not cached).
+    checkpoint_path : str, default=None
+        Training checkpoint file: ``fit`` continues from it when it exists (same settings,
+        seed and data), and writes it every ``checkpoint_every`` iterations and at the end.
+    checkpoint_every : int >= 0, default=0
+        Iterations between checkpoints (0: only at the end).
+    verbose : bool, default=False
+        Progress bar on stderr.
 
     Attributes
     ----------
@@ -125,15 +147,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         Threshold subtracted from ``score_samples`` in ``decision_function``, from the training
         scores (a seeded subsample of 10,000 when there are more training samples).
-    decision_scores_ : ndarray of shape (n_train,)
-        Anomaly scores (**higher = more anomalous**, PyOD's convention) of those training
-        samples, ``-score_samples``: ``n_train`` is ``min(n_samples, 10000)``.
-    threshold_ : float
-        ``-offset_``, the threshold on the anomaly-score scale: samples scoring above it are
-        outliers.
-    labels_ : ndarray of shape (n_train,)
-        1 (outlier) where ``decision_scores_ > threshold_``, 0 (inlier) elsewhere: the same as
-        ``predict`` on those samples (a score equal to the threshold is an inlier).
+    train_scores_ : ndarray of shape (n_train,)
+        ``score_samples`` (higher = more normal) of those training samples: ``n_train`` is
+        ``min(n_samples, 10000)``. ``set_threshold(contamination=...)`` reads them.
     input_shape_ : tuple of int
         Shape of one sample as the networks see it.
     n_features_in_ : int
@@ -161,9 +177,14 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Notes
     -----
-    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
-    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
-    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
+    ``decision_scores_``, ``threshold_``, ``labels_`` and ``predict_proba`` (PyOD's
+    conventions) are deprecated here: :class:`~anomaly.PyODAdapter` has them.
+
+    All parameters are keyword-only. Each is declared once, with its valid values, as a setting
+    of :mod:`anomaly.settings` (inputs, scoring, run) or :mod:`gan.config` (the trainer's
+    groups), and checked in ``fit``; the same declarations give ``anomaly fit``'s options and
+    ``model.json``'s settings (:func:`anomaly.settings.detector_params` turns those flat
+    settings into this class's arguments).
 
     References
     ----------
@@ -177,22 +198,117 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     >>> import numpy as np
     >>> from anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> det = MEGDetector(n_iter=100, width=32, random_state=0).fit(X)
+    >>> det = MEGDetector(random_state=0).fit(X)
+    >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
+    [1, -1]
+
+    Research options go to the trainer as one config:
+
+    >>> from gan import MEGConfig
+    >>> training = MEGConfig.from_params(width=32, spectral_norm="both")
+    >>> det = MEGDetector(network="mlp", n_iter=100, training=training, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [1, -1]
     """
 
+    def __init__(
+        self,
+        *,
+        view="auto",
+        features="efficientnet-lite0",
+        image_range="auto",
+        image_shape=None,
+        scaling="auto",
+        network="coreset",
+        coreset_fraction=1.0,
+        gaussian_weight=None,
+        max_centres=10_000,
+        temperature=0.05,
+        n_iter=None,
+        score_type="energy",
+        contamination="auto",
+        training=None,
+        random_state=None,
+        device="auto",
+        cache_dir=None,
+        checkpoint_path=None,
+        checkpoint_every=0,
+        verbose=False,
+    ):
+        self.view = view
+        self.features = features
+        self.image_range = image_range
+        self.image_shape = image_shape
+        self.scaling = scaling
+        self.network = network
+        self.coreset_fraction = coreset_fraction
+        self.gaussian_weight = gaussian_weight
+        self.max_centres = max_centres
+        self.temperature = temperature
+        self.n_iter = n_iter
+        self.score_type = score_type
+        self.contamination = contamination
+        self.training = training
+        self.random_state = random_state
+        self.device = device
+        self.cache_dir = cache_dir
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
+        self.verbose = verbose
+
     # ------------------------------------------------------------------ helpers
     def _settings(self) -> dict:
-        """The parameters as validated settings groups (raises ValueError naming a bad one)."""
-        grouped = group_params(self.get_params())
-        return {name: group(**grouped[name]) for name, group in GROUPS.items()}
+        """Every setting, flat (``{name: value}``, as :data:`anomaly.settings.GROUPS` declares
+        them): the detector's parameters and those of its ``training`` config."""
+        training = self._training()
+        settings = {
+            field.name: getattr(getattr(training, group), field.name)
+            for group, field in setting_fields(TRAINING_GROUPS)
+        }
+        settings.update(self.get_params(deep=False))
+        del settings["training"]
+        return settings
+
+    def _training(self) -> MEGConfig:
+        """``training``, or the default config; a field set there that is also a detector
+        parameter must agree with it (ValueError)."""
+        training = MEGConfig() if self.training is None else self.training
+        if not isinstance(training, MEGConfig):
+            raise ValueError(
+                f"training must be a gan.MEGConfig or None, got {type(training).__name__}"
+            )
+        defaults = MEGConfig()
+        clash = [
+            name
+            for group, names in TRAINER_PARAMS.items()
+            for name in names
+            if getattr(getattr(training, group), name)
+            not in (getattr(getattr(defaults, group), name), getattr(self, name))
+        ]
+        if clash:
+            raise ValueError(
+                f"training sets {', '.join(clash)}, which are MEGDetector parameters: set "
+                f"them on the detector (MEGDetector({clash[0]}=...))"
+            )
+        return training
 
     def _config(self) -> MEGConfig:
-        """The trainer's config: the training groups of the parameters, with "auto" values
-        resolved for the fitted input once it is known."""
-        settings = self._settings()
-        config = MEGConfig(**{name: settings[name] for name in TRAINING_GROUPS})
+        """The trainer's config: ``training`` with the detector's training parameters in it,
+        "auto" values resolved for the fitted input once it is known. Every parameter is
+        checked (ValueError naming a bad one)."""
+        params = self.get_params(deep=False)
+        for name in ("inputs", "scoring", "run"):
+            GROUPS[name].pick(params)
+        training = copy.deepcopy(self._training())
+        config = MEGConfig(
+            networks=dataclasses.replace(
+                training.networks, **{k: params[k] for k in TRAINER_PARAMS["networks"]}
+            ),
+            objective=training.objective,
+            batches=training.batches,
+            schedule=dataclasses.replace(training.schedule, n_iter=self.n_iter),
+            tickets=training.tickets,
+        )
         if config.networks.gaussian_weight is None and hasattr(self, "view_"):
             # The Gaussian term helps on unit-length image features of one class and hurts on
             # pixels and min-max scaled vectors; 0.3 was the best mean over the CIFAR-10 and
@@ -521,9 +637,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         )
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
-        """``offset_`` from the training ``score_samples``; keeps them as ``decision_scores_``."""
-        self.decision_scores_ = -np.asarray(train_scores, dtype=np.float64)
-        self.offset_ = _offset(train_scores, self.contamination)
+        """``offset_`` from the training ``score_samples``; keeps them as ``train_scores_``."""
+        self.train_scores_ = np.asarray(train_scores, dtype=np.float64)
+        self.offset_ = _offset(self.train_scores_, contamination=self.contamination)
 
     def set_threshold(self, threshold: float | None = None, *, contamination=None):
         """Move the threshold of a fitted detector without fitting again; returns ``self``.
@@ -537,7 +653,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             scoring above it are outliers. Sets ``offset_ = -threshold``.
         contamination : 'auto' or float in (0, 0.5], optional
             The share of the training samples to call outliers, as in ``fit``: sets
-            ``offset_`` from the training scores (``decision_scores_``) and the
+            ``offset_`` from the training scores (``train_scores_``) and the
             ``contamination`` parameter, so a refit on the same data gives the same threshold.
 
         Returns
@@ -549,7 +665,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         >>> import numpy as np
         >>> X = np.random.default_rng(0).normal(size=(200, 2))
         >>> det = MEGDetector(random_state=0).fit(X)
-        >>> int(det.set_threshold(contamination=0.1).labels_.sum())  # of 200 (percentile ties)
+        >>> det = det.set_threshold(contamination=0.1)
+        >>> int((det.train_scores_ < det.offset_).sum())  # of 200 (percentile ties)
         19
         >>> det.set_threshold(2.5).offset_
         -2.5
@@ -564,7 +681,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             self.offset_ = -threshold
             return self
         Scoring(contamination=contamination)  # 'auto' or in (0, 0.5], or a ValueError
-        self.offset_ = _offset(-self._training_scores(), contamination)
+        self.offset_ = _offset(self._training_scores(), contamination=contamination)
         self.contamination = contamination
         return self
 
@@ -639,68 +756,45 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         decision = self.decision_function(X)
         return np.where(np.isfinite(decision) & (decision >= 0), 1, -1)
 
-    # ----------------------------------------------------------- PyOD's names
+    def _training_scores(self) -> np.ndarray:
+        check_is_fitted(self)
+        if getattr(self, "train_scores_", None) is None:
+            raise AttributeError(
+                "this detector has no training scores: its model file was saved without them; "
+                "fit it again to set a threshold by contamination"
+            )
+        return self.train_scores_
+
+    # ------------------------------------- PyOD's names (deprecated: PyODAdapter has them)
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """Deprecated: ``-train_scores_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
+        scores = -self._training_scores()
+        _deprecated("decision_scores_", "-train_scores_")
+        return scores
+
     @property
     def threshold_(self) -> float:
-        """``-offset_``: the threshold on the anomaly-score scale (higher = more anomalous)."""
+        """Deprecated: ``-offset_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
         check_is_fitted(self)
+        _deprecated("threshold_", "-offset_")
         return -self.offset_
 
     @property
     def labels_(self) -> np.ndarray:
-        """0 (inlier) / 1 (outlier) for the training samples of ``decision_scores_``."""
+        """Deprecated: 0 (inlier) / 1 (outlier) for the training samples of ``train_scores_``
+        (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
         scores = self._training_scores()
-        return np.where(np.isfinite(scores) & (scores <= self.threshold_), 0, 1)
-
-    def _training_scores(self) -> np.ndarray:
-        check_is_fitted(self)
-        if not hasattr(self, "decision_scores_"):
-            raise AttributeError(
-                "this detector has no decision_scores_: its model file was saved without the "
-                "training scores; fit it again to get labels_ and predict_proba"
-            )
-        return self.decision_scores_
+        _deprecated("labels_", "(train_scores_ < offset_).astype(int)")
+        return np.where(np.isfinite(scores) & (scores >= self.offset_), 0, 1)
 
     def predict_proba(self, X, method: str = "linear") -> np.ndarray:
-        """Probability of being normal and of being an outlier, as PyOD computes it.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), or images
-        method : {"linear", "unify"}, default="linear"
-            ``"linear"``: the anomaly score ``-score_samples(X)`` min-max scaled by the range of
-            ``decision_scores_`` and clipped to [0, 1]. ``"unify"`` (Kriegel et al., 2011):
-            ``erf`` of the anomaly score standardised by the mean and standard deviation of
-            ``decision_scores_``, clipped to [0, 1]. Scores that are not numbers give 1.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, 2)
-            Column 0 is P(normal), column 1 is P(outlier), as PyOD's ``predict_proba``;
-            P(outlier) grows with the anomaly score. These are rescaled scores, not calibrated
-            probabilities, and P(outlier) > 0.5 is not ``predict``'s rule (use ``threshold_``).
-
-        References
-        ----------
-        Kriegel, Kröger, Schubert, Zimek. Interpreting and Unifying Outlier Scores. SDM 2011.
-        """
+        """Deprecated: PyOD's ``[P(normal), P(outlier)]``; use
+        ``PyODAdapter.from_fitted(detector).predict_proba(X, method)``."""
         check_method(method)
         train_scores = self._training_scores()
-        return outlier_probability(train_scores, -self.score_samples(X), method)
-
-    def as_pyod(self) -> PyODAdapter:
-        """This fitted detector with PyOD's conventions, without training it again.
-
-        Returns
-        -------
-        PyODAdapter
-            Its ``detector_`` is this detector: ``decision_function`` is higher for anomalies,
-            ``predict`` gives 1 for outliers and 0 for inliers.
-        """
-        check_is_fitted(self)
-        adapter = PyODAdapter(self)
-        adapter.detector_ = self
-        return adapter
+        _deprecated("predict_proba")
+        return outlier_probability(-train_scores, -self.score_samples(X), method)
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -719,7 +813,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         state = {
             "class": type(self).__name__,
-            "settings": group_params(self.get_params()),  # tuples are written as JSON lists
+            "settings": group_params(self._settings()),  # tuples are written as JSON lists
             "input_shape": list(self.input_shape_),
             "view": self.view_,
             "views": self.views_,
@@ -760,10 +854,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         weights = {"energy_nets": [_cpu_state(net) for net in self.energy_nets_]}
         if self.generator_ is not None:  # none when nothing was trained (n_iter=0)
             weights["generator"] = _cpu_state(self.generator_)
-        if hasattr(self, "decision_scores_"):  # the training anomaly scores (PyOD's names)
-            weights["training"] = {
-                "decision_scores": torch.from_numpy(np.array(self.decision_scores_))
-            }
+        if getattr(self, "train_scores_", None) is not None:  # as anomaly scores (PyOD's)
+            weights["training"] = {"decision_scores": torch.from_numpy(-self.train_scores_)}
         return state, weights
 
     @classmethod
@@ -781,17 +873,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
         """
         if "settings" in state:
-            params = {k: v for group in state["settings"].values() for k, v in group.items()}
+            settings = {k: v for group in state["settings"].values() for k, v in group.items()}
         else:  # format 1: a flat dict of parameters
-            params = dict(state["params"])
-        params["cache_dir"] = None if cache_dir is None else str(cache_dir)
-        params["checkpoint_path"] = None
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        if params.get("betas") is not None:
-            params["betas"] = tuple(params["betas"])
-        det = cls(**params)
-        det._settings()  # a tampered file gets the same checks as fit
+            settings = dict(state["params"])
+        settings["cache_dir"] = None if cache_dir is None else str(cache_dir)
+        settings["checkpoint_path"] = None
+        if settings.get("image_shape") is not None:
+            settings["image_shape"] = tuple(settings["image_shape"])
+        det = cls(**detector_params(settings))
+        det._config()  # a tampered file gets the same checks as fit
         det.input_shape_ = tuple(int(s) for s in state["input_shape"])
         det.view_ = state.get("view", "pixels")  # files before the features view: pixels
         det.views_ = state.get("views")  # files before ViewsEnergy: one core-set energy
@@ -817,39 +907,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if min(det.input_shape_) < 1 or int(np.prod(det.input_shape_)) != det.n_features_in_:
             raise ValueError(f"input_shape {det.input_shape_} does not hold n_features_in values")
         det.offset_ = float(state["offset"])
-        pre = state["preprocessing"]
-        det.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
-        det.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
-        det.unit_norm_ = bool(pre.get("unit_norm", False))
-        det.constant_ = None  # the features that were exactly constant (files before: none)
-        if pre.get("constant") and det.shift_ is not None:
-            index = np.asarray(pre["constant"])
-            if (
-                index.ndim != 1
-                or index.dtype.kind not in "iu"
-                or not ((index >= 0) & (index < det.shift_.size)).all()
-            ):
-                raise ValueError("invalid constant in the model file")
-            constant = np.zeros(det.shift_.size, dtype=bool)
-            constant[index] = True
-            det.constant_ = constant.reshape(det.shift_.shape)
-
-        def valid(values, positive=False) -> bool:
-            return values is None or (
-                values.shape == det.network_shape_
-                and bool(np.isfinite(values).all())
-                and (not positive or bool((values > 0).all()))
-            )
-
-        checks = {
-            "offset": np.isfinite(det.offset_),
-            "shift": valid(det.shift_),
-            "scale": valid(det.scale_, positive=True)
-            and (det.scale_ is None) == (det.shift_ is None),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid {name} in the model file")
+        det._restore_scaling(state["preprocessing"])
         det.history_ = state["training"]["history"]
         det.n_iter_ = det._config().schedule.n_iter
         det.train_seconds_ = state["training"]["seconds"]
@@ -857,27 +915,68 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         det.selection_seconds_ = state["training"]["selection_seconds"]
         det.ticket_rounds_ = list(state["training"].get("ticket_rounds", []))
         det.device_ = resolve_device(device)
-        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(det.score_type))
+        det._restore_networks(state, weights)
+        return det
+
+    def _restore_scaling(self, pre: dict) -> None:
+        """The fitted scaling of a saved state's ``preprocessing`` (checked)."""
+        self.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
+        self.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        self.unit_norm_ = bool(pre.get("unit_norm", False))
+        self.constant_ = None  # the features that were exactly constant (files before: none)
+        if pre.get("constant") and self.shift_ is not None:
+            index = np.asarray(pre["constant"])
+            if (
+                index.ndim != 1
+                or index.dtype.kind not in "iu"
+                or not ((index >= 0) & (index < self.shift_.size)).all()
+            ):
+                raise ValueError("invalid constant in the model file")
+            constant = np.zeros(self.shift_.size, dtype=bool)
+            constant[index] = True
+            self.constant_ = constant.reshape(self.shift_.shape)
+
+        def valid(values, positive=False) -> bool:
+            return values is None or (
+                values.shape == self.network_shape_
+                and bool(np.isfinite(values).all())
+                and (not positive or bool((values > 0).all()))
+            )
+
+        checks = {
+            "offset": np.isfinite(self.offset_),
+            "shift": valid(self.shift_),
+            "scale": valid(self.scale_, positive=True)
+            and (self.scale_ is None) == (self.shift_ is None),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid {name} in the model file")
+
+    def _restore_networks(self, state: dict, weights: dict) -> None:
+        """The snapshots' standardisation, the networks and the training scores of a saved
+        state (checked)."""
+        n_nets, n_kinds = len(weights["energy_nets"]), len(score_kinds(self.score_type))
         for name in ("energy_mean", "energy_std"):
             values = np.asarray(state[name], dtype=np.float64)
             if values.size != n_nets * n_kinds:
                 raise ValueError("weights and model.json disagree on the number of snapshots")
             if not np.isfinite(values).all() or (name == "energy_std" and (values <= 0).any()):
                 raise ValueError(f"invalid {name} in the model file")
-            setattr(det, f"{name}_", values.reshape(n_nets, n_kinds))
-        det._rebuild_networks(n_nets)
-        for net, net_state in zip(det.energy_nets_, weights["energy_nets"], strict=True):
+            setattr(self, f"{name}_", values.reshape(n_nets, n_kinds))
+        self._rebuild_networks(n_nets)
+        for net, net_state in zip(self.energy_nets_, weights["energy_nets"], strict=True):
             _load_checked(net, net_state, "energy_nets")
         if "generator" in weights:
-            _load_checked(det.generator_, weights["generator"], "generator")
+            _load_checked(self.generator_, weights["generator"], "generator")
         else:  # a fit that trained nothing (n_iter=0) keeps no generator
-            det.generator_ = None
-        if "training" in weights:  # absent from files saved before the scores were kept
+            self.generator_ = None
+        self.train_scores_ = None  # absent from files saved before the scores were kept
+        if "training" in weights:
             scores = np.asarray(weights["training"]["decision_scores"], dtype=np.float64)
             if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
                 raise ValueError("invalid decision_scores in the model file")
-            det.decision_scores_ = scores
-        return det
+            self.train_scores_ = -scores
 
     def _use_features_file(self, given, recorded) -> None:
         """Run the features view's TorchScript file only when the user gave it (``given``) and
@@ -921,7 +1020,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         self.generator_ = generator.to(self.device_).eval()
 
 
-def _offset(train_scores: np.ndarray, contamination) -> float:
+def _deprecated(name: str, instead: str | None = None) -> None:
+    """Warn that PyOD's ``name`` on the detector is deprecated (the adapter has it)."""
+    warnings.warn(
+        f"MEGDetector.{name} is deprecated and will be removed (PyOD's convention): use "
+        f"PyODAdapter.from_fitted(detector).{name}"
+        + ("" if instead is None else f", or {instead} on the detector"),
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def _offset(train_scores: np.ndarray, *, contamination) -> float:
     """``offset_`` from training ``score_samples``: the ``contamination`` percentile, or for
     ``'auto'`` 3 scaled MADs below their median."""
     if contamination == "auto":

@@ -3,64 +3,21 @@
 PyOD's detectors (``pyod.models.base.BaseDetector``) score the other way round from
 scikit-learn's: ``decision_function`` is **higher for anomalies**, ``predict`` gives 0 (inlier) /
 1 (outlier), and a fitted detector keeps its training scores as ``decision_scores_``, the
-threshold on them as ``threshold_`` and the training labels as ``labels_``. ``MEGDetector`` has
-those attributes and ``predict_proba`` itself; :class:`PyODAdapter` also gives it PyOD's
-``decision_function`` and ``predict``, so it can stand where PyOD code expects a PyOD detector.
+threshold on them as ``threshold_`` and the training labels as ``labels_``. ``MEGDetector`` keeps
+scikit-learn's convention; :class:`PyODAdapter` gives it PyOD's, so it can stand where PyOD code
+expects a PyOD detector. This module imports the detector (its default), never the other way.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["PyODAdapter", "check_method", "outlier_probability"]
+from ._meg import MEGDetector
+from .scoring import check_method, outlier_probability
 
-_METHODS = ("linear", "unify")
-
-
-def check_method(method) -> None:
-    """Raise ValueError unless ``method`` is a probability method PyOD knows."""
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-
-
-def outlier_probability(train_scores, scores, method: str = "linear") -> np.ndarray:
-    """``[P(normal), P(anomalous)]`` per sample from anomaly scores, as PyOD computes them.
-
-    ``"linear"``: the score min-max scaled by the training scores' range (zero range: divided by
-    1, as scikit-learn's ``MinMaxScaler``) and clipped to [0, 1]. ``"unify"`` (Kriegel et al.,
-    2011): ``erf((score - mean) / (std * sqrt(2)))`` with the training scores' mean and
-    (population) standard deviation, clipped to [0, 1], so scores at or below the training mean
-    get 0. A score that is not a number gets P(anomalous) = 1, as ``predict`` calls it an
-    outlier.
-
-    Parameters
-    ----------
-    train_scores : ndarray of shape (n_train,)
-        Anomaly scores of the training samples (``decision_scores_``).
-    scores : ndarray of shape (n_samples,)
-        Anomaly scores to turn into probabilities (higher = more anomalous).
-    method : {"linear", "unify"}, default="linear"
-
-    Returns
-    -------
-    ndarray of shape (n_samples, 2)
-        Column 0 is P(normal), column 1 is P(anomalous); the rows sum to 1.
-    """
-    check_method(method)
-    train = np.asarray(train_scores, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    if method == "linear":
-        low, span = train.min(), train.max() - train.min()
-        anomalous = (scores - low) / (span if span > 0 else 1.0)
-    else:
-        spread = max(float(train.std()), np.finfo(np.float64).tiny)
-        with np.errstate(over="ignore"):
-            anomalous = erf((scores - train.mean()) / (spread * np.sqrt(2.0)))
-    anomalous = np.where(np.isnan(anomalous), 1.0, np.clip(anomalous, 0.0, 1.0))
-    return np.column_stack([1.0 - anomalous, anomalous])
+__all__ = ["PyODAdapter", "outlier_probability"]
 
 
 class PyODAdapter(BaseEstimator):
@@ -70,7 +27,7 @@ class PyODAdapter(BaseEstimator):
     ``detector_``; the methods translate its scikit-learn convention (``score_samples`` higher
     for normal samples, ``predict`` +1 / -1) into PyOD's (``pyod.models.base.BaseDetector``).
     To wrap a detector that is already fitted, or loaded with :func:`~anomaly.load_model`,
-    without training it again, use :meth:`MEGDetector.as_pyod`.
+    without training it again, use :meth:`from_fitted`.
 
     Parameters
     ----------
@@ -83,8 +40,9 @@ class PyODAdapter(BaseEstimator):
     detector_ : MEGDetector
         The fitted detector.
     decision_scores_ : ndarray of shape (n_train,)
-        Anomaly scores of the training samples (higher = more anomalous); at most 10,000 of them
-        (a seeded subsample on larger training sets), those the threshold was set from.
+        Anomaly scores of the training samples (higher = more anomalous),
+        ``-detector_.train_scores_``: at most 10,000 of them (a seeded subsample on larger
+        training sets), those the threshold was set from.
     threshold_ : float
         Samples scoring above it are outliers: ``-detector_.offset_``.
     labels_ : ndarray of shape (n_train,)
@@ -97,7 +55,7 @@ class PyODAdapter(BaseEstimator):
     >>> import numpy as np
     >>> from anomaly import MEGDetector, PyODAdapter
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> clf = PyODAdapter(MEGDetector(n_iter=100, width=32, random_state=0)).fit(X)
+    >>> clf = PyODAdapter(MEGDetector(random_state=0)).fit(X)
     >>> clf.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [0, 1]
     >>> bool(clf.decision_function([[8.0, 8.0]])[0] > clf.threshold_)
@@ -106,6 +64,24 @@ class PyODAdapter(BaseEstimator):
 
     def __init__(self, detector=None):
         self.detector = detector
+
+    @classmethod
+    def from_fitted(cls, detector: MEGDetector) -> PyODAdapter:
+        """A fitted (or loaded) detector with PyOD's conventions, without training it again.
+
+        Parameters
+        ----------
+        detector : MEGDetector
+            A fitted detector; it becomes ``detector_`` (not a copy).
+
+        Returns
+        -------
+        PyODAdapter
+        """
+        check_is_fitted(detector)
+        adapter = cls(detector)
+        adapter.detector_ = detector
+        return adapter
 
     def fit(self, X, y=None):
         """Train a clone of ``detector`` on ``X`` (assumed normal).
@@ -120,29 +96,30 @@ class PyODAdapter(BaseEstimator):
         -------
         self
         """
-        if self.detector is None:
-            from ._meg import MEGDetector
-
-            detector = MEGDetector()
-        else:
-            detector = clone(self.detector)
+        detector = MEGDetector() if self.detector is None else clone(self.detector)
         self.detector_ = detector.fit(X)
         return self
 
     @property
     def decision_scores_(self) -> np.ndarray:
         check_is_fitted(self)
-        return self.detector_.decision_scores_
+        train_scores = getattr(self.detector_, "train_scores_", None)
+        if train_scores is None:
+            raise AttributeError(
+                "the detector has no training scores: its model file was saved without them; "
+                "fit it again to get decision_scores_, labels_ and predict_proba"
+            )
+        return -train_scores
 
     @property
     def threshold_(self) -> float:
         check_is_fitted(self)
-        return self.detector_.threshold_
+        return -self.detector_.offset_
 
     @property
     def labels_(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.detector_.labels_
+        scores = self.decision_scores_
+        return np.where(np.isfinite(scores) & (scores <= self.threshold_), 0, 1)
 
     @property
     def n_features_in_(self) -> int:
@@ -170,11 +147,28 @@ class PyODAdapter(BaseEstimator):
         return (self.detector_.predict(X) == -1).astype(int)
 
     def predict_proba(self, X, method: str = "linear") -> np.ndarray:
-        """``[P(normal), P(anomalous)]`` per sample; see :meth:`MEGDetector.predict_proba`.
+        """Probability of being normal and of being an outlier, as PyOD computes it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or images
+        method : {"linear", "unify"}, default="linear"
+            ``"linear"``: the anomaly score ``decision_function(X)`` min-max scaled by the range
+            of ``decision_scores_`` and clipped to [0, 1]. ``"unify"`` (Kriegel et al., 2011):
+            ``erf`` of the anomaly score standardised by the mean and standard deviation of
+            ``decision_scores_``, clipped to [0, 1]. Scores that are not numbers give 1.
 
         Returns
         -------
         ndarray of shape (n_samples, 2)
+            Column 0 is P(normal), column 1 is P(outlier), as PyOD's ``predict_proba``;
+            P(outlier) grows with the anomaly score. These are rescaled scores, not calibrated
+            probabilities, and P(outlier) > 0.5 is not ``predict``'s rule (use ``threshold_``).
+
+        References
+        ----------
+        Kriegel, Kröger, Schubert, Zimek. Interpreting and Unifying Outlier Scores. SDM 2011.
         """
         check_is_fitted(self)
-        return self.detector_.predict_proba(X, method=method)
+        check_method(method)  # before scoring
+        return outlier_probability(self.decision_scores_, self.decision_function(X), method)

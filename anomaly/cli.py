@@ -584,9 +584,8 @@ def fit(
     Fashion-MNIST, CIFAR-10 or an image folder; vectors: the rest), then --config, then the
     options given here.
     """
-    from anomaly import MEGDetector, evaluate
-    from anomaly.persistence import check_model_destination
-    from anomaly.settings import group_params, preset
+    from anomaly import MEGDetector
+    from anomaly.settings import detector_params, group_params
 
     _configure_logging(quiet)
     given = {k for k in ctx.params if _from_command_line(ctx, k)}
@@ -608,21 +607,13 @@ def fit(
     source = "file" if data is not None else Dataset(dataset or Dataset.digits).value
     is_images = data.is_dir() if data is not None else source in IMAGE_DATASETS
 
-    # Settings: defaults < family preset < --config < the command line.
-    params = {**MEGDetector().get_params(), **preset("images" if is_images else "vectors")}
-    params["random_state"] = seed
-    for group in file.get("settings", {}).values():
-        params.update(group)
-    params.update(settings or {})
-    params.update(_flag_settings(given, file, seed, quiet, contamination, coreset, settings or {}))
-    for key in ("betas", "image_shape"):  # JSON lists; other values fail the settings' checks
-        if isinstance(params.get(key), list):
-            params[key] = tuple(params[key])
+    flags = _flag_settings(given, file, seed, quiet, contamination, coreset, settings or {})
+    params = _fit_settings(is_images, seed, file, settings or {}, flags)
     checkpoint = out.parent / f".{out.name}.checkpoint.pt"
     if resume or params["checkpoint_every"]:
         params["checkpoint_path"] = str(checkpoint)
-    detector = MEGDetector(**params)
-    detector._settings()  # every setting checked before anything is read or trained
+    detector = MEGDetector(**detector_params(params))
+    detector._config()  # every setting checked before anything is read or trained
     if is_images and params["image_range"] == "unit":
         raise CliError(
             "--image-range unit applies to float image arrays (.npy/.npz); the images of "
@@ -635,13 +626,7 @@ def fit(
             "protocol": protocol.value,
             "class": cls,
             "out": str(out),
-            "label_column": run["label_column"],
-            "normal_class": run["normal_class"],
-            "header": run["header"],
-            "id_column": run["id_column"],
-            "drop_columns": _column_list(run["drop_columns"]) or None,
-            "image_size": run["image_size"],
-            "data_root": None if run["data_root"] is None else str(run["data_root"]),
+            **_resolved_run(run),
             "settings": group_params(params),
         }
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
@@ -649,10 +634,54 @@ def fit(
     from common import distributed
 
     distributed.init_from_env(params["device"])  # joins the others when started by torchrun
-    main = distributed.is_main()
-    # Every destination checked before any work: nothing of the user's is replaced, and no
-    # input (the data, the config file) lies where an output goes.
-    inputs = {"the data": data, "the config file": config}
+    _check_fit_destinations(out, report, {"the data": data, "the config file": config})
+    _check_checkpoint(checkpoint, out, resume, restart)
+
+    if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
+        os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
+    if data is not None:
+        result, lines = _fit_file(detector, data, run, out, checkpoint, report)
+    else:
+        split = (source, protocol.value, cls, params["random_state"])
+        result, lines = _fit_benchmark(detector, split, run, out, checkpoint, report)
+    distributed.finish()  # every rank done before any leaves the group
+    _emit(result, as_json, lines)
+
+
+def _fit_settings(is_images: bool, seed, file: dict, settings: dict, flags: dict) -> dict:
+    """The flat settings of a fit: defaults < the family preset < --config < the options."""
+    from anomaly.settings import default_settings, preset
+
+    params = {**default_settings(), **preset("images" if is_images else "vectors")}
+    params["random_state"] = seed
+    for group in file.get("settings", {}).values():
+        params.update(group)
+    params.update(settings)
+    params.update(flags)
+    for key in ("betas", "image_shape"):  # JSON lists; other values fail the settings' checks
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
+    return params
+
+
+def _resolved_run(run: dict) -> dict:
+    """The reading options of a fit as ``--dry-run`` prints them."""
+    return {
+        "label_column": run["label_column"],
+        "normal_class": run["normal_class"],
+        "header": run["header"],
+        "id_column": run["id_column"],
+        "drop_columns": _column_list(run["drop_columns"]) or None,
+        "image_size": run["image_size"],
+        "data_root": None if run["data_root"] is None else str(run["data_root"]),
+    }
+
+
+def _check_fit_destinations(out: Path, report: Path | None, inputs: dict) -> None:
+    """Every destination checked before any work: nothing of the user's is replaced, and no
+    input (the data, the config file) lies where an output goes."""
+    from anomaly.persistence import check_model_destination
+
     _check_apart(out, "--out", inputs)
     check_model_destination(out)  # refuse a folder that is not ours before training
     _check_not_current(out, "--out")
@@ -665,71 +694,77 @@ def fit(
         _check_apart(report, "--report", {**inputs, "--out": out})
         _check_no_model_above(report, "--report")
         _check_writable(report)
+
+
+def _check_checkpoint(checkpoint: Path, out: Path, resume: bool, restart: bool) -> None:
+    """The checkpoint beside ``out``: resumed with --resume, removed with --restart, else an
+    interrupted fit's checkpoint is an error (its work is the user's to keep or discard)."""
+    from common import distributed
+
     if resume and restart:
         raise CliError("give --resume or --restart, not both")
     if resume and not checkpoint.exists():
         raise CliError(f"nothing to resume: no checkpoint {checkpoint} beside {out}")
     if not resume and checkpoint.exists():
-        if not restart:  # an interrupted run's work is the user's to keep or discard
+        if not restart:
             raise CliError(
                 f"an interrupted fit left the checkpoint {checkpoint}: continue it with "
                 "--resume, or discard it and start afresh with --restart"
             )
-        if main:
+        if distributed.is_main():
             checkpoint.unlink()
     distributed.barrier()  # no rank looks for the checkpoint before it is gone
 
-    if run["data_root"] is not None:  # built-in friendly sets (Spider GAN) are read there too
-        os.environ[_DATA_ROOT_ENV] = str(run["data_root"])
-    if data is not None:
-        data = _normal_images(data, run["normal_class"])
-        csv_options = CsvOptions(run["header"], run["id_column"], _column_list(run["drop_columns"]))
-        user = load_user_data(
-            data, label_column=run["label_column"], image_size=run["image_size"],
-            csv_options=csv_options,
-        )  # fmt: skip
-        detector.fit(user.named())
-        _save(detector, out, checkpoint, report)
-        result = {
-            "data": str(data),
-            "n_train": len(user.X),
-            "model": str(out),
-            "train_seconds": round(detector.train_seconds_, 2),
-        }
-        distributed.finish()  # every rank done before any leaves the group
-        _emit(result, as_json, [f"trained on {len(user.X)} samples; model saved to {out}"])
-        return
 
+def _fit_file(detector, data: Path, run: dict, out: Path, checkpoint: Path, report):
+    """Fit on the user's file or image folder and save; the result and its lines."""
+    data = _normal_images(data, run["normal_class"])
+    csv_options = CsvOptions(run["header"], run["id_column"], _column_list(run["drop_columns"]))
+    user = load_user_data(
+        data, label_column=run["label_column"], image_size=run["image_size"],
+        csv_options=csv_options,
+    )  # fmt: skip
+    detector.fit(user.named())
+    _save(detector, out, checkpoint, report)
+    result = {
+        "data": str(data),
+        "n_train": len(user.X),
+        "model": str(out),
+        "train_seconds": round(detector.train_seconds_, 2),
+    }
+    return result, [f"trained on {len(user.X)} samples; model saved to {out}"]
+
+
+def _fit_benchmark(detector, split: tuple, run: dict, out: Path, checkpoint: Path, report):
+    """Fit on a built-in split ``(dataset, protocol, class, seed)``, save, and evaluate on its
+    test samples; the result and its lines."""
+    from anomaly import evaluate
     from datasets import load_benchmark
 
+    source, protocol, cls, seed = split
     root = None if run["data_root"] is None else Path(run["data_root"])
-    seed = params["random_state"]
-    split = load_benchmark(source, protocol.value, cls, root=root, random_state=seed)
-    detector.fit(split.X_train)
+    data = load_benchmark(source, protocol, cls, root=root, random_state=seed)
+    detector.fit(data.X_train)
     _save(detector, out, checkpoint, report)
-    anomaly_score = -detector.score_samples(split.X_test)
-    metrics = evaluate(split.y_test, anomaly_score, higher="anomalous")
-    distributed.finish()  # every rank done before any leaves the group
+    anomaly_score = -detector.score_samples(data.X_test)
+    metrics = evaluate(data.y_test, anomaly_score, higher="anomalous")
     result = {
         "dataset": source,
-        "protocol": protocol.value,
+        "protocol": protocol,
         "class": cls,
-        "n_train": len(split.X_train),
-        "n_test": len(split.X_test),
+        "n_train": len(data.X_train),
+        "n_test": len(data.X_test),
         **{k: round(v, 4) for k, v in metrics.items()},
         "train_seconds": round(detector.train_seconds_, 2),
         "model": str(out),
     }
-    _emit(
-        result,
-        as_json,
-        [
-            f"{source} {protocol.value} class {cls}: trained on {len(split.X_train)}, "
-            f"tested on {len(split.X_test)} ({int(split.y_test.sum())} anomalies)",
-            _metrics_line(metrics),
-            f"model saved to {out}",
-        ],
-    )
+    lines = [
+        f"{source} {protocol} class {cls}: trained on {len(data.X_train)}, "
+        f"tested on {len(data.X_test)} ({int(data.y_test.sum())} anomalies)",
+        _metrics_line(metrics),
+        f"model saved to {out}",
+    ]
+    return result, lines
 
 
 def _normal_images(data: Path, normal_class: str | None) -> Path:
@@ -898,33 +933,16 @@ def score(
     CSV and .npy files are read in chunks (a .npy file memory-mapped) and the rows written as
     they are scored, so memory stays flat however long the file is.
     """
-    import contextlib
-
-    import pandas as pd
-
     from anomaly import evaluate, load_model
     from anomaly.metrics import threshold_summary
-    from anomaly.report import check_report_destination, score_report
+    from anomaly.report import score_report
     from common import distributed, progress
 
     _configure_logging(quiet)
     distributed.init_from_env(device)  # joins the others when started by torchrun
     main = distributed.is_main()  # rank 0 writes the scores; every rank scores a share
     to_stdout = str(out) == "-"
-    inputs = {"the model folder": model, "the data": data, "the labels file": labels}
-    if not to_stdout:
-        _check_output_file(out, inputs=[data, labels])
-        if out.exists() and not out.is_file():
-            pass  # a device or pipe, written into
-        else:
-            _check_apart(out, "--out", inputs)
-            _check_no_model_above(out, "--out")
-    if report is not None:
-        check_report_destination(report)
-        _check_not_current(report, "--report")
-        _check_apart(report, "--report", {**inputs, **({} if to_stdout else {"--out": out})})
-        _check_no_model_above(report, "--report")
-        _check_writable(report)
+    _check_score_destinations(out, report, model, data, labels)
     detector = load_model(model, device=device, features_file=features_file, cache_dir=cache_dir)
     chosen = _set_threshold(detector, threshold, contamination)
     data, normal_class = _anomalib_test(data, normal_class)
@@ -937,41 +955,10 @@ def score(
     if total is None and not quiet and sys.stderr.isatty():
         total = _count_csv_rows(data)
     show_bar = not quiet and not (to_stdout and sys.stdout.isatty())  # the table is on screen
-    normality_parts, label_parts, n_flagged = [], [], 0
     json_rows = [] if to_stdout and as_json else None  # --out - --json: the rows in the JSON
-    with contextlib.ExitStack() as stack:
-        write = main and json_rows is None
-        handle = _open_scores(stack, out, to_stdout) if write else None
-        bar = stack.enter_context(progress(total or 0, f"Scoring {data.name}", enabled=show_bar))
-        start = 0
-        for X, y_part, ids in source.chunks:
-            normality = detector.score_samples(X)
-            flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
-            if ids is not None:  # the --id-column's text
-                keys = spreadsheet_safe(ids)
-            elif source.paths is not None:
-                keys = spreadsheet_safe(source.paths[start : start + len(normality)])
-            else:
-                keys = np.arange(start, start + len(normality))
-            rows = pd.DataFrame(
-                {source.key: keys, "anomaly_score": -normality, "is_anomaly": flagged.astype(int)}
-            )
-            if handle is not None:
-                rows.to_csv(handle, index=False, header=start == 0)
-            if json_rows is not None:
-                json_rows += json.loads(rows.to_json(orient="records"))  # NaN -> null
-            normality_parts.append(normality)
-            n_flagged += int(flagged.sum())
-            if y_part is not None:
-                label_parts.append(y_part)
-            start += len(normality)
-            bar.advance(len(normality))
-        normality = np.concatenate(normality_parts)
-        y = source.y if not label_parts else np.concatenate(label_parts)
-        if y_file is not None:
-            y = y_file
-        if y is not None:  # checked before the output is put in place
-            y = _check_binary_labels(y, len(normality))
+    handle = out if main and json_rows is None else None
+    with progress(total or 0, f"Scoring {data.name}", enabled=show_bar) as bar:
+        normality, y, n_flagged = _score_rows(detector, source, handle, json_rows, bar, y_file)
     n = len(normality)
     limit = -detector.offset_
     result = {"n": n, "n_anomalies": n_flagged, "out": str(out), "threshold": limit,
@@ -1005,6 +992,69 @@ def score(
         typer.echo("\n".join(["; ".join([summary, *lines[1:2]]), *lines[2:]]), err=True)
         return
     _emit(result, as_json, lines)
+
+
+def _check_score_destinations(out: Path, report: Path | None, model, data, labels) -> None:
+    """Refuse a scores file or report folder that would overwrite an input, a model or
+    something that is not ours, before anything is scored."""
+    from anomaly.report import check_report_destination
+
+    to_stdout = str(out) == "-"
+    inputs = {"the model folder": model, "the data": data, "the labels file": labels}
+    if not to_stdout:
+        _check_output_file(out, inputs=[data, labels])
+        if not (out.exists() and not out.is_file()):  # a device or pipe is written into
+            _check_apart(out, "--out", inputs)
+            _check_no_model_above(out, "--out")
+    if report is not None:
+        check_report_destination(report)
+        _check_not_current(report, "--report")
+        _check_apart(report, "--report", {**inputs, **({} if to_stdout else {"--out": out})})
+        _check_no_model_above(report, "--report")
+        _check_writable(report)
+
+
+def _score_rows(detector, source, out: Path | None, json_rows: list | None, bar, y_file):
+    """Score ``source`` chunk by chunk, writing each chunk's rows to the scores file ``out``
+    (None: not written; ``-``: standard output) and to ``json_rows`` (None: not kept) as it
+    goes. Returns ``(score_samples, labels or None, number flagged)``; the labels are checked
+    before the output is put in place."""
+    import contextlib
+
+    import pandas as pd
+
+    normality_parts, label_parts, n_flagged, start = [], [], 0, 0
+    with contextlib.ExitStack() as stack:
+        handle = None if out is None else _open_scores(stack, out, str(out) == "-")
+        for X, y_part, ids in source.chunks:
+            normality = detector.score_samples(X)
+            flagged = ~(normality - detector.offset_ >= 0)  # a non-finite score is never an inlier
+            if ids is not None:  # the --id-column's text
+                keys = spreadsheet_safe(ids)
+            elif source.paths is not None:
+                keys = spreadsheet_safe(source.paths[start : start + len(normality)])
+            else:
+                keys = np.arange(start, start + len(normality))
+            rows = pd.DataFrame(
+                {source.key: keys, "anomaly_score": -normality, "is_anomaly": flagged.astype(int)}
+            )
+            if handle is not None:
+                rows.to_csv(handle, index=False, header=start == 0)
+            if json_rows is not None:
+                json_rows += json.loads(rows.to_json(orient="records"))  # NaN -> null
+            normality_parts.append(normality)
+            n_flagged += int(flagged.sum())
+            if y_part is not None:
+                label_parts.append(y_part)
+            start += len(normality)
+            bar.advance(len(normality))
+        normality = np.concatenate(normality_parts)
+        y = source.y if not label_parts else np.concatenate(label_parts)
+        if y_file is not None:
+            y = y_file
+        if y is not None:  # checked before the output is put in place
+            y = _check_binary_labels(y, len(normality))
+    return normality, y, n_flagged
 
 
 def _set_threshold(detector, threshold: float | None, contamination: str | None) -> str:

@@ -229,16 +229,17 @@ def generator_prior(detector, *, root=None):
     from coreset.embeddings import unit_length
     from coreset.friendly import FriendlyPrior
 
-    if detector.prior != "friendly":
-        if detector.friendly is not None:
+    batches = detector._config().batches  # the prior and friendly settings
+    if batches.prior != "friendly":
+        if batches.friendly is not None:
             raise ValueError(
-                f"friendly={detector.friendly!r} is used only with prior='friendly' "
-                f"(prior is {detector.prior!r})"
+                f"friendly={batches.friendly!r} is used only with prior='friendly' "
+                f"(prior is {batches.prior!r})"
             )
         return None
-    if not detector.friendly:
+    if not batches.friendly:
         raise ValueError("prior='friendly' needs a friendly set: friendly='mnist:3', a folder, ...")
-    friendly = parse_friendly(detector.friendly)
+    friendly = parse_friendly(batches.friendly)
     if friendly.kind == "model":
         return _cascade(friendly.path, type(detector))
     if detector.view_ == "features":
@@ -271,10 +272,11 @@ def _cascade(path: Path, detector_class):
             f"cannot cascade from {path}: it trained no generator (n_iter=0); fit it with "
             "n_iter >= 1"
         )
-    if earlier.prior == "friendly":
+    config = earlier._config()
+    if config.batches.prior == "friendly":
         inner = generator_prior(earlier)
     else:
-        inner = LatentPrior(earlier.latent_dim, earlier.prior)
+        inner = LatentPrior(config.networks.latent_dim, config.batches.prior)
     return GeneratorPrior(earlier.generator_, inner)
 
 

@@ -209,24 +209,13 @@ def score_report(
     pathlib.Path
     """
     score = np.asarray(anomaly_score, dtype=np.float64).ravel()
+    y = _check_report_inputs(score, y, images, names, classes, normal)
     n = len(score)
-    if n == 0:
-        raise ValueError("score_report needs at least one score")
-    if y is not None:
-        y = np.asarray(y).ravel()
-        if len(y) != n or not set(np.unique(y).tolist()) <= {0, 1}:
-            raise ValueError(f"y must hold {n} labels, 0 (normal) or 1 (anomaly)")
-    if images is not None and len(images) != n:
-        raise ValueError(f"{len(images)} images but {n} scores")
-    if names is not None and len(names) != n:
-        raise ValueError(f"{len(names)} names but {n} scores")
     threshold = float(threshold)
     finite = np.isfinite(score)
     flagged = ~(score <= threshold)  # a score that is not a number is flagged
     ranked = np.argsort(-np.where(finite, score, np.inf), kind="stable")[: min(TOP, n)]
     label = (lambda i: str(i)) if names is None else (lambda i: str(names[i]))
-    if classes is not None and (len(classes) != n or normal is None):
-        raise ValueError(f"classes must hold {n} class names, given with the normal one")
 
     histogram, beyond = _histogram(score[finite], threshold, None if y is None else y[finite])
     figures = {"scores.png": histogram}
@@ -260,32 +249,7 @@ def score_report(
         figures["top_anomalies.png"] = _grid(images, ranked, score, label)
         sections.append(_image_section("top_anomalies.png", "The most anomalous samples"))
     if images is not None and y is not None:
-        kind = (
-            (lambda i: "anomaly" if y[i] else "normal") if classes is None else classes.__getitem__
-        )
-        order = np.argsort(np.where(finite, score, np.inf), kind="stable")  # lowest first
-        normals, anomalies = order[y[order] == 0][::-1][:TOP], order[y[order] == 1][:TOP]
-        for name, chosen, what, wrong in (
-            ("false_positives.png", normals, "normal samples", "flagged (false alarms)"),
-            ("missed_anomalies.png", anomalies, "anomalies", "not flagged (missed)"),
-        ):
-            if not len(chosen):
-                continue
-            mistakes = int((flagged[chosen] == (what == "normal samples")).sum())
-            high = "highest" if what == "normal samples" else "lowest"
-
-            def caption(i, kind=kind):
-                mark = "flagged" if flagged[i] else "not flagged"
-                return f"{kind(i)} {score[i]:.3g}\n{mark}"
-
-            figures[name] = _grid(images, chosen, score, label, caption)
-            sections.append(
-                _image_section(
-                    name,
-                    f"The {len(chosen)} {high}-scored {what}: {mistakes} of them {wrong} at "
-                    f"the threshold {threshold:.4g}",
-                )
-            )
+        _mistake_galleries(figures, sections, images, score, threshold, y, classes, label)
     header = ["rank", "sample", "anomaly score", *(["label"] if y is not None else [])]
     rows = [
         [str(r + 1), label(i), f"{score[i]:.4g}", *([str(int(y[i]))] if y is not None else [])]
@@ -294,6 +258,56 @@ def score_report(
     sections.append(_table(f"The {len(ranked)} most anomalous samples", header, rows))
     page = _page("Anomaly scores", summary, sections)
     return _write_report(Path(folder), "score", figures, page)
+
+
+def _check_report_inputs(score, y, images, names, classes, normal):
+    """ValueError unless the per-sample inputs of :func:`score_report` match the scores; the
+    labels as a flat array (or None)."""
+    n = len(score)
+    if n == 0:
+        raise ValueError("score_report needs at least one score")
+    if y is not None:
+        y = np.asarray(y).ravel()
+        if len(y) != n or not set(np.unique(y).tolist()) <= {0, 1}:
+            raise ValueError(f"y must hold {n} labels, 0 (normal) or 1 (anomaly)")
+    if images is not None and len(images) != n:
+        raise ValueError(f"{len(images)} images but {n} scores")
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} names but {n} scores")
+    if classes is not None and (len(classes) != n or normal is None):
+        raise ValueError(f"classes must hold {n} class names, given with the normal one")
+    return y
+
+
+def _mistake_galleries(figures, sections, images, score, threshold, y, classes, label) -> None:
+    """Add the galleries of the highest-scored normal samples (false alarms) and the
+    lowest-scored anomalies (missed), captioned with class, score and whether flagged."""
+    finite = np.isfinite(score)
+    flagged = ~(score <= threshold)  # a score that is not a number is flagged
+    kind = (lambda i: "anomaly" if y[i] else "normal") if classes is None else classes.__getitem__
+    order = np.argsort(np.where(finite, score, np.inf), kind="stable")  # lowest first
+    normals, anomalies = order[y[order] == 0][::-1][:TOP], order[y[order] == 1][:TOP]
+    for name, chosen, what, wrong in (
+        ("false_positives.png", normals, "normal samples", "flagged (false alarms)"),
+        ("missed_anomalies.png", anomalies, "anomalies", "not flagged (missed)"),
+    ):
+        if not len(chosen):
+            continue
+        mistakes = int((flagged[chosen] == (what == "normal samples")).sum())
+        high = "highest" if what == "normal samples" else "lowest"
+
+        def caption(i, kind=kind):
+            mark = "flagged" if flagged[i] else "not flagged"
+            return f"{kind(i)} {score[i]:.3g}\n{mark}"
+
+        figures[name] = _grid(images, chosen, score, label, caption)
+        sections.append(
+            _image_section(
+                name,
+                f"The {len(chosen)} {high}-scored {what}: {mistakes} of them {wrong} at "
+                f"the threshold {threshold:.4g}",
+            )
+        )
 
 
 def _threshold_rows(found: dict) -> list[tuple[str, str]]:

@@ -1,28 +1,36 @@
-"""The detector's settings: the trainer's groups, scoring, the run, and the family presets.
+"""The detector's settings: the trainer's groups, inputs, scoring, the run, and the family presets.
 
-:class:`~anomaly.MEGDetector`'s parameters, their validation and docstring, ``anomaly fit``'s
-options, ``--dry-run``/``--config`` files and the ``settings`` in ``model.json`` all come from
-:data:`GROUPS`. The presets are the defaults per data family, shared by the command line and the
-benchmarks.
+Every setting is declared once, in :data:`GROUPS`, with its default, help and valid values;
+``anomaly fit``'s options, ``--dry-run``/``--config`` files and the ``settings`` in
+``model.json`` are flat or grouped settings. :class:`~anomaly.MEGDetector` takes the everyday
+ones as its own parameters (:data:`DETECTOR_PARAMS`) and the rest, the trainer's research
+options, as one :class:`gan.MEGConfig` (``training``); :func:`detector_params` turns flat
+settings into its arguments. The presets are the defaults per data family, shared by the command
+line and the benchmarks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gan.config import TRAINING_GROUPS, SettingsGroup, setting, setting_fields
+from gan.config import TRAINING_GROUPS, MEGConfig, SettingsGroup, setting, setting_fields
 
 from .scoring import SCORE_TYPES
 
 __all__ = [
+    "DETECTOR_PARAMS",
     "GROUPS",
+    "TRAINER_PARAMS",
     "IMAGE_DATASETS",
     "Inputs",
     "PRESETS",
     "Run",
     "Scoring",
     "family",
+    "default_settings",
+    "detector_params",
     "group_params",
     "preset",
 ]
@@ -126,6 +134,33 @@ GROUPS: dict[str, type] = {
     "run": Run,
 }
 
+#: Training settings that are :class:`~anomaly.MEGDetector` parameters (they decide its default
+#: score: the core-set energy and how long it trains); the detector copies them into its trainer's
+#: config. Every other training setting is a field of its ``training`` config.
+TRAINER_PARAMS = {
+    "networks": ("network", "coreset_fraction", "gaussian_weight", "max_centres", "temperature"),
+    "schedule": ("n_iter",),
+}
+
+#: :class:`~anomaly.MEGDetector`'s parameters besides ``training``, in its signature's order.
+DETECTOR_PARAMS = (
+    "view",
+    "features",
+    "image_range",
+    "image_shape",
+    "scaling",
+    *TRAINER_PARAMS["networks"],
+    *TRAINER_PARAMS["schedule"],
+    "score_type",
+    "contamination",
+    "random_state",
+    "device",
+    "cache_dir",
+    "checkpoint_path",
+    "checkpoint_every",
+    "verbose",
+)
+
 #: Data sets whose samples are images (convolutional networks).
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
@@ -180,3 +215,42 @@ def group_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if field.name in params:
             out[group][field.name] = params[field.name]
     return out
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting of :data:`GROUPS` at its default, flat (``{name: value}``)."""
+    return {field.name: field.default for _, field in setting_fields(GROUPS)}
+
+
+def detector_params(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~anomaly.MEGDetector`'s keyword arguments from flat settings.
+
+    The detector's own parameters (:data:`DETECTOR_PARAMS`) are passed as given; the other
+    training settings that differ from their defaults become its ``training`` config (a
+    :class:`gan.MEGConfig`, checked here), which is left out when there are none.
+
+    >>> params = detector_params({"view": "pixels", "n_iter": 5, "width": 8, "batch_size": 64})
+    >>> params["view"], params["n_iter"], params["training"].networks.width
+    ('pixels', 5, 8)
+    >>> "training" in detector_params({"batch_size": 64})  # the default
+    False
+    """
+    defaults = default_settings()
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown MEG setting(s): {', '.join(unknown)}")
+    params = {name: value for name, value in settings.items() if name in DETECTOR_PARAMS}
+    training = {
+        name: value
+        for name, value in settings.items()
+        if name not in DETECTOR_PARAMS and not _same(value, defaults[name])
+    }
+    if training:
+        params["training"] = MEGConfig.from_params(**training)
+    return params
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, list | tuple) and isinstance(default, tuple):
+        return tuple(value) == default  # JSON gives lists
+    return value is default or (value is not None and default is not None and value == default)

@@ -65,7 +65,7 @@ def measure(
 
     from anomaly import MEGDetector, auprc_trapezoid, auroc
     from anomaly.benchmarks._grid import Cell
-    from anomaly.settings import preset
+    from anomaly.settings import detector_params, preset
 
     torch.set_num_threads(1)
     X_train, X_test, y = validation_split(
@@ -82,7 +82,8 @@ def measure(
     rows = []
     for setting, changes in settings_for(network).items():
         start = time.perf_counter()
-        det = MEGDetector(**{**base, **changes}, random_state=seed).fit(X_train)
+        settings = {**base, **changes, "random_state": seed}
+        det = MEGDetector(**detector_params(settings)).fit(X_train)
         seconds = time.perf_counter() - start
         value = metric(y, det.score_samples(X_test), higher="normal")
         rows.append(

@@ -43,12 +43,13 @@ def _fit(folder: Path, seed: int) -> Path:
     import pandas as pd
 
     from anomaly import MEGDetector, save_model
+    from gan import MEGConfig
 
     X = np.random.default_rng(seed).normal(size=(500, N_FEATURES))
     names = [f"f{j}" for j in range(N_FEATURES)]
     detector = MEGDetector(
-        network="mlp", score_type="energy", n_snapshots=1, n_iter=10, width=16,
-        random_state=seed, verbose=False,
+        network="mlp", score_type="energy", n_iter=10, random_state=seed, verbose=False,
+        training=MEGConfig.from_params(n_snapshots=1, width=16),
     )  # fmt: skip
     detector.fit(pd.DataFrame(X, columns=names))
     return save_model(detector, folder / "model")

@@ -34,7 +34,7 @@ from sklearn.covariance import LedoitWolf
 
 from anomaly import MEGDetector, auprc_trapezoid, auroc
 from anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
-from anomaly.settings import preset
+from anomaly.settings import detector_params, preset
 from datasets import load_benchmark, load_cifar10, load_mnist, one_class_split, to_model_input
 from gan import MEGConfig
 from gan.networks import CoresetEnergy
@@ -99,7 +99,7 @@ def candidates(X_train, X_test, y, metric, view, seed) -> dict[str, float]:
     base = preset("features" if view == "features" else "images")
     if view == "pixels":
         base["view"] = "pixels"
-    det = MEGDetector(**base, random_state=seed)
+    det = MEGDetector(**detector_params(base), random_state=seed)
     Xtr = det.fit(X_train)._validate(X_train, reset=False)  # the detector's own scaling
     Xte = det._validate(X_test, reset=False)
     res = {"detector (after MEG training)": metric(y, det.score_samples(X_test), higher="normal")}

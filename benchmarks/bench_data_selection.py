@@ -32,7 +32,7 @@ def fit_one(args: tuple[int, int, str, str]) -> tuple[int, int, str, float, floa
     import torch
 
     from anomaly import MEGDetector, evaluate
-    from anomaly.settings import preset
+    from anomaly.settings import detector_params, preset
     from datasets import load_benchmark
 
     torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def fit_one(args: tuple[int, int, str, str]) -> tuple[int, int, str, float, floa
     prior_factor, data_factor = SETTINGS[setting]
     params = {**preset("mnist"), "prior_factor": prior_factor, "data_factor": data_factor}
     start = time.perf_counter()
-    det = MEGDetector(**params, random_state=seed).fit(split.X_train)
+    det = MEGDetector(**detector_params(params), random_state=seed).fit(split.X_train)
     seconds = time.perf_counter() - start
     auroc = evaluate(split.y_test, det.score_samples(split.X_test), higher="normal")["auroc"]
     return cls, seed, setting, auroc, seconds

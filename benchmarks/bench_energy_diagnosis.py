@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from anomaly import MEGDetector, auprc_trapezoid, auroc
 from anomaly.scoring import score_columns
-from anomaly.settings import preset
+from anomaly.settings import detector_params, preset
 from coreset import greedy_k_center
 from datasets import load_benchmark
 
@@ -55,7 +55,7 @@ def diagnose(digit: int, seed: int, data_root) -> None:
     te = rng.choice(len(split.X_test), 3000, replace=False)
     X, y = split.X_test[te], split.y_test[te]
     bank = split.X_train[rng.choice(len(split.X_train), 10_000, replace=False)]
-    det = MEGDetector(**preset("mnist"), random_state=seed).fit(split.X_train)
+    det = MEGDetector(**detector_params(preset("mnist")), random_state=seed).fit(split.X_train)
     nn_pixels = NearestNeighbors(n_neighbors=1).fit(_flat(bank))
     d = nn_pixels.kneighbors(_flat(X))[0][:, 0]
     net = det.energy_nets_[-1]
@@ -75,7 +75,8 @@ def diagnose(digit: int, seed: int, data_root) -> None:
         auprc, roc = auprc_trapezoid(y, s, higher="anomalous"), auroc(y, s, higher="anomalous")
         print(f"| {name} | {auprc:.3f} | {roc:.3f} |")
     with torch.no_grad():
-        z = torch.randn(1000, det.latent_dim, generator=torch.Generator().manual_seed(seed))
+        latent_dim = det._config().networks.latent_dim
+        z = torch.randn(1000, latent_dim, generator=torch.Generator().manual_seed(seed))
         generated = det.generator_(z).numpy()
     probes = {
         "training": bank[:1000],

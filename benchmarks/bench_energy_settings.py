@@ -125,7 +125,7 @@ def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
     from sklearn.model_selection import train_test_split
 
     from anomaly import MEGDetector
-    from anomaly.settings import preset
+    from anomaly.settings import detector_params, preset
 
     torch.set_num_threads(1)
     split = validation_split(protocol, cls, seed, root)
@@ -136,7 +136,7 @@ def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
         )
     params = {**preset("mnist"), **SETTINGS[setting]}
     start = time.perf_counter()
-    det = MEGDetector(**params, random_state=seed).fit(split.X_train)
+    det = MEGDetector(**detector_params(params), random_state=seed).fit(split.X_train)
     seconds = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     n_cal = min(N_CALIBRATION, len(split.X_train))

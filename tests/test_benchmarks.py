@@ -30,6 +30,7 @@ from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE,
 from anomaly.benchmarks.detectors import KNNDistance, anomaly_score, view_of
 from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
 from anomaly.benchmarks.protocols import COLUMNS, subsample
+from anomaly.settings import detector_params as to_detector
 from anomaly.settings import family
 from anomaly.settings import preset as detector_params
 from datasets import DataError, load_benchmark
@@ -71,7 +72,7 @@ def test_detector_params_one_set_per_family():
     }
     # Every family scores with the core-set energy; features given as vectors are scaled to
     # unit length as the detector's own feature view scales them.
-    images, vectors = MEGDetector(**full), MEGDetector(**detector_params("digits"))
+    images, vectors = MEGDetector(**to_detector(full)), MEGDetector(**detector_params("digits"))
     assert images.network == vectors.network == "coreset"
     assert images.view == "auto" and detector_params("features")["scaling"] == "l2"
     detector_params("mnist")["n_iter"] = 1  # callers get a fresh dict
@@ -677,7 +678,8 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
     monkeypatch.setattr(
         MEGDetector, "_embed", lambda self, X: feats[:50] if len(X) == 50 else feats[50:]
     )
-    own = MEGDetector(**detector_params("mnist", quick=True), view="both", random_state=0)
+    settings = {**detector_params("mnist", quick=True), "view": "both", "random_state": 0}
+    own = MEGDetector(**to_detector(settings))
     own.fit(images[:50, None])
     np.testing.assert_allclose(
         out[names[1]][0], -own.score_samples(images[50:, None]), rtol=1e-4, atol=1e-4

@@ -216,9 +216,7 @@ def test_resumed_run_with_options_ends_as_an_uninterrupted_one(X, tmp_path):
 
 
 def test_detector_with_the_options_fits_saves_and_loads(X, tmp_path):
-    det = MEGDetector(
-        network="auto",
-        n_iter=3,
+    training = MEGConfig.from_params(
         n_energy_steps=2,
         batch_size=16,
         width=8,
@@ -227,16 +225,16 @@ def test_detector_with_the_options_fits_saves_and_loads(X, tmp_path):
         orthogonal_reg=1e-4,
         generator_ema=0.9,
         truncation=1.5,
-        random_state=0,
-    ).fit(X)
+    )
+    det = MEGDetector(network="auto", n_iter=3, training=training, random_state=0).fit(X)
     det.save(tmp_path / "model")
     loaded = MEGDetector.load(tmp_path / "model")
-    assert loaded.get_params()["spectral_norm"] == "both"
+    assert loaded.training.networks.spectral_norm == "both"
     np.testing.assert_array_equal(det.score_samples(X), loaded.score_samples(X))
     z = torch.zeros(2, 3)
     assert torch.equal(det.generator_(z), loaded.generator_(z))
     with pytest.raises(ValueError, match="spectral_norm"):
-        MEGDetector(spectral_norm="sometimes").fit(X)
+        MEGDetector(training=MEGConfig.from_params(spectral_norm="sometimes")).fit(X)
 
 
 # ---------------------------------------------------------------------------- benchmark

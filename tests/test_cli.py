@@ -165,11 +165,11 @@ def test_config_file_round_trip_and_command_line_overrides(tmp_path):
 
 
 def test_every_setting_is_an_option_and_a_detector_parameter():
-    from anomaly.settings import GROUPS
+    from anomaly.settings import GROUPS, default_settings
     from gan.config import setting_fields
 
     names = {field.name for _, field in setting_fields(GROUPS)}
-    assert names == set(MEGDetector().get_params())
+    assert names == set(MEGDetector()._settings()) == set(default_settings())
     help_text = CliRunner().invoke(app, ["fit", "--help"]).output
     for _, field in setting_fields(GROUPS):
         if field.metadata["option"] is not None:

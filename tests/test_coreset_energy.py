@@ -13,6 +13,8 @@ from gan.networks import CoresetEnergy, ViewsEnergy, build_networks
 from gan.trainer import coreset_energy_parts, place_views, seed_from
 
 FAST = dict(n_iter=5, n_energy_steps=1, batch_size=16, latent_dim=2, width=8)
+#: FAST as detector parameters: the trainer's settings in its training config.
+DET = dict(n_iter=5, training=MEGConfig.from_params(**{**FAST, "n_iter": None}))
 
 
 def _subspace_toy(seed: int = 0):
@@ -71,7 +73,7 @@ def test_subspace_outliers_and_far_points_score_as_anomalies():
     data in every direction, which an MLP energy does not guarantee (on 1,280-d image features
     it ranked anomalies backwards)."""
     X, normal, outliers, far = _subspace_toy()
-    det = MEGDetector(**FAST, random_state=0).fit(X)
+    det = MEGDetector(**DET, random_state=0).fit(X)
     y = np.r_[np.zeros(len(normal)), np.ones(len(outliers))]
     assert auroc(y, det.score_samples(np.vstack([normal, outliers])), higher="normal") > 0.99
     assert det.score_samples(far).max() < det.score_samples(X).min()
@@ -98,7 +100,7 @@ def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_p
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)
     scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    det = MEGDetector(**FAST, view="both", features="efficientnet-lite0@32", random_state=0)
+    det = MEGDetector(**DET, view="both", features="efficientnet-lite0@32", random_state=0)
     det.fit(images)
     features = det._embed(scaled)
     assert det.view_ == "both" and det.network_shape_ == (36 + 1280,) and not det.unit_norm_
@@ -121,7 +123,7 @@ def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_p
         load_model(tmp_path / "m").score_samples(images), det.score_samples(images), rtol=1e-5
     )
     with pytest.raises(ValueError, match="view='both' needs images"):
-        MEGDetector(**FAST, view="both").fit(rng.normal(size=(20, 4)))
+        MEGDetector(**DET, view="both").fit(rng.normal(size=(20, 4)))
 
 
 def test_features_view_scores_like_the_features_given_directly(tmp_path):
@@ -131,11 +133,11 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 3, 32, 32), dtype=np.uint8)  # colour: features
     scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    det = MEGDetector(**FAST, features="efficientnet-lite0@32", random_state=0).fit(images)
+    det = MEGDetector(**DET, features="efficientnet-lite0@32", random_state=0).fit(images)
     assert det.view_ == "features" and det.network_shape_ == (1280,) and det.unit_norm_
     assert det.energy_net_.precision_factor.shape[1] == 1280  # the Gaussian term is on
     features = det._embed(scaled)
-    vectors = MEGDetector(**FAST, scaling="l2", gaussian_weight=0.3, random_state=0)
+    vectors = MEGDetector(**DET, scaling="l2", gaussian_weight=0.3, random_state=0)
     vectors.fit(features)
     np.testing.assert_allclose(
         det.score_samples(images), vectors.score_samples(features), rtol=1e-4, atol=1e-4
@@ -149,13 +151,13 @@ def test_features_view_scores_like_the_features_given_directly(tmp_path):
     )
     # Grey images: pixels and features side by side for the core-set energy (chosen on both
     # MNIST validation protocols); the networks with weights keep the pixels.
-    grey = MEGDetector(**FAST, features="efficientnet-lite0@32", random_state=0)
+    grey = MEGDetector(**DET, features="efficientnet-lite0@32", random_state=0)
     assert grey.fit(images[:, :1]).view_ == "both"
     assert grey.network_shape_ == (32 * 32 + 1280,)
-    mlp = MEGDetector(**FAST, network="mlp", random_state=0).fit(images[:, :1])
+    mlp = MEGDetector(**DET, network="mlp", random_state=0).fit(images[:, :1])
     assert mlp.view_ == "pixels" and mlp.network_shape_ == (1, 32, 32)
     with pytest.raises(ValueError, match="view='features' needs images"):
-        MEGDetector(**FAST, view="features").fit(rng.normal(size=(20, 4)))
+        MEGDetector(**DET, view="features").fit(rng.normal(size=(20, 4)))
 
 
 def test_default_fit_trains_nothing_and_scores_as_the_placed_energy(tmp_path):
@@ -187,7 +189,7 @@ def test_meg_training_barely_moves_the_core_set_energy():
     X, normal, outliers, _ = _subspace_toy()
     test = np.vstack([normal, outliers])
     untrained = MEGDetector(random_state=0).fit(X).score_samples(test)
-    trained = MEGDetector(**{**FAST, "n_iter": 30}, random_state=0).fit(X)
+    trained = MEGDetector(**{**DET, "n_iter": 30}, random_state=0).fit(X)
     assert trained.n_iter_ == 30 and trained.generator_ is not None
     ranks = [np.argsort(np.argsort(s)) for s in (untrained, trained.score_samples(test))]
     assert np.corrcoef(*ranks)[0, 1] > 0.999

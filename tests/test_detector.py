@@ -16,8 +16,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from anomaly import MEGDetector, ModelFileError, auroc, load_model, persistence, save_model
 from anomaly.scoring import energy_scores
 from datasets import grid_mixture, load_benchmark
+from gan import MEGConfig
 
-TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
+#: A tiny trainer: the research settings go in one config.
+TINY_TRAINING = dict(n_energy_steps=1, batch_size=8, latent_dim=2, width=8)
+TINY = dict(n_iter=3, view="pixels", training=MEGConfig.from_params(**TINY_TRAINING))
 
 
 # Float32 network outputs can differ in the last bit between batch sizes (the BLAS kernel
@@ -29,6 +32,8 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+# The checks call every method, predict_proba too (PyOD's, deprecated on the detector).
+@pytest.mark.filterwarnings("ignore:MEGDetector.predict_proba is deprecated:FutureWarning")
 @parametrize_with_checks(
     [MEGDetector(**TINY, random_state=0)],
     expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
@@ -41,7 +46,8 @@ def test_sklearn_estimator_checks(estimator, check):
 def mixture_detector():
     mixture = grid_mixture(side=3, spacing=2.0, std=0.05)
     X, _ = mixture.sample(1500, random_state=0)
-    det = MEGDetector(n_iter=400, width=64, latent_dim=8, random_state=0).fit(X)
+    training = MEGConfig.from_params(width=64, latent_dim=8)
+    det = MEGDetector(n_iter=400, training=training, random_state=0).fit(X)
     return det, mixture, X
 
 
@@ -61,7 +67,8 @@ def test_scores_vary_and_weights_move(mixture_detector):
     fresh = MEGDetector(**TINY, random_state=0)
     fresh.fit(X[:50])
     untrained = clone(fresh)
-    untrained.set_params(n_iter=1, learning_rate=1e-12).fit(X[:50])
+    frozen = MEGConfig.from_params(**TINY_TRAINING, learning_rate=1e-12)
+    untrained.set_params(n_iter=1, training=frozen).fit(X[:50])
     assert any(
         not torch.equal(p, q)
         for p, q in zip(fresh.energy_net_.parameters(), untrained.energy_net_.parameters())
@@ -104,6 +111,47 @@ def test_clone_pickle_and_pipeline(mixture_detector):
     np.testing.assert_array_equal(restored.score_samples(X[:50]), det.score_samples(X[:50]))
     pipe = make_pipeline(MinMaxScaler(), MEGDetector(**TINY, random_state=0)).fit(X)
     assert set(np.unique(pipe.predict(X))) <= {-1, 1}
+
+
+def test_the_signature_is_explicit_short_and_matches_the_settings():
+    import inspect
+
+    from anomaly.settings import DETECTOR_PARAMS, GROUPS
+    from gan.config import setting_fields
+
+    params = inspect.signature(MEGDetector.__init__).parameters
+    names = [name for name in params if name != "self"]
+    assert len(names) <= 20
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
+    assert names == [*DETECTOR_PARAMS[:13], "training", *DETECTOR_PARAMS[13:]]
+    declared = {field.name: field.default for _, field in setting_fields(GROUPS)}
+    for name in DETECTOR_PARAMS:  # one default, the declaration's
+        assert params[name].default == declared[name], name
+    assert params["training"].default is None
+    for name in names:
+        assert f"\n    {name} : " in MEGDetector.__doc__, name
+
+
+def test_training_config_get_set_params_and_clone():
+    training = MEGConfig.from_params(width=8, spectral_norm="both")
+    det = MEGDetector(network="mlp", n_iter=2, training=training, random_state=0)
+    assert det.get_params()["training"] is training
+    copy = clone(det)
+    assert copy.training == training and copy.training is not training
+    assert det._config().networks.width == 8 and det._config().networks.network == "mlp"
+    assert det._config().schedule.n_iter == 2
+    det.set_params(training=MEGConfig.from_params(width=4))
+    assert det._config().networks.width == 4 and training.networks.width == 8
+    # A detector parameter set to another value in training is an error, not ignored.
+    with pytest.raises(ValueError, match="training sets network.*MEGDetector parameters"):
+        MEGDetector(training=MEGConfig.from_params(network="mlp")).fit(np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="training must be a gan.MEGConfig"):
+        MEGDetector(training={"width": 8}).fit(np.zeros((10, 2)))
+    # Flat settings (anomaly fit's, model.json's) as the detector's arguments, and back.
+    from anomaly.settings import detector_params
+
+    again = MEGDetector(**detector_params(det._settings()))
+    assert again._settings() == det._settings()
 
 
 def test_fit_twice_with_same_seed_is_identical():

@@ -26,6 +26,7 @@ from anomaly import (
 from anomaly.cli import app, main
 from anomaly.export import read_export_metadata
 from anomaly.persistence import flatten_weights, unflatten_weights, versions
+from gan import MEGConfig
 
 TOL = 1e-5
 
@@ -35,7 +36,8 @@ def vectors():
     """A fitted core-set detector (the default energy) on 3-D vectors, with 3 snapshots."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(150, 3)).astype(np.float32)
-    det = MEGDetector(n_iter=6, n_snapshots=3, random_state=0).fit(X)
+    training = MEGConfig.from_params(n_snapshots=3)
+    det = MEGDetector(n_iter=6, training=training, random_state=0).fit(X)
     far = rng.normal(4.0, 1.0, size=(9, 3)).astype(np.float32)
     return det, np.vstack([X, far])
 

@@ -14,6 +14,7 @@ import pytest
 import datasets.tabular
 from anomaly.cli import main
 from datasets import DataError, TableChunks, csv_feature_names, load_table
+from gan import MEGConfig
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
 
@@ -193,7 +194,7 @@ def test_thousands_marks_in_a_decimal_comma_file_are_refused(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Images
 
-TINY = dict(n_iter=4, n_energy_steps=1, width=16, random_state=0)
+TINY = dict(n_iter=4, training=MEGConfig.from_params(n_energy_steps=1, width=16), random_state=0)
 
 
 def _digits_u8(n=24):
@@ -346,7 +347,8 @@ def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
     X = rng.normal(size=(200, 3))
     X[:, 1] = rng.uniform(-1, 1, size=200) * 1e-9  # spans about 2e-9: not constant
     X[:, 2] = 3.0  # constant
-    det = MEGDetector(n_iter=40, width=16, random_state=0).fit(X)
+    det = MEGDetector(n_iter=40, training=MEGConfig.from_params(width=16), random_state=0)
+    det.fit(X)
     assert det.scale_[1] < 1e-8
     probe = np.array([[0.0, 1e-5, 3.0], [0.0, 0.0, 3.5], [0.0, 0.0, 3.0]])
     assert det.predict(probe).tolist() == [-1, -1, 1]

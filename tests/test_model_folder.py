@@ -158,8 +158,10 @@ def test_a_fit_that_cannot_make_a_valid_model_keeps_the_old_one(model, csv, caps
 def test_an_invalid_fitted_state_is_not_saved_over_a_model(model, csv):
     from anomaly import MEGDetector, load_model, save_model
     from anomaly.persistence import ModelFileError
+    from gan import MEGConfig
 
-    detector = MEGDetector(n_iter=4, width=8, random_state=0).fit(pd.read_csv(csv))
+    training = MEGConfig.from_params(width=8)
+    detector = MEGDetector(n_iter=4, training=training, random_state=0).fit(pd.read_csv(csv))
     detector.offset_ = float("nan")
     before = (model / "weights.safetensors").read_bytes()
     with pytest.raises(ModelFileError, match="offset is not finite"):
@@ -177,7 +179,10 @@ def test_a_finished_fits_checkpoint_is_not_resumed_on_other_data(tmp_path):
     rng = np.random.default_rng(0)
     first, second = rng.normal(size=(60, 2)), rng.normal(3, 1, size=(60, 2))
     checkpoint = tmp_path / "ck.pt"
-    params = dict(n_iter=4, width=8, n_energy_steps=1, random_state=0)
+    from gan import MEGConfig
+
+    training = MEGConfig.from_params(width=8, n_energy_steps=1)
+    params = dict(n_iter=4, training=training, random_state=0)
     MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(first)
     assert checkpoint.exists()
     resumed = MEGDetector(**params, checkpoint_path=str(checkpoint)).fit(second)
@@ -420,7 +425,7 @@ def test_a_model_running_a_torchscript_file_needs_it_given(tmp_path, capsys):
 
     code = _tiny_torchscript(tmp_path / "features.pt")
     images = np.random.default_rng(0).uniform(-1, 1, size=(40, 3, 8, 8)).astype(np.float32)
-    det = MEGDetector(n_iter=4, width=8, view="features", features=f"torchscript:{code}@8",
+    det = MEGDetector(n_iter=4, view="features", features=f"torchscript:{code}@8",
                       random_state=0).fit(images)  # fmt: skip
     save_model(det, tmp_path / "m")
     with pytest.raises(ModelFileError, match="TorchScript file"):

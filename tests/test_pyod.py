@@ -1,5 +1,5 @@
-"""PyOD's conventions (decision_scores_, threshold_, labels_, predict_proba, the adapter) and the
-metrics' explicit score direction."""
+"""PyOD's conventions (the adapter's decision_scores_, threshold_, labels_, predict_proba; their
+deprecated copies on the detector) and the metrics' explicit score direction."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ from anomaly import (
     save_model,
 )
 from anomaly._pyod import outlier_probability
+from gan import MEGConfig
 
-TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
+TINY = dict(
+    n_iter=3,
+    view="pixels",
+    training=MEGConfig.from_params(n_energy_steps=1, batch_size=8, latent_dim=2, width=8),
+)
 # 51 training samples and contamination 0.1: the 10th percentile falls exactly on the 6th
 # lowest training score (index 50 * 0.1 = 5), so one training sample ties with the threshold.
 N_TRAIN, CONTAMINATION = 51, 0.1
@@ -79,54 +84,61 @@ def test_both_directions_agree_and_a_flip_is_visible():
 
 
 # ------------------------------------------------------------------- PyOD attributes
-def test_training_scores_threshold_and_labels_follow_pyod(detector, data):
+@pytest.fixture(scope="module")
+def adapter(detector):
+    return PyODAdapter.from_fitted(detector)
+
+
+def test_training_scores_threshold_and_labels_follow_pyod(detector, adapter, data):
     X, _ = data
-    det = detector
-    assert det.decision_scores_.shape == (N_TRAIN,)
-    assert det.decision_scores_.dtype == np.float64
+    det, clf = detector, adapter
+    assert det.train_scores_.shape == (N_TRAIN,)
+    assert det.train_scores_.dtype == np.float64
+    np.testing.assert_array_equal(det.train_scores_, det.score_samples(X))
     # The training scores the offset was computed from, as PyOD's anomaly scores.
-    np.testing.assert_array_equal(det.decision_scores_, -det.score_samples(X))
-    assert det.threshold_ == -det.offset_
-    assert det.threshold_ == pytest.approx(np.percentile(det.decision_scores_, 90.0))
-    assert det.labels_.shape == (N_TRAIN,)
-    assert set(np.unique(det.labels_).tolist()) == {0, 1}
-    assert det.labels_.sum() == 5  # samples strictly above the 90th percentile of 51
+    np.testing.assert_array_equal(clf.decision_scores_, -det.score_samples(X))
+    assert clf.threshold_ == -det.offset_
+    assert clf.threshold_ == pytest.approx(np.percentile(clf.decision_scores_, 90.0))
+    assert clf.labels_.shape == (N_TRAIN,)
+    assert set(np.unique(clf.labels_).tolist()) == {0, 1}
+    assert clf.labels_.sum() == 5  # samples strictly above the 90th percentile of 51
     # predict (+1 / -1) and labels_ (0 / 1) agree on the training data ...
-    np.testing.assert_array_equal(det.labels_, (det.predict(X) == -1).astype(int))
+    np.testing.assert_array_equal(clf.labels_, (det.predict(X) == -1).astype(int))
+    np.testing.assert_array_equal(clf.labels_, clf.predict(X))
     # ... and labels_ is 1 exactly where the training score is above the threshold.
-    np.testing.assert_array_equal(det.labels_ == 1, det.decision_scores_ > det.threshold_)
+    np.testing.assert_array_equal(clf.labels_ == 1, clf.decision_scores_ > clf.threshold_)
 
 
-def test_a_training_score_equal_to_the_threshold_is_an_inlier(detector, data):
+def test_a_training_score_equal_to_the_threshold_is_an_inlier(detector, adapter, data):
     X, _ = data
-    det = detector
-    tied = np.flatnonzero(det.decision_scores_ == det.threshold_)
+    det, clf = detector, adapter
+    tied = np.flatnonzero(clf.decision_scores_ == clf.threshold_)
     assert len(tied) == 1  # the percentile falls on a sample (see N_TRAIN)
-    assert det.labels_[tied[0]] == 0
+    assert clf.labels_[tied[0]] == 0
     assert det.decision_function(X[tied])[0] == 0.0
     assert det.predict(X[tied])[0] == 1
-    assert det.as_pyod().predict(X[tied])[0] == 0
+    assert clf.predict(X[tied])[0] == 0
 
 
 def test_auto_contamination_labels_agree_with_predict(data):
     X, outliers = data
-    det = MEGDetector(**TINY, random_state=1).fit(np.vstack([X, outliers[:2]]))
     Xtrain = np.vstack([X, outliers[:2]])
-    np.testing.assert_array_equal(det.labels_, (det.predict(Xtrain) == -1).astype(int))
-    np.testing.assert_array_equal(det.labels_ == 1, det.decision_scores_ > det.threshold_)
-    assert det.labels_[-2:].tolist() == [1, 1]
+    clf = PyODAdapter(MEGDetector(**TINY, random_state=1)).fit(Xtrain)
+    np.testing.assert_array_equal(clf.labels_, clf.predict(Xtrain))
+    np.testing.assert_array_equal(clf.labels_ == 1, clf.decision_scores_ > clf.threshold_)
+    assert clf.labels_[-2:].tolist() == [1, 1]
 
 
 @pytest.mark.parametrize("method", ["linear", "unify"])
-def test_predict_proba_follows_pyod_definitions(detector, data, method):
+def test_predict_proba_follows_pyod_definitions(adapter, data, method):
     X, outliers = data
-    det = detector
+    clf = adapter
     Xall = np.vstack([X, outliers])
-    proba = det.predict_proba(Xall, method=method)
+    proba = clf.predict_proba(Xall, method=method)
     assert proba.shape == (len(Xall), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert ((proba >= 0) & (proba <= 1)).all()
-    train, score = det.decision_scores_, -det.score_samples(Xall)
+    train, score = clf.decision_scores_, clf.decision_function(Xall)
     if method == "linear":
         expected = (score - train.min()) / (train.max() - train.min())
     else:
@@ -138,12 +150,12 @@ def test_predict_proba_follows_pyod_definitions(detector, data, method):
     assert (np.diff(proba[order, 1]) >= 0).all()
 
 
-def test_predict_proba_linear_spans_the_training_range_and_checks_method(detector, data):
+def test_predict_proba_linear_spans_the_training_range_and_checks_method(adapter, data):
     X, _ = data
-    p = detector.predict_proba(X)[:, 1]  # method="linear" by default
+    p = adapter.predict_proba(X)[:, 1]  # method="linear" by default
     assert p.min() == 0.0 and p.max() == 1.0
     with pytest.raises(ValueError, match="method must be one of"):
-        detector.predict_proba(X, method="sigmoid")
+        adapter.predict_proba(X, method="sigmoid")
 
 
 def test_outlier_probability_edge_cases():
@@ -154,12 +166,29 @@ def test_outlier_probability_edge_cases():
     np.testing.assert_array_equal(proba[:, 1], [0.0, 0.0, 1.0, 1.0])
 
 
-def test_unfitted_detector_has_no_pyod_attributes():
-    det = MEGDetector(**TINY)
-    for name in ("decision_scores_", "threshold_", "labels_"):
-        assert not hasattr(det, name)
+def test_unfitted_detectors_have_no_pyod_attributes():
+    for det in (MEGDetector(**TINY), PyODAdapter(MEGDetector(**TINY))):
+        for name in ("decision_scores_", "threshold_", "labels_"):
+            assert not hasattr(det, name)
+        with pytest.raises(NotFittedError):
+            det.predict_proba([[0.0, 0.0]])
     with pytest.raises(NotFittedError):
-        det.predict_proba([[0.0, 0.0]])
+        PyODAdapter.from_fitted(MEGDetector(**TINY))
+
+
+def test_pyod_names_on_the_detector_are_deprecated_and_agree_with_the_adapter(
+    detector, adapter, data
+):
+    X, outliers = data
+    Xall = np.vstack([X, outliers])
+    for name in ("decision_scores_", "threshold_", "labels_"):
+        with pytest.warns(FutureWarning, match=f"MEGDetector.{name} is deprecated.*PyODAdapter"):
+            value = getattr(detector, name)
+        np.testing.assert_array_equal(value, getattr(adapter, name))
+    with pytest.warns(FutureWarning, match="predict_proba is deprecated"):
+        proba = detector.predict_proba(Xall, method="unify")
+    np.testing.assert_array_equal(proba, adapter.predict_proba(Xall, method="unify"))
+    assert not hasattr(detector, "as_pyod")  # removed: PyODAdapter.from_fitted
 
 
 # ------------------------------------------------------------------------- adapter
@@ -168,9 +197,11 @@ def test_adapter_fits_a_clone_and_speaks_pyod(data):
     inner = MEGDetector(**TINY, contamination=CONTAMINATION, random_state=0)
     clf = PyODAdapter(inner).fit(X)
     assert not hasattr(inner, "offset_")  # the parameter is left unfitted
-    reference = clone(inner).fit(X)
+    reference = PyODAdapter.from_fitted(clone(inner).fit(X))
     Xall = np.vstack([X, outliers])
-    np.testing.assert_array_equal(clf.decision_function(Xall), -reference.score_samples(Xall))
+    np.testing.assert_array_equal(
+        clf.decision_function(Xall), -reference.detector_.score_samples(Xall)
+    )
     np.testing.assert_array_equal(clf.decision_scores_, reference.decision_scores_)
     assert clf.threshold_ == reference.threshold_
     np.testing.assert_array_equal(clf.labels_, reference.labels_)
@@ -202,41 +233,44 @@ def test_adapter_clone_params_and_pickle(data):
     np.testing.assert_array_equal(again.labels_, clf.labels_)
 
 
-def test_as_pyod_wraps_the_fitted_detector_without_training(detector, data):
+def test_from_fitted_wraps_the_fitted_detector_without_training(detector, data):
     X, _ = data
-    clf = detector.as_pyod()
+    clf = PyODAdapter.from_fitted(detector)
     assert clf.detector_ is detector
-    np.testing.assert_array_equal(clf.labels_, detector.labels_)
-    np.testing.assert_array_equal(clf.predict(X), detector.labels_)
-    with pytest.raises(NotFittedError):
-        MEGDetector(**TINY).as_pyod()
+    assert clf.detector is detector
+    np.testing.assert_array_equal(clf.predict(X), (detector.predict(X) == -1).astype(int))
+    np.testing.assert_array_equal(clf.decision_function(X), -detector.score_samples(X))
 
 
 # ---------------------------------------------------------------------- persistence
-def test_pyod_attributes_survive_save_and_load(tmp_path, detector, data):
+def test_pyod_attributes_survive_save_and_load(tmp_path, detector, adapter, data):
     X, outliers = data
     Xall = np.vstack([X, outliers])
     save_model(detector, tmp_path / "model")
-    loaded = load_model(tmp_path / "model")
-    np.testing.assert_array_equal(loaded.decision_scores_, detector.decision_scores_)
-    assert loaded.threshold_ == detector.threshold_
-    np.testing.assert_array_equal(loaded.labels_, detector.labels_)
-    np.testing.assert_array_equal(loaded.labels_, (loaded.predict(X) == -1).astype(int))
+    loaded = PyODAdapter.from_fitted(load_model(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.detector_.train_scores_, detector.train_scores_)
+    np.testing.assert_array_equal(loaded.decision_scores_, adapter.decision_scores_)
+    assert loaded.threshold_ == adapter.threshold_
+    np.testing.assert_array_equal(loaded.labels_, adapter.labels_)
+    np.testing.assert_array_equal(loaded.labels_, loaded.predict(X))
     for method in ("linear", "unify"):
         np.testing.assert_array_equal(
-            loaded.predict_proba(Xall, method=method), detector.predict_proba(Xall, method=method)
+            loaded.predict_proba(Xall, method=method), adapter.predict_proba(Xall, method=method)
         )
-    np.testing.assert_array_equal(loaded.as_pyod().predict(Xall), detector.as_pyod().predict(Xall))
+    np.testing.assert_array_equal(loaded.predict(Xall), adapter.predict(Xall))
 
 
-def test_a_model_without_training_scores_says_so(detector, data):
+def test_a_model_without_training_scores_says_so(detector, adapter, data):
     X, _ = data
     state, weights = detector.fitted_state()
     del weights["training"]  # as in files saved before the training scores were kept
     old = MEGDetector.from_fitted_state(state, weights)
-    assert old.threshold_ == detector.threshold_
+    clf = PyODAdapter.from_fitted(old)
+    assert clf.threshold_ == adapter.threshold_
     np.testing.assert_array_equal(old.predict(X), detector.predict(X))
-    with pytest.raises(AttributeError, match="saved without the training scores"):
-        old.labels_  # noqa: B018
-    with pytest.raises(AttributeError, match="saved without the training scores"):
-        old.predict_proba(X)
+    with pytest.raises(AttributeError, match="saved without"):
+        clf.labels_  # noqa: B018
+    with pytest.raises(AttributeError, match="saved without"):
+        clf.predict_proba(X)
+    with pytest.raises(AttributeError, match="saved without"):
+        old.set_threshold(contamination=0.1)

@@ -23,6 +23,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from anomaly import MEGDetector
+from gan import MEGConfig
 
 RECORD = Path(__file__).parent / "data" / "regression.json"
 
@@ -32,10 +33,7 @@ def _vector_fit() -> MEGDetector:
     det = MEGDetector(
         network="auto",  # the MLP and settings of the recorded run (defaults before coreset)
         n_iter=40,
-        n_snapshots=10,
-        batch_size=32,
-        width=16,
-        latent_dim=4,
+        training=MEGConfig.from_params(n_snapshots=10, batch_size=32, width=16, latent_dim=4),
         score_type="energy+gradnorm",
         random_state=0,
     )  # core-set data and latents (factors 8 and 4), min-max scaling
@@ -49,11 +47,9 @@ def _image_fit() -> MEGDetector:
         network="auto",
         view="pixels",
         n_iter=20,
-        batch_size=16,
-        width=8,
-        latent_dim=8,
-        data_factor=4,
-        n_snapshots=3,
+        training=MEGConfig.from_params(
+            batch_size=16, width=8, latent_dim=8, data_factor=4, n_snapshots=3
+        ),
         score_type="energy+gradnorm",
         random_state=1,
     )

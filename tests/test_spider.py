@@ -13,6 +13,7 @@ from PIL import Image
 from anomaly import MEGDetector
 from anomaly.cli import main
 from anomaly.friendly import _fit_images, friendly_images, generator_prior, parse_friendly
+from anomaly.settings import detector_params
 from coreset import CoresetSampler, LatentPrior
 from coreset.friendly import FriendlyPrior, GeneratorPrior
 from coreset.sid import (
@@ -256,9 +257,14 @@ def _digits(cls):
 FAST = dict(n_iter=2, n_energy_steps=1, batch_size=16, width=8, data_factor=1, prior_factor=2)
 
 
+def _detector(**settings) -> MEGDetector:
+    """A fast detector from flat settings (the friendly prior's are training settings)."""
+    return MEGDetector(**detector_params({**FAST, **settings}))
+
+
 def test_detector_with_a_friendly_set_saves_and_loads(tmp_path):
     X = _digits(1)
-    det = MEGDetector(prior="friendly", friendly="digits:7", random_state=0, **FAST).fit(X)
+    det = _detector(prior="friendly", friendly="digits:7", random_state=0).fit(X)
     assert det.prior_shape_ == (1, 8, 8) and isinstance(det.generator_, SpiderGenerator)
     det.save(tmp_path / "m")
     again = MEGDetector.load(tmp_path / "m")
@@ -269,9 +275,9 @@ def test_detector_with_a_friendly_set_saves_and_loads(tmp_path):
 
 def test_detector_refuses_a_friendly_set_without_the_friendly_prior():
     with pytest.raises(ValueError, match="prior='friendly'"):
-        MEGDetector(friendly="digits:7", random_state=0, **FAST).fit(_digits(1))
+        _detector(friendly="digits:7", random_state=0).fit(_digits(1))
     with pytest.raises(ValueError, match="needs a friendly set"):
-        MEGDetector(prior="friendly", random_state=0, **FAST).fit(_digits(1))
+        _detector(prior="friendly", random_state=0).fit(_digits(1))
 
 
 def _image_folder(path, seed: int):
@@ -287,7 +293,7 @@ def _image_folder(path, seed: int):
 def test_friendly_image_folder_feeds_a_pixel_detector(tmp_path):
     folder = _image_folder(tmp_path, 0)
     X = _digits(1).reshape(-1, 1, 8, 8)
-    det = MEGDetector(view="pixels", prior="friendly", friendly=str(folder), random_state=0, **FAST)
+    det = _detector(view="pixels", prior="friendly", friendly=str(folder), random_state=0)
     det.fit(X)
     assert det.prior_shape_ == (1, 8, 8)  # resized to the training images, made grey
 
@@ -297,8 +303,8 @@ def test_friendly_images_feed_a_both_view_detector_as_its_training_images(tmp_pa
     its scaling) as the training images."""
     folder = _image_folder(tmp_path, 1)
     X = _digits(1).reshape(-1, 1, 8, 8)
-    det = MEGDetector(view="both", features="pixels", prior="friendly", friendly=str(folder),
-                      random_state=0, **FAST)  # fmt: skip
+    det = _detector(view="both", features="pixels", prior="friendly", friendly=str(folder),
+                    random_state=0)  # fmt: skip
     det.fit(X)
     assert det.network_shape_ == (128,) and det.prior_shape_ == (128,)
     images = _fit_images(friendly_images(str(folder)), (1, 8, 8))

@@ -183,17 +183,21 @@ def test_options_off_leave_the_trainer_as_it_was():
     X = _images()
     a = MEGTrainer(_config(), SHAPE, device="cpu", random_state=0).fit(X)
     assert a.loss_terms == [] and a.augment is None
-    det = MEGDetector(network="conv", view="pixels", n_iter=2, width=8, random_state=0).fit(X)
+    training = MEGConfig.from_params(width=8)
+    det = MEGDetector(network="conv", view="pixels", n_iter=2, training=training, random_state=0)
+    det.fit(X)
     assert det.ticket_rounds_ == []
 
 
 def test_detector_with_every_option_saves_loads_and_scores_the_same(tmp_path):
     X = _images(64)
+    training = MEGConfig.from_params(
+        width=8, latent_dim=4, batch_size=8, prune_rounds=2, prune_energy=True,
+        diffaugment="color,translation,cutout", advaug=0.01,
+    )  # fmt: skip
     det = MEGDetector(
-        network="conv", view="pixels", n_iter=3, width=8, latent_dim=4, batch_size=8,
-        prune_rounds=2, prune_energy=True, diffaugment="color,translation,cutout", advaug=0.01,
-        random_state=0,
-    ).fit(X)  # fmt: skip
+        network="conv", view="pixels", n_iter=3, training=training, random_state=0
+    ).fit(X)
     assert [r["round"] for r in det.ticket_rounds_] == [0, 1, 2]
     assert det.ticket_rounds_[-1]["generator_sparsity"] == pytest.approx(0.36, abs=0.01)
     weights = prunable_weights(det.energy_net_)
@@ -202,9 +206,13 @@ def test_detector_with_every_option_saves_loads_and_scores_the_same(tmp_path):
     det.save(tmp_path / "model")
     loaded = MEGDetector.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
-    assert loaded.ticket_rounds_ == det.ticket_rounds_ and loaded.diffaugment == det.diffaugment
+    assert loaded.ticket_rounds_ == det.ticket_rounds_ and loaded.training == det.training
     with pytest.raises(ValueError, match="checkpoint_path"):
-        MEGDetector(prune_rounds=1, checkpoint_path=str(tmp_path / "ck.pt"), n_iter=1).fit(X)
+        MEGDetector(
+            training=MEGConfig.from_params(prune_rounds=1),
+            checkpoint_path=str(tmp_path / "ck.pt"),
+            n_iter=1,
+        ).fit(X)
 
 
 def test_a_resumed_run_with_augmentation_ends_as_an_uninterrupted_one(tmp_path):

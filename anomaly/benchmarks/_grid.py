@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,27 +162,33 @@ def run_grid(
 
     with progress(len(asked), label, enabled=verbose) as bar:
         bar.advance(len(asked) - len(todo))
-        if jobs == 1 or len(todo) <= 1:
-            for task in todo:
-                record(measure(**task))
-                bar.advance()
-        else:
-            context = multiprocessing.get_context("spawn")
-            level = logging.getLogger().getEffectiveLevel()
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(
-                min(jobs, len(todo)), context, _init, (threads, level, os.getpid())
-            ) as pool:
-                futures = [pool.submit(measure, **task) for task in todo]
-                try:
-                    for future in as_completed(futures):
-                        record(future.result())
-                        bar.advance()
-                except BaseException:  # fail fast: cells not started yet are dropped
-                    for future in futures:
-                        future.cancel()
-                    raise
+        for cell in _measured(measure, todo, jobs):
+            record(cell)
+            bar.advance()
     return record()
+
+
+def _measured(measure: Callable[..., Cell], todo: list[dict], jobs: int) -> Iterator[Cell]:
+    """``measure(**task)`` of each task as it finishes: in this process, or in ``jobs`` worker
+    processes sharing the cores (the first failure cancels the cells not started yet)."""
+    if jobs == 1 or len(todo) <= 1:
+        for task in todo:
+            yield measure(**task)
+        return
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(
+        min(jobs, len(todo)), context, _init, (threads, level, os.getpid())
+    ) as pool:
+        futures = [pool.submit(measure, **task) for task in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:  # fail fast: cells not started yet are dropped
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _init(threads: int, log_level: int, parent: int) -> None:

@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.utils.validation import check_is_fitted
 
-from anomaly.settings import preset
+from anomaly.settings import detector_params, preset
 from coreset.embeddings import unit_length
 
 from .._meg import MEGDetector, _image_range, view_spreads
@@ -232,7 +232,8 @@ def _meg(changes, view, dataset: str, seed: int, device: str, quick: bool) -> ME
         params["view"] = "pixels"
     if view == "both":
         params["scaling"] = "none"
-    return MEGDetector(**{**params, **changes}, random_state=seed, device=device)
+    settings = {**params, **changes, "random_state": seed, "device": device}
+    return MEGDetector(**detector_params(settings))
 
 
 def meg_detector(*, view: str = "pixels", **changes: Any) -> Factory:

@@ -14,14 +14,14 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from common import distributed
-from coreset.embeddings import unit_length
-from coreset.features import torchscript_file, with_torchscript_file
-from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
-from gan.config import TRAINING_GROUPS, setting_fields
-from gan.spider import with_input_stage
-from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import (
+from coreset_meg.common import distributed
+from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.coreset.features import torchscript_file, with_torchscript_file
+from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks, resolve_device
+from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
+from coreset_meg.gan.spider import with_input_stage
+from coreset_meg.gan.tickets import WeightMasks, find_ticket
+from coreset_meg.gan.trainer import (
     data_fingerprint,
     nearest_neighbour_sq_distance,
     seed_from,
@@ -61,7 +61,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     +1 for inliers and -1 for outliers.
 
     PyOD's conventions (higher = more anomalous, 0 / 1 labels) are those of
-    :class:`~anomaly.PyODAdapter`: ``PyODAdapter(MEGDetector(...)).fit(X)``, or
+    :class:`~coreset_meg.anomaly.PyODAdapter`: ``PyODAdapter(MEGDetector(...)).fit(X)``, or
     ``PyODAdapter.from_fitted(detector)`` for a detector already fitted or loaded.
 
     Parameters
@@ -109,13 +109,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     contamination : "auto" or float in (0, 0.5], default="auto"
         Share of training samples called outliers; "auto": 3 scaled MADs below the median
         training score.
-    training : gan.MEGConfig, default=None
+    training : coreset_meg.gan.MEGConfig, default=None
         The trainer's other settings, for research: the networks' size, the objective and
         optimiser, Small-GAN's core-set batches (``stratified``, ``truncation``), Spider GAN's
         friendly prior, BigGAN's options (spectral norm, orthogonal regularisation, EMA of the
-        generator), lottery tickets, DiffAugment and AdvAug; see :mod:`gan.config`. None: the
-        defaults. The detector's own training parameters (``network``, the core-set energy's,
-        ``n_iter``) are copied into it; setting them there to other values is an error.
+        generator), lottery tickets, DiffAugment and AdvAug; see :mod:`coreset_meg.gan.config`.
+        None: the defaults. The detector's own training parameters (``network``, the core-set
+        energy's, ``n_iter``) are copied into it; setting them there to other values is an error.
     random_state : int, RandomState instance or None, default=None
         Seeds everything in ``fit``; global random states are left alone.
     device : str, default="auto"
@@ -178,13 +178,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     Notes
     -----
     ``decision_scores_``, ``threshold_``, ``labels_`` and ``predict_proba`` (PyOD's
-    conventions) are deprecated here: :class:`~anomaly.PyODAdapter` has them.
+    conventions) are deprecated here: :class:`~coreset_meg.anomaly.PyODAdapter` has them.
 
     All parameters are keyword-only. Each is declared once, with its valid values, as a setting
-    of :mod:`anomaly.settings` (inputs, scoring, run) or :mod:`gan.config` (the trainer's
-    groups), and checked in ``fit``; the same declarations give ``anomaly fit``'s options and
-    ``model.json``'s settings (:func:`anomaly.settings.detector_params` turns those flat
-    settings into this class's arguments).
+    of :mod:`coreset_meg.anomaly.settings` (inputs, scoring, run) or :mod:`coreset_meg.gan.config`
+    (the trainer's groups), and checked in ``fit``; the same declarations give ``anomaly fit``'s
+    options and ``model.json``'s settings (:func:`coreset_meg.anomaly.settings.detector_params`
+    turns those flat settings into this class's arguments).
 
     References
     ----------
@@ -196,7 +196,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from anomaly import MEGDetector
+    >>> from coreset_meg.anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> det = MEGDetector(random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
@@ -204,7 +204,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Research options go to the trainer as one config:
 
-    >>> from gan import MEGConfig
+    >>> from coreset_meg.gan import MEGConfig
     >>> training = MEGConfig.from_params(width=32, spectral_norm="both")
     >>> det = MEGDetector(network="mlp", n_iter=100, training=training, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
@@ -258,8 +258,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _settings(self) -> dict:
-        """Every setting, flat (``{name: value}``, as :data:`anomaly.settings.GROUPS` declares
-        them): the detector's parameters and those of its ``training`` config."""
+        """Every setting, flat (``{name: value}``, as :data:`coreset_meg.anomaly.settings.GROUPS`
+        declares them): the detector's parameters and those of its ``training`` config."""
         training = self._training()
         settings = {
             field.name: getattr(getattr(training, group), field.name)
@@ -275,7 +275,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         training = MEGConfig() if self.training is None else self.training
         if not isinstance(training, MEGConfig):
             raise ValueError(
-                f"training must be a gan.MEGConfig or None, got {type(training).__name__}"
+                f"training must be a coreset_meg.gan.MEGConfig or None, got {type(training).__name__}"
             )
         defaults = MEGConfig()
         clash = [
@@ -442,15 +442,15 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _views(self) -> int | None:
         """The both view's pixel columns where the core-set energy reads the two views apart
-        and together (:class:`~gan.networks.ViewsEnergy`); None for one view."""
+        and together (:class:`~coreset_meg.gan.networks.ViewsEnergy`); None for one view."""
         if self.view_ == "both" and self.network == "coreset":
             return int(np.prod(self.input_shape_))
         return None
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
-        from coreset.embeddings import compute_embeddings
-        from coreset.features import make_embedder
+        from coreset_meg.coreset.embeddings import compute_embeddings
+        from coreset_meg.coreset.features import make_embedder
 
         if getattr(self, "embedder_", None) is None:
             self.embedder_ = make_embedder(self.features, device=self.device_)
@@ -510,9 +510,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             ``image_range="unit"``; float images with no negative value are refused unless
             ``image_range`` says which), or integers scaled by their dtype (uint8 read as
             0..255, uint16 as 0..65535); scoring reads them the same way. Images may be given
-            channels last, (n, H, W, C) with C 1 or 3, as :func:`datasets.load_image_folder`
-            returns them. A data frame's column names are kept and checked at scoring, also
-            when they are not strings (compared as text).
+            channels last, (n, H, W, C) with C 1 or 3, as
+            :func:`coreset_meg.datasets.load_image_folder` returns them. A data frame's column names
+            are kept and checked at scoring, also when they are not strings (compared as text).
         y : ignored
 
         Returns
@@ -561,9 +561,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _find_ticket(self, trainer: MEGTrainer, X: np.ndarray) -> list[dict]:
-        """With ``prune_rounds``: find a lottery ticket (:func:`gan.tickets.find_ticket`) and
-        attach its masks to ``trainer``; the rounds' records (the last one is the final
-        training's, its seconds set after it)."""
+        """With ``prune_rounds``: find a lottery ticket
+        (:func:`coreset_meg.gan.tickets.find_ticket`) and attach its masks to ``trainer``; the
+        rounds' records (the last one is the final training's, its seconds set after it)."""
         tickets = trainer.config.tickets
         if not tickets.prune_rounds:
             return []
@@ -768,14 +768,16 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------- PyOD's names (deprecated: PyODAdapter has them)
     @property
     def decision_scores_(self) -> np.ndarray:
-        """Deprecated: ``-train_scores_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
+        """Deprecated: ``-train_scores_`` (PyOD's convention); see
+        :class:`~coreset_meg.anomaly.PyODAdapter`."""
         scores = -self._training_scores()
         _deprecated("decision_scores_", "-train_scores_")
         return scores
 
     @property
     def threshold_(self) -> float:
-        """Deprecated: ``-offset_`` (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
+        """Deprecated: ``-offset_`` (PyOD's convention); see
+        :class:`~coreset_meg.anomaly.PyODAdapter`."""
         check_is_fitted(self)
         _deprecated("threshold_", "-offset_")
         return -self.offset_
@@ -783,7 +785,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     @property
     def labels_(self) -> np.ndarray:
         """Deprecated: 0 (inlier) / 1 (outlier) for the training samples of ``train_scores_``
-        (PyOD's convention); see :class:`~anomaly.PyODAdapter`."""
+        (PyOD's convention); see :class:`~coreset_meg.anomaly.PyODAdapter`."""
         scores = self._training_scores()
         _deprecated("labels_", "(train_scores_ < offset_).astype(int)")
         return np.where(np.isfinite(scores) & (scores >= self.offset_), 0, 1)
@@ -870,7 +872,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         file as ``features_file`` (checked against the SHA-256 recorded at fit).
 
         Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state, and
-        :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
+        :class:`~coreset_meg.anomaly.ModelFileError` for a TorchScript file not given or not
+        matching.
         """
         if "settings" in state:
             settings = {k: v for group in state["settings"].values() for k, v in group.items()}
@@ -1063,7 +1066,8 @@ def view_spreads(X: np.ndarray, n_pixels: int) -> np.ndarray:
 
 def _channels_first(X: np.ndarray) -> np.ndarray:
     """Images given channels last, (n, H, W, C) with C 1 or 3 and H not (as
-    :func:`datasets.load_image_folder` returns them), as (n, C, H, W); anything else as it is."""
+    :func:`coreset_meg.datasets.load_image_folder` returns them), as (n, C, H, W); anything else as
+    it is."""
     if X.ndim == 4 and X.shape[3] in (1, 3) and X.shape[1] not in (1, 3):
         return X.transpose(0, 3, 1, 2)
     return X
@@ -1147,7 +1151,7 @@ def save_model(detector: MEGDetector, path):
     """Write a fitted detector to the folder ``path``, atomically.
 
     The folder is created, or replaced when it is a model folder (or empty); anything else at
-    ``path`` is refused with :class:`~anomaly.ModelFileError`.
+    ``path`` is refused with :class:`~coreset_meg.anomaly.ModelFileError`.
 
     Returns
     -------

@@ -2,11 +2,11 @@
 
 Every setting is declared once, in :data:`GROUPS`, with its default, help and valid values;
 ``anomaly fit``'s options, ``--dry-run``/``--config`` files and the ``settings`` in
-``model.json`` are flat or grouped settings. :class:`~anomaly.MEGDetector` takes the everyday
-ones as its own parameters (:data:`DETECTOR_PARAMS`) and the rest, the trainer's research
-options, as one :class:`gan.MEGConfig` (``training``); :func:`detector_params` turns flat
-settings into its arguments. The presets are the defaults per data family, shared by the command
-line and the benchmarks.
+``model.json`` are flat or grouped settings. :class:`~coreset_meg.anomaly.MEGDetector` takes the
+everyday ones as its own parameters (:data:`DETECTOR_PARAMS`) and the rest, the trainer's research
+options, as one :class:`coreset_meg.gan.MEGConfig` (``training``); :func:`detector_params` turns
+flat settings into its arguments. The presets are the defaults per data family, shared by the
+command line and the benchmarks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gan.config import TRAINING_GROUPS, MEGConfig, SettingsGroup, setting, setting_fields
+from coreset_meg.gan.config import (
+    TRAINING_GROUPS,
+    MEGConfig,
+    SettingsGroup,
+    setting,
+    setting_fields,
+)
 
 from .scoring import SCORE_TYPES
 
@@ -134,15 +140,16 @@ GROUPS: dict[str, type] = {
     "run": Run,
 }
 
-#: Training settings that are :class:`~anomaly.MEGDetector` parameters (they decide its default
-#: score: the core-set energy and how long it trains); the detector copies them into its trainer's
-#: config. Every other training setting is a field of its ``training`` config.
+#: Training settings that are :class:`~coreset_meg.anomaly.MEGDetector` parameters (they decide its
+#: default score: the core-set energy and how long it trains); the detector copies them into its
+#: trainer's config. Every other training setting is a field of its ``training`` config.
 TRAINER_PARAMS = {
     "networks": ("network", "coreset_fraction", "gaussian_weight", "max_centres", "temperature"),
     "schedule": ("n_iter",),
 }
 
-#: :class:`~anomaly.MEGDetector`'s parameters besides ``training``, in its signature's order.
+#: :class:`~coreset_meg.anomaly.MEGDetector`'s parameters besides ``training``, in its signature's
+#: order.
 DETECTOR_PARAMS = (
     "view",
     "features",
@@ -223,11 +230,11 @@ def default_settings() -> dict[str, Any]:
 
 
 def detector_params(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`~anomaly.MEGDetector`'s keyword arguments from flat settings.
+    """:class:`~coreset_meg.anomaly.MEGDetector`'s keyword arguments from flat settings.
 
     The detector's own parameters (:data:`DETECTOR_PARAMS`) are passed as given; the other
     training settings that differ from their defaults become its ``training`` config (a
-    :class:`gan.MEGConfig`, checked here), which is left out when there are none.
+    :class:`coreset_meg.gan.MEGConfig`, checked here), which is left out when there are none.
 
     >>> params = detector_params({"view": "pixels", "n_iter": 5, "width": 8, "batch_size": 64})
     >>> params["view"], params["n_iter"], params["training"].networks.width

@@ -1,8 +1,8 @@
 """The test protocols with today's defaults, beside kNN and a Gaussian on the same inputs.
 
 The default view of grey images is both views (pixels and features side by side) scored by
-:class:`~gan.networks.ViewsEnergy`; colour images get the features view. This reruns a test
-protocol (``anomaly benchmark heldout`` or ``one-class``) with only the detectors that matter
+:class:`~coreset_meg.gan.networks.ViewsEnergy`; colour images get the features view. This reruns a
+test protocol (``anomaly benchmark heldout`` or ``one-class``) with only the detectors that matter
 for those defaults: the detector in each of its views, and kNN and the Gaussian on each view's
 own vectors (the protocol's runner, its splits, files and report; the other baselines are left
 out to keep a run within an hour or two on two cores)::
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from anomaly.benchmarks import BENCHMARKS
+from coreset_meg.anomaly.benchmarks import BENCHMARKS
 
 GREY = (
     "MEG core-set energy (both views)",

@@ -4,9 +4,9 @@ On the MNIST validation splits of ``bench_coreset_energy.py`` (the reported test
 read), per class: the core-set energy on the pixels alone, on the unit-length features alone
 (with the 0.3 Gaussian term), and on both side by side (the joint energy, each part divided by
 the square root of its median nearest-neighbour squared distance); then
-:class:`~gan.networks.ViewsEnergy`, which reads each of the three against its own training
-energies (a smoothed tail score, leave one out) and combines them, and the other combinations
-of the same three tail scores for comparison:
+:class:`~coreset_meg.gan.networks.ViewsEnergy`, which reads each of the three against its own
+training energies (a smoothed tail score, leave one out) and combines them, and the other
+combinations of the same three tail scores for comparison:
 
 - ``s_uv + max(s_u, s_v)``: the joint view plus the more surprised single view (ViewsEnergy's);
 - ``max(s_u, s_v, s_uv)``, ``max(s_u, s_v)``, ``s_u + s_v``, ``s_u + s_v + s_uv``.
@@ -30,11 +30,11 @@ import torch
 from bench_coreset_energy import classes_and_metric, print_table, validation_split
 from bench_views import FEATURES_GAUSSIAN, energy, scale
 
-from anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset.embeddings import unit_length
-from gan import MEGConfig
-from gan.networks import ViewsEnergy
-from gan.trainer import place_views
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
+from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.gan import MEGConfig
+from coreset_meg.gan.networks import ViewsEnergy
+from coreset_meg.gan.trainer import place_views
 
 
 def tail_scores(net: ViewsEnergy, X: np.ndarray) -> np.ndarray:

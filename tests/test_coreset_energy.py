@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.utils import check_random_state
 
-from anomaly import MEGDetector, auroc, load_model, save_model
-from gan import MEGConfig, MEGTrainer
-from gan.networks import CoresetEnergy, ViewsEnergy, build_networks
-from gan.trainer import coreset_energy_parts, place_views, seed_from
+from coreset_meg.anomaly import MEGDetector, auroc, load_model, save_model
+from coreset_meg.gan import MEGConfig, MEGTrainer
+from coreset_meg.gan.networks import CoresetEnergy, ViewsEnergy, build_networks
+from coreset_meg.gan.trainer import coreset_energy_parts, place_views, seed_from
 
 FAST = dict(n_iter=5, n_energy_steps=1, batch_size=16, latent_dim=2, width=8)
 #: FAST as detector parameters: the trainer's settings in its training config.
@@ -95,7 +95,7 @@ def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_p
     the square root of its median nearest-neighbour squared distance; the energy reads the two
     parts apart and together (a ViewsEnergy split after the pixels); uint8 scores as float
     images, and the same after save and load."""
-    from gan.trainer import nearest_neighbour_sq_distance
+    from coreset_meg.gan.trainer import nearest_neighbour_sq_distance
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)

@@ -13,10 +13,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from anomaly import MEGDetector, ModelFileError, auroc, load_model, persistence, save_model
-from anomaly.scoring import energy_scores
-from datasets import grid_mixture, load_benchmark
-from gan import MEGConfig
+from coreset_meg.anomaly import (
+    MEGDetector,
+    ModelFileError,
+    auroc,
+    load_model,
+    persistence,
+    save_model,
+)
+from coreset_meg.anomaly.scoring import energy_scores
+from coreset_meg.datasets import grid_mixture, load_benchmark
+from coreset_meg.gan import MEGConfig
 
 #: A tiny trainer: the research settings go in one config.
 TINY_TRAINING = dict(n_energy_steps=1, batch_size=8, latent_dim=2, width=8)
@@ -116,8 +123,8 @@ def test_clone_pickle_and_pipeline(mixture_detector):
 def test_the_signature_is_explicit_short_and_matches_the_settings():
     import inspect
 
-    from anomaly.settings import DETECTOR_PARAMS, GROUPS
-    from gan.config import setting_fields
+    from coreset_meg.anomaly.settings import DETECTOR_PARAMS, GROUPS
+    from coreset_meg.gan.config import setting_fields
 
     params = inspect.signature(MEGDetector.__init__).parameters
     names = [name for name in params if name != "self"]
@@ -145,10 +152,10 @@ def test_training_config_get_set_params_and_clone():
     # A detector parameter set to another value in training is an error, not ignored.
     with pytest.raises(ValueError, match="training sets network.*MEGDetector parameters"):
         MEGDetector(training=MEGConfig.from_params(network="mlp")).fit(np.zeros((10, 2)))
-    with pytest.raises(ValueError, match="training must be a gan.MEGConfig"):
+    with pytest.raises(ValueError, match="training must be a coreset_meg.gan.MEGConfig"):
         MEGDetector(training={"width": 8}).fit(np.zeros((10, 2)))
     # Flat settings (anomaly fit's, model.json's) as the detector's arguments, and back.
-    from anomaly.settings import detector_params
+    from coreset_meg.anomaly.settings import detector_params
 
     again = MEGDetector(**detector_params(det._settings()))
     assert again._settings() == det._settings()

@@ -11,7 +11,7 @@ from scipy.special import erf
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from anomaly import (
+from coreset_meg.anomaly import (
     MEGDetector,
     PyODAdapter,
     auprc_trapezoid,
@@ -21,8 +21,8 @@ from anomaly import (
     load_model,
     save_model,
 )
-from anomaly._pyod import outlier_probability
-from gan import MEGConfig
+from coreset_meg.anomaly._pyod import outlier_probability
+from coreset_meg.gan import MEGConfig
 
 TINY = dict(
     n_iter=3,

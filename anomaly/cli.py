@@ -1587,7 +1587,8 @@ def _wants_json(argv: list[str] | None) -> bool:
     return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
 
 
-#: ``datasets.DATA_ROOT_ENV``, spelt out here so that ``--help`` does not import ``datasets``.
+#: ``coreset_meg.datasets._paths.DATA_ROOT_ENV``, spelt out here so that ``--help`` does not
+#: import ``coreset_meg.datasets``.
 _DATA_ROOT_ENV = "ANOMALY_DATA_ROOT"
 
 

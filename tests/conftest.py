@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the shared copies of real data sets live."""
+"""Shared test fixtures: where the shared copies of real data sets live. And a check that the
+tests import this checkout's code."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """The tests import ``coreset_meg``: refuse to run on another copy of it (an install of
+    another checkout, or none)."""
+    hint = "install this checkout (pip install -e .) or put it on PYTHONPATH"
+    try:
+        import coreset_meg.anomaly
+    except ImportError as err:
+        raise pytest.UsageError(f"{err}: {hint}") from None
+    for module in (coreset_meg, coreset_meg.anomaly):
+        if not Path(module.__file__).resolve().is_relative_to(ROOT):
+            raise pytest.UsageError(
+                f"{module.__name__} is imported from {Path(module.__file__).parent}, not from "
+                f"this checkout ({ROOT}): {hint}"
+            )
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+#: The package folders below install as ``coreset_meg.<folder>``; ``coreset_meg/`` as itself.
+NAMESPACE = "coreset_meg"
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("anomaly", "common", "coreset", "datasets", "gan")
 HARNESS = "coreset_meg.anomaly.benchmarks"
@@ -21,14 +23,16 @@ KNOWN_CIRCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
-    """``{dotted name: (file, is a package)}`` of every module of the library."""
+    """``{installed dotted name: (file, is a package)}`` of every module of the library."""
     out = {}
-    for package in PACKAGES:
+    for package in (NAMESPACE, *PACKAGES):
         for path in (ROOT / package).rglob("*.py"):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             is_package = parts[-1] == "__init__"
             if is_package:
                 parts = parts[:-1]
+            if parts[0] != NAMESPACE:
+                parts.insert(0, NAMESPACE)
             out[".".join(parts)] = (path, is_package)
     return out
 

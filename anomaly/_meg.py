@@ -275,7 +275,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         training = MEGConfig() if self.training is None else self.training
         if not isinstance(training, MEGConfig):
             raise ValueError(
-                f"training must be a coreset_meg.gan.MEGConfig or None, got {type(training).__name__}"
+                "training must be a coreset_meg.gan.MEGConfig or None, got "
+                f"{type(training).__name__}"
             )
         defaults = MEGConfig()
         clash = [

@@ -56,7 +56,7 @@ def main() -> None:
         seeds=[int(s) for s in args.seeds.split(",")],
         device="cpu",
         data_root=args.data_root,
-        out_dir=args.out,
+        out_dir=f"{args.out}/{args.protocol}-{args.dataset}",
         jobs=args.jobs,
         resume=args.resume,
         methods=COLOUR if args.dataset == "cifar10" else GREY,

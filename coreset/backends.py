@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -40,7 +39,6 @@ __all__ = [
     "OnnxRuntimeRunner",
     "Runner",
     "TorchRunner",
-    "available_cores",
     "make_runner",
     "onnxruntime_available",
     "resolve_backend",
@@ -51,14 +49,6 @@ _ONNX_HINT = "pip install 'coreset-meg[onnx]'"
 
 class MissingBackendError(ImportError):
     """The packages a backend needs (onnxruntime and onnx) are not installed."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the system has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 class Runner(Protocol):

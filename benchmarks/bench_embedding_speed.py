@@ -51,11 +51,12 @@ from PIL import Image
 
 from common import available_cores
 from coreset import compute_embeddings, make_embedder, prepare_images
-from coreset.backends import onnxruntime_available
+from coreset.backends import OnnxRuntimeRunner, onnxruntime_available
 from coreset.embeddings import unit_length
 from coreset.features import _packaged_weights
 from datasets.images import load_image_folder
 
+LOAD_AT_START = os.getloadavg()[0]  # of the last minute: other work on the machine
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
 
@@ -81,7 +82,7 @@ class Reference:
     def __init__(self, network: str, size: int, threads: int):
         module = importlib.import_module("efficientnet_lite_pytorch")
         name = network.split("@")[0]
-        with contextlib.redirect_stdout(sys.stderr):  # it prints "Loaded pretrained weights"
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # it prints
             self.net = module.EfficientNet.from_pretrained(
                 name, weights_path=str(_packaged_weights(name)), image_size=size
             ).eval()
@@ -143,32 +144,61 @@ class Project:
 # --------------------------------------------------------------------------------------------
 
 
-def gemm_rate(
-    threads: int, workers: int, seconds: float = 1.0, n: int = 2048
-) -> tuple[float, float]:
-    """GFLOP per wall-clock second and per CPU second of this process of float32 (n x n) @
-    (n x n) matmuls: ``workers`` Python threads at once, each with torch's intra-op threads
-    set to ``threads``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_rate(matmul, workers: int, n: int, seconds: float = 1.0) -> tuple[float, float]:
+    """GFLOP per wall-clock second and per CPU second of this process of ``matmul()`` (one
+    float32 (n x n) @ (n x n) product) called in a loop by ``workers`` threads at once."""
     counts = [0] * workers
 
     def loop(i: int) -> None:
         stop = time.perf_counter() + seconds
         while time.perf_counter() < stop:
-            torch.mm(a, b)
+            matmul()
             counts[i] += 1
 
-    with torch_threads(threads):
-        torch.mm(a, b)
-        started, cpu = time.perf_counter(), time.process_time()
-        pool = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    matmul()
+    started, cpu = time.perf_counter(), time.process_time()
+    pool = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     gflop = sum(counts) * 2 * n**3 / 1e9
     return gflop / elapsed, gflop / cpu
+
+
+def gemm_settings(cores: int, n: int = 2048) -> dict[str, object]:
+    """The matmuls measured: torch (its intra-op threads, or one per worker thread) and, where
+    installed, ONNX Runtime's MatMul (one thread per call), as ``name -> () -> (wall, cpu)``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def torch_mm(threads: int, workers: int):
+        def run():
+            with torch_threads(threads):
+                return gemm_rate(lambda: torch.mm(a, b), workers, n)
+
+        return run
+
+    out = {
+        "torch matmul, 1 thread": torch_mm(1, 1),
+        f"torch matmul, {cores} threads": torch_mm(cores, 1),
+        f"torch matmul, {cores} workers": torch_mm(1, cores),
+    }
+    if onnxruntime_available():
+        helper = importlib.import_module("onnx.helper")
+        to_tensor = importlib.import_module("onnx.numpy_helper").from_array
+        one = [helper.make_tensor_value_info(v, 1, [n, n]) for v in ("a", "c")]  # 1: float
+        node = helper.make_node("MatMul", ["a", "b"], ["c"])
+        weights = [to_tensor(b.numpy(), "b")]
+        graph = helper.make_graph([node], "gemm", one[:1], one[1:], initializer=weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        session = OnnxRuntimeRunner(model.SerializeToString()).session
+        feed = {"a": a.numpy()}
+        out[f"onnxruntime MatMul, {cores} workers"] = lambda: gemm_rate(
+            lambda: session.run(None, feed), cores, n
+        )
+    return out
 
 
 def conv_flops(network: torch.nn.Module, size: int) -> float:
@@ -230,7 +260,7 @@ def machine() -> dict[str, object]:
         "cpu": model,
         "cores_available": available_cores(),
         "torch_default_threads": torch.get_num_threads(),
-        "load_average_start": os.getloadavg()[0],
+        "load_average_start": LOAD_AT_START,
         "system": f"{platform.system()} {platform.machine()}",
     }
 
@@ -290,18 +320,17 @@ def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
         rates: dict[tuple[str, str], list[float]] = {}
         features: dict[tuple[str, str], np.ndarray] = {}
-        gemm_settings = {"1 thread": (1, 1), f"{cores} threads": (cores, 1)}
-        gemm_settings[f"{cores} workers"] = (1, cores)
-        gemm = {key: [] for key in gemm_settings}
-        gemm_cpu: list[float] = []  # GFLOP per CPU second, every setting
+        matmuls = gemm_settings(cores)
+        gemm = {key: [] for key in matmuls}
+        gemm_cpu = {key: [] for key in matmuls}  # GFLOP per CPU second
         labels = list(impls)
         for impl, _ in impls.values():  # warm-up (builds the ONNX Runtime sessions)
             impl.network(x[:16])
         for rep in range(args.repeats):
-            for key, (threads, workers) in gemm_settings.items():
-                wall, per_cpu = gemm_rate(threads, workers)
+            for key, measure in matmuls.items():
+                wall, per_cpu = measure()
                 gemm[key].append(wall)
-                gemm_cpu.append(per_cpu)
+                gemm_cpu[key].append(per_cpu)
             for label in labels[rep % len(labels) :] + labels[: rep % len(labels)]:
                 impl = impls[label][0]
                 source = files if isinstance(impl, Reference) else folder
@@ -313,9 +342,16 @@ def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
                     rates.setdefault((label, what), []).append(len(files) / seconds)
                     rates.setdefault((label, what + "_cpu"), []).append(len(files) / cpu)
                     features[(label, what)] = np.asarray(out)
-                print(f"repeat {rep + 1}: {label} done", file=sys.stderr, flush=True)
+                if sys.stderr.isatty():
+                    print(f"repeat {rep + 1}: {label} done", file=sys.stderr, flush=True)
 
-        bound = max(statistics.median(v) for v in gemm.values())
+        # The bound: the fastest torch matmul; and the fastest GEMM of all (torch's build may
+        # not use every instruction of this processor, ONNX Runtime's own kernels may).
+        medians = {k: statistics.median(v) for k, v in gemm.items()}
+        medians_cpu = {k: statistics.median(v) for k, v in gemm_cpu.items()}
+        bound = max(v for k, v in medians.items() if k.startswith("torch"))
+        best = max(medians.values())
+        bound_cpu = max(v for k, v in medians_cpu.items() if k.startswith("torch"))
         flops = conv_flops(before.embedder.network, size)
         base = f"project before: torch, {cores} threads"
         rows = []
@@ -330,11 +366,13 @@ def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
                     row[f"{what}_x_reference"] = round(rate / ref, 2)
                     best = max(statistics.median(rates[(labels[i], what)]) for i in (0, 1))
                     row[f"{what}_x_best_reference"] = round(rate / best, 2)
-                row[f"{what}_share_of_gemm"] = round(rate * flops / 1e9 / bound, 3)
+                row[f"{what}_gflop_per_s"] = round(rate * flops / 1e9, 1)
+                row[f"{what}_share_of_torch_gemm"] = round(rate * flops / 1e9 / bound, 3)
+                row[f"{what}_share_of_best_gemm"] = round(rate * flops / 1e9 / best, 3)
                 per_cpu = statistics.median(rates[(label, what + "_cpu")])
                 row[f"{what}_images_per_cpu_s"] = round(per_cpu, 1)
-                row[f"{what}_share_of_gemm_per_cpu_s"] = round(
-                    per_cpu * flops / 1e9 / statistics.median(gemm_cpu), 3
+                row[f"{what}_share_of_torch_gemm_per_cpu_s"] = round(
+                    per_cpu * flops / 1e9 / bound_cpu, 3
                 )
                 row[f"{what}_max_diff_to_before"] = max_unit_diff(
                     features[(label, what)], features[(base, what)]
@@ -346,9 +384,10 @@ def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
             "seed": args.seed,
             "repeats": args.repeats,
             "gflop_per_image": round(flops / 1e9, 4),
-            "gemm_gflop_per_s": {k: round(statistics.median(v), 1) for k, v in gemm.items()},
+            "gemm_n": 2048,
+            "gemm_gflop_per_s": {k: round(v, 1) for k, v in medians.items()},
+            "gemm_gflop_per_cpu_s": {k: round(v, 1) for k, v in medians_cpu.items()},
             "gemm_bound_gflop_per_s": round(bound, 1),
-            "gemm_gflop_per_cpu_s": round(statistics.median(gemm_cpu), 1),
             "micro_batch": impls[labels[-1]][0].embedder.max_batch,
             "machine": {**machine(), "load_average_end": os.getloadavg()[0]},
             "versions": versions(),
@@ -366,7 +405,8 @@ def parts(folder: Path, pixels: np.ndarray, x: torch.Tensor, network: str, cores
     for label, embedder, workers in (("before", before, 1), ("now", now, None)):
         decode, _ = timed(load_image_folder, folder, workers=workers)
         images = pixels.transpose(0, 3, 1, 2)
-        resize, _ = timed(preprocess_all, embedder, images)
+        with torch_threads(1):
+            resize, _ = timed(preprocess_all, embedder, images)
         net, _ = timed(network_only, embedder, x)
         with tempfile.TemporaryDirectory() as tmp:
             cache, _ = timed(compute_embeddings, images, Zeros(), cache_dir=tmp, verbose=False)
@@ -410,11 +450,31 @@ def full_cifar(args: argparse.Namespace) -> tuple[list[dict], dict]:
     return [row], meta
 
 
+# The table's columns (every field is in the CSV and JSON files).
+COLUMNS = {
+    "implementation": "implementation",
+    "threads": "threads",
+    "network_images_per_s": "network img/s",
+    "network_x_reference": "x ref",
+    "network_x_best_reference": "x best ref",
+    "e2e_images_per_s": "files to features img/s",
+    "e2e_x_reference": "x ref",
+    "e2e_x_best_reference": "x best ref",
+    "network_gflop_per_s": "network GFLOP/s",
+    "network_share_of_torch_gemm": "of torch GEMM",
+    "network_share_of_best_gemm": "of best GEMM",
+    "network_max_diff_to_before": "max diff to before",
+    "images": "images",
+    "seconds": "seconds",
+    "images_per_s": "img/s",
+}
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
-    keys = [k for k in rows[0] if not k.endswith("_runs")]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    keys = [k for k in COLUMNS if k in rows[0]]
+    lines = ["| " + " | ".join(COLUMNS[k] for k in keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = [f"{row[k]:.2g}" if "diff" in k else str(row[k]) for k in keys]
+        cells = [f"{row[k]:.1e}" if "diff" in k else str(row[k]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     if "parts" in meta:
         parts_ = meta["parts"]

@@ -158,11 +158,13 @@ class OnnxRuntimeRunner:
         return f"OnnxRuntimeRunner(onnxruntime={self.version})"
 
 
-def _torch(network: nn.Module, image_size: int, device: torch.device) -> Runner:
-    return TorchRunner(network, device=device)
+def _torch(
+    network: nn.Module, image_size: int, device: torch.device, *, channels_last: bool = True
+) -> Runner:
+    return TorchRunner(network, device=device, channels_last=channels_last)
 
 
-def _onnxruntime(network: nn.Module, image_size: int, device: torch.device) -> Runner:
+def _onnxruntime(network: nn.Module, image_size: int, device: torch.device, **_) -> Runner:
     if device.type != "cpu":
         raise ValueError(f"the onnxruntime backend runs on the CPU only, not on {device}")
     to_onnx = getattr(network, "to_onnx", None)
@@ -178,8 +180,9 @@ def _onnxruntime(network: nn.Module, image_size: int, device: torch.device) -> R
     return OnnxRuntimeRunner(to_onnx(image_size))
 
 
-#: Backends by name: name -> factory(network, image_size, device) returning a :class:`Runner`.
-BACKENDS: dict[str, Callable[[nn.Module, int, torch.device], Runner]] = {
+#: Backends by name: name -> factory(network, image_size, device, **options) returning a
+#: :class:`Runner`; options: ``channels_last`` (used by "torch").
+BACKENDS: dict[str, Callable[..., Runner]] = {
     "torch": _torch,
     "onnxruntime": _onnxruntime,
 }
@@ -199,14 +202,16 @@ def resolve_backend(backend: str, network: nn.Module, device: str | torch.device
 
 
 def make_runner(
-    backend: str | Callable[[nn.Module, int, torch.device], Runner],
+    backend: str | Callable[..., Runner],
     network: nn.Module,
     *,
     image_size: int,
     device: str | torch.device = "cpu",
+    **options,
 ) -> Runner:
     """A runner for ``network`` at ``image_size`` from a backend name (``"auto"``, ``"torch"``,
-    ``"onnxruntime"``) or a factory ``(network, image_size, device) -> Runner``.
+    ``"onnxruntime"``) or a factory ``(network, image_size, device, **options) -> Runner``;
+    ``options`` (``channels_last``) go to the factory.
 
     Raises
     ------
@@ -217,8 +222,8 @@ def make_runner(
     """
     device = torch.device(device)
     if callable(backend):
-        return backend(network, image_size, device)
+        return backend(network, image_size, device, **options)
     name = resolve_backend(backend, network, device)
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
-    return BACKENDS[name](network, image_size, device)
+    return BACKENDS[name](network, image_size, device, **options)

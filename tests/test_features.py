@@ -155,7 +155,7 @@ def test_a_backend_is_any_factory_of_runners():
         def parallel(self):
             return contextlib.nullcontext()
 
-    embedder = efficientnet_lite0(image_size=32, backend=lambda net, size, dev: Halves(),
+    embedder = efficientnet_lite0(image_size=32, backend=lambda net, size, dev, **opts: Halves(),
                                   max_batch=2, workers=2)  # fmt: skip
     assert embedder(np.zeros((5, 3, 32, 32), dtype=np.uint8)).shape == (5, 2)
     assert sorted(calls) == [1, 2, 2]

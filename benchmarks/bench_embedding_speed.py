@@ -76,8 +76,8 @@ def torch_threads(n: int):
 
 
 class Reference:
-    """efficientnet-lite-pytorch as its README uses it: eval mode, no_grad, batches of 64,
-    torch's intra-op threads; files decoded one by one with Pillow."""
+    """efficientnet-lite-pytorch used plainly: eval mode, no_grad, batches of 64, ``threads``
+    intra-op threads; files decoded one by one with Pillow."""
 
     def __init__(self, network: str, size: int, threads: int):
         module = importlib.import_module("efficientnet_lite_pytorch")

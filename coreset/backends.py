@@ -5,8 +5,9 @@ the host and may be called from several threads at once.
 :class:`~coreset.features.FeatureEmbedder` splits a batch into small micro-batches and runs them
 on ``workers`` threads, each single-threaded: on a CPU, one independent worker per core never
 waits on the others, where intra-op threads meet at a barrier after every layer, so one core
-taken by other work stalls them all (two intra-op threads ran Lite0 about 5x slower than two
-workers on a shared two-core machine: ``docs/results/embedding-speed.md``).
+taken by other work stalls them all (on a shared two-core machine, PyTorch ran Lite0 about 5x
+slower on two intra-op threads in batches of 64 than on two single-threaded workers in batches
+of 8: ``docs/results/embedding-speed.md``).
 
 Backends, by name (:func:`make_runner`):
 
@@ -17,8 +18,8 @@ Backends, by name (:func:`make_runner`):
 - ``"auto"``: ``"onnxruntime"`` on a CPU when it is installed and the network can be written as
   ONNX, ``"torch"`` otherwise.
 
-Both compute the same float32 function: the features agree within rounding (about 1e-6 of the
-largest), so an embedder's identity, and its embedding cache, do not depend on the backend.
+Both compute the same float32 function: the features agree within rounding (about 1e-6 after
+unit length), so an embedder's identity, and its embedding cache, do not depend on the backend.
 """
 
 from __future__ import annotations

@@ -212,9 +212,8 @@ class FeatureEmbedder:
         self.weights_sha256 = weights_sha256
         self.image_size = _check_size(image_size, 1, name)
         self.device = torch.device(device)
-        pixels = _MICRO_BATCH_PIXELS // (self.image_size * self.image_size)
-        self.max_batch = _check_size(max(1, pixels) if max_batch is None else max_batch, 1,
-                                     "max_batch")  # fmt: skip
+        fits = max(1, _MICRO_BATCH_PIXELS // self.image_size**2)
+        self.max_batch = _check_size(fits if max_batch is None else max_batch, 1, "max_batch")
         cpu = self.device.type == "cpu"
         self.workers = _check_size(
             (available_cores() if cpu else 1) if workers is None else workers, 1, "workers"

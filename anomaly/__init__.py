@@ -5,13 +5,13 @@ The public names: :class:`MEGDetector` (scikit-learn outlier detector), :func:`s
 :func:`average_precision`, :func:`auprc_trapezoid`, :func:`evaluate`, and at a threshold
 :func:`threshold_metrics`, :func:`best_f1_threshold`, :func:`class_rates`.
 
-The names are imported on first use (PEP 562): ``import anomaly`` and the command line's
-``--help`` do not import torch or scikit-learn.
+The names are imported on first use (PEP 562): ``from coreset_meg import anomaly`` and the command
+line's ``--help`` do not import torch or scikit-learn.
 """
 
 from importlib import metadata
 
-from common.lazy import lazy_exports
+from coreset_meg.common.lazy import lazy_exports
 
 try:
     __version__ = metadata.version("coreset-meg")

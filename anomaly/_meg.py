@@ -14,14 +14,14 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from common import distributed
-from coreset.embeddings import unit_length
-from coreset.features import torchscript_file, with_torchscript_file
-from gan import MEGConfig, MEGTrainer, build_networks, resolve_device
-from gan.config import TRAINING_GROUPS, setting_fields
-from gan.spider import with_input_stage
-from gan.tickets import WeightMasks, find_ticket
-from gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
+from coreset_meg.common import distributed
+from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.coreset.features import torchscript_file, with_torchscript_file
+from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks, resolve_device
+from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
+from coreset_meg.gan.spider import with_input_stage
+from coreset_meg.gan.tickets import WeightMasks, find_ticket
+from coreset_meg.gan.trainer import data_fingerprint, nearest_neighbour_sq_distance, seed_from
 
 from ._pyod import PyODAdapter, check_method, outlier_probability
 from .friendly import generator_prior
@@ -40,7 +40,8 @@ _CHUNK_BYTES = 16 * 2**20
 _SCORE_BATCH = 512
 # A robust "auto" threshold: this many scaled median absolute deviations below the median.
 _AUTO_MADS = 3.0
-# Every detector parameter is a setting of anomaly.settings.GROUPS, in the groups' order.
+# Every detector parameter is a setting of coreset_meg.anomaly.settings.GROUPS, in the groups'
+# order.
 _SETTINGS = [field for _, field in setting_fields(GROUPS)]
 
 
@@ -97,7 +98,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     PyOD's conventions (higher = more anomalous) are there too: ``decision_scores_``,
     ``threshold_``, ``labels_`` and ``predict_proba``; :meth:`as_pyod` (or
-    :class:`~anomaly.PyODAdapter`) also gives PyOD's ``decision_function`` and 0 / 1 ``predict``.
+    :class:`~coreset_meg.anomaly.PyODAdapter`) also gives PyOD's ``decision_function`` and 0 / 1
+    ``predict``.
 
     Parameters
     ----------
@@ -156,9 +158,10 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     Notes
     -----
-    All parameters are keyword-only. Each is declared once, in :mod:`gan.config` (networks,
-    objective, batches, schedule) or :mod:`anomaly.settings` (scoring, run), with its help text
-    and valid range; the same declarations give ``anomaly fit``'s options and ``model.json``.
+    All parameters are keyword-only. Each is declared once, in :mod:`coreset_meg.gan.config`
+    (networks, objective, batches, schedule) or :mod:`coreset_meg.anomaly.settings` (scoring, run),
+    with its help text and valid range; the same declarations give ``anomaly fit``'s options and
+    ``model.json``.
 
     References
     ----------
@@ -170,7 +173,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from anomaly import MEGDetector
+    >>> from coreset_meg.anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> det = MEGDetector(n_iter=100, width=32, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
@@ -319,8 +322,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
-        from coreset.embeddings import compute_embeddings
-        from coreset.features import make_embedder
+        from coreset_meg.coreset.embeddings import compute_embeddings
+        from coreset_meg.coreset.features import make_embedder
 
         if getattr(self, "embedder_", None) is None:
             self.embedder_ = make_embedder(self.features, device=self.device_)
@@ -380,9 +383,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             ``image_range="unit"``; float images with no negative value are refused unless
             ``image_range`` says which), or integers scaled by their dtype (uint8 read as
             0..255, uint16 as 0..65535); scoring reads them the same way. Images may be given
-            channels last, (n, H, W, C) with C 1 or 3, as :func:`datasets.load_image_folder`
-            returns them. A data frame's column names are kept and checked at scoring, also
-            when they are not strings (compared as text).
+            channels last, (n, H, W, C) with C 1 or 3, as
+            :func:`coreset_meg.datasets.load_image_folder` returns them. A data frame's column names
+            are kept and checked at scoring, also when they are not strings (compared as text).
         y : ignored
 
         Returns
@@ -428,9 +431,9 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _find_ticket(self, trainer: MEGTrainer, X: np.ndarray) -> list[dict]:
-        """With ``prune_rounds``: find a lottery ticket (:func:`gan.tickets.find_ticket`) and
-        attach its masks to ``trainer``; the rounds' records (the last one is the final
-        training's, its seconds set after it)."""
+        """With ``prune_rounds``: find a lottery ticket
+        (:func:`coreset_meg.gan.tickets.find_ticket`) and attach its masks to ``trainer``; the
+        rounds' records (the last one is the final training's, its seconds set after it)."""
         tickets = trainer.config.tickets
         if not tickets.prune_rounds:
             return []
@@ -759,7 +762,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         file as ``features_file`` (checked against the SHA-256 recorded at fit).
 
         Raises ``KeyError``, ``TypeError`` or ``ValueError`` on an inconsistent state, and
-        :class:`~anomaly.ModelFileError` for a TorchScript file not given or not matching.
+        :class:`~coreset_meg.anomaly.ModelFileError` for a TorchScript file not given or not
+        matching.
         """
         if "settings" in state:
             params = {k: v for group in state["settings"].values() for k, v in group.items()}
@@ -928,7 +932,8 @@ def view_spreads(X: np.ndarray, n_pixels: int) -> np.ndarray:
 
 def _channels_first(X: np.ndarray) -> np.ndarray:
     """Images given channels last, (n, H, W, C) with C 1 or 3 and H not (as
-    :func:`datasets.load_image_folder` returns them), as (n, C, H, W); anything else as it is."""
+    :func:`coreset_meg.datasets.load_image_folder` returns them), as (n, C, H, W); anything else as
+    it is."""
     if X.ndim == 4 and X.shape[3] in (1, 3) and X.shape[1] not in (1, 3):
         return X.transpose(0, 3, 1, 2)
     return X
@@ -1012,7 +1017,7 @@ def save_model(detector: MEGDetector, path):
     """Write a fitted detector to the folder ``path``, atomically.
 
     The folder is created, or replaced when it is a model folder (or empty); anything else at
-    ``path`` is refused with :class:`~anomaly.ModelFileError`.
+    ``path`` is refused with :class:`~coreset_meg.anomaly.ModelFileError`.
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""PyOD's detector conventions for :class:`~anomaly.MEGDetector`.
+"""PyOD's detector conventions for :class:`~coreset_meg.anomaly.MEGDetector`.
 
 PyOD's detectors (``pyod.models.base.BaseDetector``) score the other way round from
 scikit-learn's: ``decision_function`` is **higher for anomalies**, ``predict`` gives 0 (inlier) /
@@ -66,11 +66,12 @@ def outlier_probability(train_scores, scores, method: str = "linear") -> np.ndar
 class PyODAdapter(BaseEstimator):
     """A detector with PyOD's conventions: higher scores and label 1 for anomalies.
 
-    ``fit`` trains a clone of ``detector`` (a :class:`~anomaly.MEGDetector` by default) as
-    ``detector_``; the methods translate its scikit-learn convention (``score_samples`` higher
+    ``fit`` trains a clone of ``detector`` (a :class:`~coreset_meg.anomaly.MEGDetector` by default)
+    as ``detector_``; the methods translate its scikit-learn convention (``score_samples`` higher
     for normal samples, ``predict`` +1 / -1) into PyOD's (``pyod.models.base.BaseDetector``).
-    To wrap a detector that is already fitted, or loaded with :func:`~anomaly.load_model`,
-    without training it again, use :meth:`MEGDetector.as_pyod`.
+    To wrap a detector that is already fitted, or loaded with
+    :func:`~coreset_meg.anomaly.load_model`, without training it again, use
+    :meth:`MEGDetector.as_pyod`.
 
     Parameters
     ----------
@@ -95,7 +96,7 @@ class PyODAdapter(BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from anomaly import MEGDetector, PyODAdapter
+    >>> from coreset_meg.anomaly import MEGDetector, PyODAdapter
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> clf = PyODAdapter(MEGDetector(n_iter=100, width=32, random_state=0)).fit(X)
     >>> clf.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()

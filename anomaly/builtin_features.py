@@ -1,9 +1,9 @@
 """Pretrained features of the built-in data sets (MNIST, Fashion-MNIST, CIFAR-10): every image
 embedded once, training images first, into a content-keyed disk cache.
 
-The library's friendly sets (:mod:`anomaly.friendly`) and the benchmarks' feature view
-(:mod:`anomaly.benchmarks.features`) both read them from here, so that nothing in the library
-imports the benchmark harness.
+The library's friendly sets (:mod:`coreset_meg.anomaly.friendly`) and the benchmarks' feature view
+(:mod:`coreset_meg.anomaly.benchmarks.features`) both read them from here, so that nothing in the
+library imports the benchmark harness.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets import load_cifar10, load_mnist
+from coreset_meg.datasets import load_cifar10, load_mnist
 
 __all__ = ["DEFAULT_CACHE", "dataset_features", "dataset_images"]
 
@@ -64,8 +64,8 @@ def dataset_features(
         cache takes a second; embedding, minutes); ``n_train``: the number of official training
         images, the first rows.
     """
-    from coreset.embeddings import compute_embeddings
-    from coreset.features import make_embedder
+    from coreset_meg.coreset.embeddings import compute_embeddings
+    from coreset_meg.coreset.features import make_embedder
 
     root = None if root is None else str(root)
     key = (dataset, root, features, None if cache_dir is None else str(cache_dir))

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from anomaly.settings import IMAGE_DATASETS
-from common import atomic_path, first_line
+from coreset_meg.anomaly.settings import IMAGE_DATASETS
+from coreset_meg.common import atomic_path, first_line
 
 try:  # recent typer ships its own copy of click
     from typer._click import core as click_core
@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - typer releases built on the click pack
 
 __all__ = ["app", "main"]
 
-#: ``datasets.images.MAX_IMAGE_SIDE``, spelt out here so that ``--help`` does not import it.
+#: ``coreset_meg.datasets.images.MAX_IMAGE_SIDE``, spelt out here so that ``--help`` does not import
+#: it.
 MAX_IMAGE_SIDE = 4096
 
 app = typer.Typer(
@@ -186,7 +187,12 @@ def load_user_data(
     Image folders become float32 ``(N, C, H, W)`` arrays in [-1, 1]; ``channels`` (1 or 3) forces
     grey or colour.
     """
-    from datasets import csv_feature_names, load_image_folder, load_table, to_model_input
+    from coreset_meg.datasets import (
+        csv_feature_names,
+        load_image_folder,
+        load_table,
+        to_model_input,
+    )
 
     if not path.exists():
         raise CliError(f"data not found: {path}")
@@ -209,7 +215,7 @@ def load_user_data(
 
 def _read_labels(path: Path) -> np.ndarray:
     """One label per sample from a ``.npy`` vector or a one-column CSV / ``.npz`` table."""
-    from datasets import DataError, load_table
+    from coreset_meg.datasets import DataError, load_table
 
     if not path.exists():
         raise CliError(f"labels file not found: {path}")
@@ -244,7 +250,7 @@ _LOGGING: dict[str, int | None] = {"level": None}
 def _configure_logging(quiet: bool) -> None:
     """Log lines on stderr: the level from ``--log-level`` or ``-v`` when given, else info
     (warning with ``--quiet``)."""
-    from common.distributed import is_main
+    from coreset_meg.common.distributed import is_main
 
     level = _LOGGING["level"]
     if level is None:
@@ -257,7 +263,7 @@ def _configure_logging(quiet: bool) -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from anomaly import __version__
+        from coreset_meg.anomaly import __version__
 
         typer.echo(f"anomaly (coreset-meg) {__version__}")
         raise typer.Exit()
@@ -293,7 +299,7 @@ def _options(
 
 
 def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
-    from common.distributed import is_main
+    from coreset_meg.common.distributed import is_main
 
     if not is_main():  # under torchrun rank 0 prints the result
         return
@@ -313,14 +319,14 @@ def _metrics_line(metrics: dict) -> str:
 
 # ------------------------------------------------------------------------------------ fit
 def _setting_options(command):
-    """Add one ``--option`` per setting (anomaly.settings.GROUPS) to a typer command.
+    """Add one ``--option`` per setting (coreset_meg.anomaly.settings.GROUPS) to a typer command.
 
     The command is called with the values given on the command line as ``settings`` (a dict of
     the setting names given; unset options are absent), so presets and ``--config`` files can
     fill the rest.
     """
-    from anomaly.settings import GROUPS, PRESETS
-    from gan.config import setting_fields
+    from coreset_meg.anomaly.settings import GROUPS, PRESETS
+    from coreset_meg.gan.config import setting_fields
 
     signature = inspect.signature(command)
     params = [p for p in signature.parameters.values() if p.name != "settings"]
@@ -369,8 +375,8 @@ def _setting_options(command):
 
 def _read_config(path: Path) -> dict:
     """A ``--config`` file: JSON as ``anomaly fit --dry-run`` prints it."""
-    from anomaly.settings import GROUPS
-    from common import read_regular_text
+    from coreset_meg.anomaly.settings import GROUPS
+    from coreset_meg.common import read_regular_text
 
     try:
         config = json.loads(read_regular_text(path, limit=_MAX_CONFIG_BYTES))
@@ -584,9 +590,9 @@ def fit(
     Fashion-MNIST, CIFAR-10 or an image folder; vectors: the rest), then --config, then the
     options given here.
     """
-    from anomaly import MEGDetector, evaluate
-    from anomaly.persistence import check_model_destination
-    from anomaly.settings import group_params, preset
+    from coreset_meg.anomaly import MEGDetector, evaluate
+    from coreset_meg.anomaly.persistence import check_model_destination
+    from coreset_meg.anomaly.settings import group_params, preset
 
     _configure_logging(quiet)
     given = {k for k in ctx.params if _from_command_line(ctx, k)}
@@ -646,7 +652,7 @@ def fit(
         }
         typer.echo(json.dumps(resolved, indent=None if as_json else 2))
         return
-    from common import distributed
+    from coreset_meg.common import distributed
 
     distributed.init_from_env(params["device"])  # joins the others when started by torchrun
     main = distributed.is_main()
@@ -658,7 +664,7 @@ def fit(
     _check_not_current(out, "--out")
     _check_writable(out)
     if report is not None:
-        from anomaly.report import check_report_destination
+        from coreset_meg.anomaly.report import check_report_destination
 
         check_report_destination(report)  # refused before training, not after
         _check_not_current(report, "--report")
@@ -700,7 +706,7 @@ def fit(
         _emit(result, as_json, [f"trained on {len(user.X)} samples; model saved to {out}"])
         return
 
-    from datasets import load_benchmark
+    from coreset_meg.datasets import load_benchmark
 
     root = None if run["data_root"] is None else Path(run["data_root"])
     seed = params["random_state"]
@@ -768,8 +774,8 @@ def _normal_images(data: Path, normal_class: str | None) -> Path:
 def _save(detector, out: Path, checkpoint: Path, report: Path | None) -> None:
     """Save the fitted model, remove the checkpoint and write the training report: rank 0's
     work under torchrun (the others wait for it)."""
-    from anomaly import save_model
-    from common import distributed
+    from coreset_meg.anomaly import save_model
+    from coreset_meg.common import distributed
 
     if distributed.is_main():
         with distributed.alone():
@@ -783,7 +789,7 @@ def _training_report(folder: Path | None, detector) -> None:
     """Write the training curves of a fitted detector into ``folder`` (nothing when None)."""
     if folder is None:
         return
-    from anomaly.report import training_report
+    from coreset_meg.anomaly.report import training_report
 
     page = training_report(folder, detector.history_)
     logging.getLogger(__name__).info("training report written to %s", page)
@@ -902,10 +908,10 @@ def score(
 
     import pandas as pd
 
-    from anomaly import evaluate, load_model
-    from anomaly.metrics import threshold_summary
-    from anomaly.report import check_report_destination, score_report
-    from common import distributed, progress
+    from coreset_meg.anomaly import evaluate, load_model
+    from coreset_meg.anomaly.metrics import threshold_summary
+    from coreset_meg.anomaly.report import check_report_destination, score_report
+    from coreset_meg.common import distributed, progress
 
     _configure_logging(quiet)
     distributed.init_from_env(device)  # joins the others when started by torchrun
@@ -1021,7 +1027,7 @@ def _set_threshold(detector, threshold: float | None, contamination: str | None)
 
 
 def _threshold_lines(found: dict) -> list[str]:
-    """Text lines of :func:`anomaly.metrics.threshold_summary`."""
+    """Text lines of :func:`coreset_meg.anomaly.metrics.threshold_summary`."""
     lines = []
     if "at_threshold" in found:
         m = found["at_threshold"]
@@ -1097,7 +1103,7 @@ def _score_input(
     """Open DATA for scoring: a table file in chunks, or an image folder in memory."""
     import pandas as pd
 
-    from datasets import TableChunks
+    from coreset_meg.datasets import TableChunks
 
     if not data.exists():
         raise CliError(f"data not found: {data}")
@@ -1121,7 +1127,7 @@ def _score_input(
                 f"{option} applies to CSV and .npy/.npz files; for the image folder {data}, "
                 "give --normal-class NAME (labels from the sub-folder names)"
             )
-    from datasets import to_model_input
+    from coreset_meg.datasets import to_model_input
 
     images, paths, y, classes, resized = _read_image_folder(data, detector, normal_class)
     X = to_model_input(images)
@@ -1138,7 +1144,7 @@ def _read_image_folder(data: Path, detector, normal_class: str | None):
     at are resized to it (bicubic), with a warning."""
     from PIL import Image
 
-    from datasets import load_image_folder
+    from coreset_meg.datasets import load_image_folder
 
     if normal_class is not None:
         found = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -1186,7 +1192,7 @@ def spreadsheet_safe(texts) -> list[str]:
 
 
 def _check_binary_labels(y: np.ndarray, n: int) -> np.ndarray:
-    from datasets import check_labels
+    from coreset_meg.datasets import check_labels
 
     y = check_labels(y, n, source="labels")
     if not set(np.unique(y).tolist()) <= {0, 1}:
@@ -1248,7 +1254,7 @@ def friendly(
     Lowest SID first: 0 is a set against itself, positive means farther from DATA's
     neighbourhood than DATA. Fit with the chosen one: anomaly fit --prior friendly --friendly SET.
     """
-    from anomaly.friendly import default_candidates, rank_friendly
+    from coreset_meg.anomaly.friendly import default_candidates, rank_friendly
 
     names = list(candidates) if candidates else default_candidates(data)
     ranking = rank_friendly(
@@ -1291,8 +1297,8 @@ def export(
     [-1, 1]) and returns score_samples (higher = more normal), scaling and embedding them as
     the model does; its metadata.json holds these conventions and the threshold (offset).
     """
-    from anomaly import load_model
-    from anomaly.export import export_model
+    from coreset_meg.anomaly import load_model
+    from coreset_meg.anomaly.export import export_model
 
     if out.exists() and not out.is_file():
         raise CliError(f"--out {out} exists and is not a file; refusing to replace it")
@@ -1385,7 +1391,7 @@ def benchmark(
     ),
 ):
     """Run a benchmark; write CSV, Markdown table and plots to OUT/NAME; print the table."""
-    from anomaly.benchmarks import BENCHMARKS
+    from coreset_meg.anomaly.benchmarks import BENCHMARKS
 
     _configure_logging(quiet)
     out_dir = out / (name.value if dataset is None else f"{name.value}-{dataset}")
@@ -1493,7 +1499,7 @@ def _check_not_current(out: Path, option: str) -> None:
 def _check_no_model_above(out: Path, option: str) -> None:
     """Refuse an output inside a model folder: the next save of that model replaces the folder
     whole, and what was written there would be lost."""
-    from anomaly.persistence import model_folder_above
+    from coreset_meg.anomaly.persistence import model_folder_above
 
     folder = model_folder_above(out)
     if folder is not None:
@@ -1518,9 +1524,9 @@ def _failure_types() -> tuple[type[BaseException], ...]:
 
     Imported when a failure happens, not at start, so ``--help`` does not import torch.
     """
-    from anomaly.persistence import ModelFileError
-    from common.distributed import LaunchError
-    from datasets import DataError
+    from coreset_meg.anomaly.persistence import ModelFileError
+    from coreset_meg.common.distributed import LaunchError
+    from coreset_meg.datasets import DataError
 
     return (CliError, DataError, LaunchError, ModelFileError, ValueError, OSError,
             FloatingPointError)  # fmt: skip

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import atomic_path, first_line
+from coreset_meg.common import atomic_path, first_line
 
 from .persistence import versions
 from .scoring import score_kinds
@@ -54,8 +54,9 @@ class ExportError(ValueError):
 
 # ----------------------------------------------------------------------------------- modules
 class _ImageFeatures(nn.Module):
-    """A :class:`~coreset.features.FeatureEmbedder` as a module: (N, C, H, W) in [-1, 1] ->
-    (N, p), with :func:`~coreset.embeddings.prepare_images`' steps written in torch."""
+    """A :class:`~coreset_meg.coreset.features.FeatureEmbedder` as a module: (N, C, H, W) in [-1, 1]
+    -> (N, p), with :func:`~coreset_meg.coreset.embeddings.prepare_images`' steps written in
+    torch."""
 
     def __init__(self, embedder):
         super().__init__()
@@ -159,8 +160,8 @@ def _embed_module(detector):
     view)."""
     if detector.view_ not in ("features", "both"):
         return None, None
-    from coreset.embeddings import PixelEmbedder
-    from coreset.features import FeatureEmbedder, make_embedder
+    from coreset_meg.coreset.embeddings import PixelEmbedder
+    from coreset_meg.coreset.features import FeatureEmbedder, make_embedder
 
     name = str(detector.features)
     if name.startswith("torchscript:") or Path(name).is_file():
@@ -298,7 +299,7 @@ def export_model(detector, path, format: str = "torchscript", *, check: bool = T
     Examples
     --------
     >>> import numpy as np, tempfile, torch
-    >>> from anomaly import MEGDetector
+    >>> from coreset_meg.anomaly import MEGDetector
     >>> X = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
     >>> det = MEGDetector(n_iter=2, random_state=0).fit(X)
     >>> path = export_model(det, tempfile.mkdtemp() + "/model.pt")

@@ -5,7 +5,7 @@ A friendly set is named by a string:
 - ``NAME`` or ``NAME:CLASSES``: a built-in data set (``mnist``, ``fashion-mnist``, ``cifar10``,
   ``digits``), all of it or the classes listed (``mnist:3``, ``cifar10:0,1``, ``cifar10:cat``);
   MNIST, Fashion-MNIST and CIFAR-10 take their training images, then their test images;
-- a folder of images (:func:`datasets.load_image_folder`);
+- a folder of images (:func:`coreset_meg.datasets.load_image_folder`);
 - ``model:FOLDER``: a detector saved with ``anomaly fit`` (cascading: its generator's samples,
   from the inputs it was trained on).
 
@@ -13,8 +13,8 @@ The detector's generator takes the set's images (pixels view; resized to the tra
 size and channels) or their pretrained features (features view, scaled to unit length as the
 detector scales its own), at most :data:`MAX_FRIENDLY` of them (a seeded subsample). The SID
 ranking compares embeddings: the cached EfficientNet-Lite0 features of the benchmarks
-(:func:`~anomaly.builtin_features.dataset_features`) for MNIST and CIFAR-10, computed (and
-cached) for the others.
+(:func:`~coreset_meg.anomaly.builtin_features.dataset_features`) for MNIST and CIFAR-10, computed
+(and cached) for the others.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class FriendlySet:
 
 
 def _class_index(name: str, value: str) -> int:
-    from datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, DataError
+    from coreset_meg.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, DataError
 
     names = {"cifar10": CIFAR10_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}.get(name, [])
     if value.isdigit() and 0 <= int(value) < 10:
@@ -76,7 +76,7 @@ def parse_friendly(spec: str) -> FriendlySet:
     >>> parse_friendly("cifar10").kind
     'builtin'
     """
-    from datasets import DataError
+    from coreset_meg.datasets import DataError
 
     text = str(spec).strip()
     if text.startswith("model:"):
@@ -100,7 +100,8 @@ def parse_friendly(spec: str) -> FriendlySet:
 
 def _builtin(name: str, root) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 images, labels)`` of a built-in set as its loader reads them (channels last),
-    training images first: the rows of :func:`~anomaly.builtin_features.dataset_features`."""
+    training images first: the rows of
+    :func:`~coreset_meg.anomaly.builtin_features.dataset_features`."""
     from .builtin_features import dataset_images
 
     images, labels, _ = dataset_images(name, root)
@@ -111,7 +112,7 @@ def _builtin(name: str, root) -> tuple[np.ndarray, np.ndarray]:
 def _labels(name: str, root) -> np.ndarray:
     """The labels of a built-in set, rows as in :func:`_builtin` (read once per process)."""
     if name == "digits":
-        from datasets import load_digits_data
+        from coreset_meg.datasets import load_digits_data
 
         return load_digits_data()[1]
     return _builtin(name, root)[1]
@@ -137,9 +138,9 @@ def friendly_images(
     """The set's images as float32 (N, C, H, W) in [-1, 1]; at most ``max_samples`` (seeded).
 
     ``root``: the data folder of the built-in sets (default: ``$ANOMALY_DATA_ROOT`` or the
-    user cache, :func:`datasets.default_data_root`); nothing is downloaded.
+    user cache, :func:`coreset_meg.datasets.default_data_root`); nothing is downloaded.
     """
-    from datasets import DataError, load_digits_data, load_image_folder, to_model_input
+    from coreset_meg.datasets import DataError, load_digits_data, load_image_folder, to_model_input
 
     friendly = spec if isinstance(spec, FriendlySet) else parse_friendly(spec)
     if friendly.kind == "model":
@@ -172,13 +173,13 @@ def friendly_embeddings(
     """Pretrained features (N, p) of the set's images, at most ``max_samples`` (seeded).
 
     With ``cache_dir``, MNIST, Fashion-MNIST and CIFAR-10 come from the benchmarks' cache of the
-    whole data set (:func:`~anomaly.builtin_features.dataset_features`: embedded once, then
-    read); without it they embed only the images they use. The digits (1,797 images) are
+    whole data set (:func:`~coreset_meg.anomaly.builtin_features.dataset_features`: embedded once,
+    then read); without it they embed only the images they use. The digits (1,797 images) are
     embedded whole once per process and each subset taken from them; image folders are
     embedded (through ``cache_dir`` when given).
     """
-    from coreset.embeddings import compute_embeddings
-    from coreset.features import make_embedder
+    from coreset_meg.coreset.embeddings import compute_embeddings
+    from coreset_meg.coreset.features import make_embedder
 
     friendly = spec if isinstance(spec, FriendlySet) else parse_friendly(spec)
     if friendly.kind == "builtin" and (friendly.name == "digits" or cache_dir is not None):
@@ -195,8 +196,8 @@ def friendly_embeddings(
 @functools.lru_cache(maxsize=2)
 def _whole_embeddings(name: str, features: str, root, cache_dir, verbose: bool) -> np.ndarray:
     """Every image of a built-in set embedded, rows as in :func:`_builtin` (digits: in order)."""
-    from coreset.embeddings import compute_embeddings
-    from coreset.features import make_embedder
+    from coreset_meg.coreset.embeddings import compute_embeddings
+    from coreset_meg.coreset.features import make_embedder
 
     if name == "digits":
         images = friendly_images("digits", max_samples=None)
@@ -223,11 +224,11 @@ def _fit_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def generator_prior(detector, *, root=None):
-    """The prior a fitting :class:`~anomaly.MEGDetector` feeds its generator: None for latents
-    (``prior`` normal or uniform), else the friendly set of its ``friendly`` setting, as the
+    """The prior a fitting :class:`~coreset_meg.anomaly.MEGDetector` feeds its generator: None for
+    latents (``prior`` normal or uniform), else the friendly set of its ``friendly`` setting, as the
     networks' input needs it (its ``view_``, ``network_shape_`` and scaling known)."""
-    from coreset.embeddings import unit_length
-    from coreset.friendly import FriendlyPrior
+    from coreset_meg.coreset.embeddings import unit_length
+    from coreset_meg.coreset.friendly import FriendlyPrior
 
     if detector.prior != "friendly":
         if detector.friendly is not None:
@@ -262,8 +263,8 @@ def _cascade(path: Path, detector_class):
     """A saved detector's generator and its own input, as a prior (cascading); the detector is
     read with ``detector_class.load`` (this module is imported by the detector's: no import
     back)."""
-    from coreset import LatentPrior
-    from coreset.friendly import GeneratorPrior
+    from coreset_meg.coreset import LatentPrior
+    from coreset_meg.coreset.friendly import GeneratorPrior
 
     earlier = detector_class.load(path)
     if earlier.generator_ is None:
@@ -301,9 +302,9 @@ def rank_friendly(
 
     Both are named as friendly sets are; every set is embedded with ``features`` (from the
     cache where it has them) and at most ``max_samples`` of each are compared
-    (:func:`coreset.sid.rank_by_sid`).
+    (:func:`coreset_meg.coreset.sid.rank_by_sid`).
     """
-    from coreset.sid import rank_by_sid
+    from coreset_meg.coreset.sid import rank_by_sid
 
     def embed(spec: str) -> np.ndarray:
         return friendly_embeddings(

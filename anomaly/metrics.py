@@ -13,7 +13,7 @@ which does not interpolate and is usually a little lower.
 
 Examples
 --------
->>> from anomaly import auroc
+>>> from coreset_meg.anomaly import auroc
 >>> y = [0, 0, 1]
 >>> auroc(y, [0.1, 0.2, 0.9], higher="anomalous")
 1.0
@@ -71,7 +71,8 @@ _PARAMETERS = """
     higher : {"anomalous", "normal"}
         What a higher score means: ``"anomalous"`` for anomaly scores (PyOD's
         ``decision_function`` and ``decision_scores_``), ``"normal"`` for scikit-learn's
-        ``score_samples`` and ``decision_function``. Required: see :mod:`anomaly.metrics`.
+        ``score_samples`` and ``decision_function``. Required: see
+        :mod:`coreset_meg.anomaly.metrics`.
 """
 
 

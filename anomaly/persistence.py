@@ -34,8 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from common.errors import first_line, write_failure
-from common.io import atomic_path, file_sha256, follow_umask, read_regular_text
+from coreset_meg.common.errors import first_line, write_failure
+from coreset_meg.common.io import atomic_path, file_sha256, follow_umask, read_regular_text
 
 __all__ = [
     "FORMAT",
@@ -56,7 +56,8 @@ __all__ = [
 
 FORMAT = "coreset-meg-model"
 #: 3: weights in safetensors (``weights.safetensors`` and ``weights_layout``).
-#: 2: settings grouped as in anomaly.settings. 1: a flat "params" dict. 1 and 2 are still read.
+#: 2: settings grouped as in coreset_meg.anomaly.settings. 1: a flat "params" dict. 1 and 2 are
+#: still read.
 FORMAT_VERSION = 3
 WEIGHTS, CONFIG, METRICS = "weights.safetensors", "model.json", "metrics.jsonl"
 #: The weights file of formats 1 and 2 (``torch.save``), read with ``weights_only=True``.

@@ -12,8 +12,8 @@
 A report folder holds only what this module wrote: ``report.json`` lists its files. A new or empty
 folder is used, a report folder is replaced by the next report written into it (its old files
 removed), and a folder holding anything else is refused, so a user's files are never deleted.
-Every file is written atomically (:func:`common.atomic_path`); figures use matplotlib's object
-API (:class:`matplotlib.figure.Figure`), never pyplot's global state.
+Every file is written atomically (:func:`coreset_meg.common.atomic_path`); figures use matplotlib's
+object API (:class:`matplotlib.figure.Figure`), never pyplot's global state.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.metrics import threshold_summary
-from common import atomic_path, write_text_atomic
+from coreset_meg.anomaly.metrics import threshold_summary
+from coreset_meg.common import atomic_path, write_text_atomic
 
 __all__ = ["ReportError", "check_report_destination", "score_report", "training_report"]
 
@@ -297,7 +297,7 @@ def score_report(
 
 
 def _threshold_rows(found: dict) -> list[tuple[str, str]]:
-    """Summary rows of :func:`anomaly.metrics.threshold_summary`'s metrics."""
+    """Summary rows of :func:`coreset_meg.anomaly.metrics.threshold_summary`'s metrics."""
     m, b = found["at_threshold"], found["best_f1"]
     return [
         ("precision at the threshold", f"{m['precision']:.4f}"),

@@ -60,7 +60,7 @@ def score_columns(
     """
     import torch
 
-    from gan.losses import input_gradient_sq_norm
+    from coreset_meg.gan.losses import input_gradient_sq_norm
 
     for kind in kinds:
         if kind not in SCORES:

@@ -1,9 +1,9 @@
 """The detector's settings: the trainer's groups, scoring, the run, and the family presets.
 
-:class:`~anomaly.MEGDetector`'s parameters, their validation and docstring, ``anomaly fit``'s
-options, ``--dry-run``/``--config`` files and the ``settings`` in ``model.json`` all come from
-:data:`GROUPS`. The presets are the defaults per data family, shared by the command line and the
-benchmarks.
+:class:`~coreset_meg.anomaly.MEGDetector`'s parameters, their validation and docstring,
+``anomaly fit``'s options, ``--dry-run``/``--config`` files and the ``settings`` in ``model.json``
+all come from :data:`GROUPS`. The presets are the defaults per data family, shared by the command
+line and the benchmarks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gan.config import TRAINING_GROUPS, SettingsGroup, setting, setting_fields
+from coreset_meg.gan.config import TRAINING_GROUPS, SettingsGroup, setting, setting_fields
 
 from .scoring import SCORE_TYPES
 

@@ -15,8 +15,8 @@ generator helps more than fixed negatives:
   entropy through the ``I(x; z)`` estimator), and MEG's zero-centred gradient penalty;
 - ``residual-gaussian``, ``residual-meg``: the frozen features, and a residual energy on top of
   the default one (a learned weighting of squared whitened coordinates on 64 principal
-  directions, ``gan.adaptation.ResidualQuadratic``) trained against broad Gaussian negatives or
-  MEG's generator sampling the whole energy (twice ``--steps`` updates).
+  directions, ``coreset_meg.gan.adaptation.ResidualQuadratic``) trained against broad Gaussian
+  negatives or MEG's generator sampling the whole energy (twice ``--steps`` updates).
 
 Every variant is scored by the detector's default energy (the core-set mixture plus the
 Gaussian term, on unit-length features) in its adapted space; the rank correlation with the
@@ -45,12 +45,12 @@ from bench_views import FEATURES_GAUSSIAN, coreset_energy, energy
 from scipy.stats import spearmanr
 from torch import nn
 
-from anomaly import auroc
-from anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset.embeddings import compute_embeddings
-from coreset.features import FeatureEmbedder, efficientnet_lite0
-from datasets import to_model_input
-from gan.adaptation import FeatureAdapter, adapted_features, fit_residual
+from coreset_meg.anomaly import auroc
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
+from coreset_meg.coreset.embeddings import compute_embeddings
+from coreset_meg.coreset.features import FeatureEmbedder, efficientnet_lite0
+from coreset_meg.datasets import to_model_input
+from coreset_meg.gan.adaptation import FeatureAdapter, adapted_features, fit_residual
 
 VARIANTS = ("frozen", "compact", "gaussian", "meg", "residual-gaussian", "residual-meg")
 IMAGE_SIZE = 128
@@ -101,8 +101,8 @@ def default_energy_scores(F_train: np.ndarray, F_test: np.ndarray, seed: int) ->
 
 
 def residual_scores(F_train, F_test, negatives, seed, steps) -> np.ndarray:
-    """The default energy plus a :class:`~gan.adaptation.ResidualQuadratic` trained on top of
-    it with ``negatives``, at ``F_test``."""
+    """The default energy plus a :class:`~coreset_meg.gan.adaptation.ResidualQuadratic` trained on
+    top of it with ``negatives``, at ``F_test``."""
     base = coreset_energy(F_train, FEATURES_GAUSSIAN, 0)
     residual = fit_residual(base, F_train, negatives=negatives, steps=steps, random_state=seed)
     return energy_scores(base, F_test) + energy_scores(residual, F_test)

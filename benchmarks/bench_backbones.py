@@ -27,11 +27,11 @@ from bench_adaptation import default_energy_scores, split_rows
 from bench_coreset_energy import training_set
 from bench_views import knn
 
-from anomaly import auroc
-from anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset.embeddings import compute_embeddings, unit_length
-from coreset.features import make_embedder
-from datasets import to_model_input
+from coreset_meg.anomaly import auroc
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
+from coreset_meg.coreset.embeddings import compute_embeddings, unit_length
+from coreset_meg.coreset.features import make_embedder
+from coreset_meg.datasets import to_model_input
 
 BACKBONES = (
     "efficientnet-lite0@128",

@@ -20,8 +20,8 @@ import argparse
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from coreset import make_sampler
-from datasets import default_data_root, load_benchmark
+from coreset_meg.coreset import make_sampler
+from coreset_meg.datasets import default_data_root, load_benchmark
 
 
 def measure(X: np.ndarray, batches: int, seed: int) -> list[list[str]]:

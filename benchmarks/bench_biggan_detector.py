@@ -63,9 +63,9 @@ def measure(
     import torch
     from bench_coreset_energy import validation_split
 
-    from anomaly import MEGDetector, auprc_trapezoid, auroc
-    from anomaly.benchmarks._grid import Cell
-    from anomaly.settings import preset
+    from coreset_meg.anomaly import MEGDetector, auprc_trapezoid, auroc
+    from coreset_meg.anomaly.benchmarks._grid import Cell
+    from coreset_meg.anomaly.settings import preset
 
     torch.set_num_threads(1)
     X_train, X_test, y = validation_split(
@@ -100,7 +100,7 @@ def settings_for(network: str) -> dict:
 
 def report(results: pd.DataFrame) -> str:
     """Mean per setting and the paired difference from the defaults over the cells."""
-    from anomaly.benchmarks._io import markdown_table
+    from coreset_meg.anomaly.benchmarks._io import markdown_table
 
     wide = results.pivot_table(index=["cls", "seed"], columns="setting", values="value")
     name = results["metric"].iloc[0].upper()
@@ -147,8 +147,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 cell, small data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from anomaly.benchmarks._grid import run_grid
-    from anomaly.benchmarks._io import prepare_out_dir, write_text
+    from coreset_meg.anomaly.benchmarks._grid import run_grid
+    from coreset_meg.anomaly.benchmarks._io import prepare_out_dir, write_text
 
     view = args.view
     if view == "auto":

@@ -7,7 +7,8 @@ the 1x rows repeated) as CSV and ``.npy``, and scores each in a fresh process tw
 * ``chunked``: ``anomaly score`` as it is (a ``.npy`` file memory-mapped, a CSV file read in
   pieces, the scores written as they come);
 * ``in-memory``: the earlier path, reproduced: the whole file read and checked
-  (``datasets.load_table``), validated and scored in one call, the table written at the end.
+  (``coreset_meg.datasets.load_table``), validated and scored in one call, the table written at the
+  end.
 
 Prints a Markdown table of each process's peak resident memory (``os.wait4``'s ``ru_maxrss``),
 CPU time (user + system, steadier than wall time on a busy machine) and wall time, and whether
@@ -42,7 +43,7 @@ def _fit(folder: Path, seed: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from anomaly import MEGDetector, save_model
+    from coreset_meg.anomaly import MEGDetector, save_model
 
     X = np.random.default_rng(seed).normal(size=(500, N_FEATURES))
     names = [f"f{j}" for j in range(N_FEATURES)]
@@ -96,8 +97,8 @@ def _score_in_memory(model: str, data: str, out: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from anomaly import load_model
-    from datasets import csv_feature_names, load_table
+    from coreset_meg.anomaly import load_model
+    from coreset_meg.datasets import csv_feature_names, load_table
 
     detector = load_model(model)
     X, _ = load_table(data)
@@ -173,7 +174,14 @@ def main() -> None:
             for kind in formats:
                 path = folder / f"x{n}.{kind}"
                 chunked, in_memory = folder / "chunked.csv", folder / "in_memory.csv"
-                cli = [sys.executable, "-m", "anomaly.cli", "score", str(model), str(path)]
+                cli = [
+                    sys.executable,
+                    "-m",
+                    "coreset_meg.anomaly.cli",
+                    "score",
+                    str(model),
+                    str(path),
+                ]
                 new = _measure([*cli, "--out", str(chunked), "--quiet"])
                 old, same = (None, None, None), None
                 if scale in in_memory_scales:

@@ -32,13 +32,19 @@ import pandas as pd
 import torch
 from sklearn.covariance import LedoitWolf
 
-from anomaly import MEGDetector, auprc_trapezoid, auroc
-from anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
-from anomaly.settings import preset
-from datasets import load_benchmark, load_cifar10, load_mnist, one_class_split, to_model_input
-from gan import MEGConfig
-from gan.networks import CoresetEnergy
-from gan.trainer import coreset_energy_parts
+from coreset_meg.anomaly import MEGDetector, auprc_trapezoid, auroc
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
+from coreset_meg.anomaly.settings import preset
+from coreset_meg.datasets import (
+    load_benchmark,
+    load_cifar10,
+    load_mnist,
+    one_class_split,
+    to_model_input,
+)
+from coreset_meg.gan import MEGConfig
+from coreset_meg.gan.networks import CoresetEnergy
+from coreset_meg.gan.trainer import coreset_energy_parts
 
 N_VALIDATION = 10_000
 N_HELDOUT_TEST = 4_000

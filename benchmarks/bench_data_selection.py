@@ -1,6 +1,6 @@
 """Which batches should be core-sets: data, latents, both or neither? One-class MNIST AUROC.
 
-Fits the benchmark's MNIST detector (``anomaly.settings.preset("mnist")``) on
+Fits the benchmark's MNIST detector (``coreset_meg.anomaly.settings.preset("mnist")``) on
 one-class MNIST splits with four batch settings, all else equal, and prints AUROC side by side::
 
     python benchmarks/bench_data_selection.py --classes 1,3,8,9 --seeds 0 --jobs 2
@@ -31,9 +31,9 @@ def fit_one(args: tuple[int, int, str, str]) -> tuple[int, int, str, float, floa
     cls, seed, setting, root = args
     import torch
 
-    from anomaly import MEGDetector, evaluate
-    from anomaly.settings import preset
-    from datasets import load_benchmark
+    from coreset_meg.anomaly import MEGDetector, evaluate
+    from coreset_meg.anomaly.settings import preset
+    from coreset_meg.datasets import load_benchmark
 
     torch.set_num_threads(1)
     split = load_benchmark("mnist", "one-class", cls, root=root, random_state=seed)
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--data-root", default=None, help="folder holding mnist/")
     args = parser.parse_args()
-    from datasets import default_data_root
+    from coreset_meg.datasets import default_data_root
 
     root = str(args.data_root or default_data_root())
     classes = [int(c) for c in args.classes.split(",")]

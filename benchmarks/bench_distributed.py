@@ -37,9 +37,9 @@ import numpy as np
 
 
 def _config(view: str, n_iter: int):
-    from anomaly.settings import preset
-    from gan import MEGConfig
-    from gan.config import TRAINING_GROUPS, setting_fields
+    from coreset_meg.anomaly.settings import preset
+    from coreset_meg.gan import MEGConfig
+    from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
 
     names = {field.name for _, field in setting_fields(TRAINING_GROUPS)}
     params = {k: v for k, v in preset("features" if view == "features" else "images").items()
@@ -59,11 +59,11 @@ def worker(n_iter: int, warmup: int, out: Path) -> None:
     """One process's share of every measurement; rank 0 writes the figures as JSON."""
     import torch
 
-    from anomaly.scoring import score_columns
-    from common import distributed
-    from coreset.embeddings import compute_embeddings
-    from coreset.features import make_embedder
-    from gan import MEGTrainer
+    from coreset_meg.anomaly.scoring import score_columns
+    from coreset_meg.common import distributed
+    from coreset_meg.coreset.embeddings import compute_embeddings
+    from coreset_meg.coreset.features import make_embedder
+    from coreset_meg.gan import MEGTrainer
 
     distributed.init_from_env("cpu")
     procs = distributed.world_size()
@@ -98,7 +98,7 @@ def worker(n_iter: int, warmup: int, out: Path) -> None:
 
 def render(table) -> str:
     """The Markdown table of a run (``table``: its rows as a data frame)."""
-    from anomaly.benchmarks._io import markdown_table
+    from coreset_meg.anomaly.benchmarks._io import markdown_table
 
     base = table[(table.processes == 1) & (table.threads == 2)].iloc[0]
     rates = [c for c in table.columns if c.endswith("/s")]

@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from anomaly import MEGDetector, auprc_trapezoid, auroc
-from anomaly.scoring import score_columns
-from anomaly.settings import preset
-from coreset import greedy_k_center
-from datasets import load_benchmark
+from coreset_meg.anomaly import MEGDetector, auprc_trapezoid, auroc
+from coreset_meg.anomaly.scoring import score_columns
+from coreset_meg.anomaly.settings import preset
+from coreset_meg.coreset import greedy_k_center
+from coreset_meg.datasets import load_benchmark
 
 
 def _flat(X: np.ndarray) -> np.ndarray:

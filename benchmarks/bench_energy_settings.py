@@ -1,6 +1,6 @@
 """Which detector settings give the best energy? MNIST AUPRC / AUROC on validation splits.
 
-Fits the benchmark's MNIST detector (``anomaly.settings.preset("mnist")``) with a
+Fits the benchmark's MNIST detector (``coreset_meg.anomaly.settings.preset("mnist")``) with a
 few settings changed, on MNIST validation splits, and prints AUPRC and AUROC side by side for
 the energy score, the gradient-norm score and their sum (each standardised on training samples)
 of the same fitted networks::
@@ -69,7 +69,7 @@ def _standardised(det, X: np.ndarray, X_cal: np.ndarray) -> np.ndarray:
     """Both single scores of ``X`` under every snapshot, each standardised on the training
     samples ``X_cal`` (as ``score_samples`` does), shape ``(n, n_snapshots, 2)``; both come
     from one pass per snapshot."""
-    from anomaly.scoring import SCORES, score_columns
+    from coreset_meg.anomaly.scoring import SCORES, score_columns
 
     columns = []
     for net in det.energy_nets_:
@@ -80,8 +80,9 @@ def _standardised(det, X: np.ndarray, X_cal: np.ndarray) -> np.ndarray:
 
 
 def validation_split(protocol: str, cls: int, seed: int, root: str):
-    """The validation split of ``protocol`` for class ``cls`` (a :class:`datasets.Split`)."""
-    from datasets import load_benchmark, load_mnist, one_class_split, to_model_input
+    """The validation split of ``protocol`` for class ``cls`` (a
+    :class:`coreset_meg.datasets.Split`)."""
+    from coreset_meg.datasets import load_benchmark, load_mnist, one_class_split, to_model_input
 
     if protocol == "heldout":
         return load_benchmark("mnist", "heldout", cls, root=root, random_state=seed)
@@ -106,7 +107,7 @@ def scores_path(scores_dir: str | Path, protocol: str, cls: int, seed: int, sett
 def score_rows(z: np.ndarray, y: np.ndarray, keys: dict) -> list[dict]:
     """A row of AUPRC and AUROC per entry of :data:`COMBINATIONS`, from the standardised single
     scores ``z`` (shape ``(n, n_snapshots, 2)``) and the labels ``y``."""
-    from anomaly import evaluate
+    from coreset_meg.anomaly import evaluate
 
     mean = z.astype(np.float64).mean(axis=1)
     rows = []
@@ -124,8 +125,8 @@ def fit_one(task: tuple[int, int, str, str, str, str]) -> list[dict]:
     import torch
     from sklearn.model_selection import train_test_split
 
-    from anomaly import MEGDetector
-    from anomaly.settings import preset
+    from coreset_meg.anomaly import MEGDetector
+    from coreset_meg.anomaly.settings import preset
 
     torch.set_num_threads(1)
     split = validation_split(protocol, cls, seed, root)
@@ -190,8 +191,8 @@ def main() -> None:
         "scores (after a combination was added)",
     )
     args = parser.parse_args()
-    from common import atomic_path
-    from datasets import default_data_root
+    from coreset_meg.common import atomic_path
+    from coreset_meg.datasets import default_data_root
 
     root = str(args.data_root or default_data_root())
     classes = [int(c) for c in args.classes.split(",")]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from coreset.kcenter import greedy_k_center, pairwise_k_center_reference
+from coreset_meg.coreset.kcenter import greedy_k_center, pairwise_k_center_reference
 
 # (n, k, d); the reference runs only for n <= REFERENCE_MAX_N.
 SIZES: list[tuple[int, int, int]] = [

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coreset import CoresetSampler
-from datasets import grid_mixture, mode_coverage
+from coreset_meg.coreset import CoresetSampler
+from coreset_meg.datasets import grid_mixture, mode_coverage
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "modes" / "cause"
 
@@ -63,7 +63,7 @@ def stats(n_batches: int = 400) -> dict:
         X, _ = mix.sample(20_000, random_state=0)
         for df, stratified in ((1, False), (8, False), (8, True)):
             # the benchmark's selection space: 2-d data randomly projected to 32-d
-            from coreset import GaussianProjection
+            from coreset_meg.coreset import GaussianProjection
 
             emb = GaussianProjection(32, random_state=0).fit_transform(X)
             s = CoresetSampler(
@@ -131,8 +131,8 @@ VARIANTS = {
 
 
 def train(side: int, seed: int, variants, n_iter: int) -> None:
-    from anomaly.benchmarks.mixture import mixture_params
-    from gan import MEGConfig, MEGTrainer
+    from coreset_meg.anomaly.benchmarks.mixture import mixture_params
+    from coreset_meg.gan import MEGConfig, MEGTrainer
 
     path = OUT / f"train-{side * side}-seed{seed}-{n_iter}.jsonl"
     done = set()

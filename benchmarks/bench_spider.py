@@ -12,7 +12,7 @@ whose scores depend on the generator's negatives).
 For each class, the candidate friendly sets (scikit-learn's digits and the other data set,
 whole and per class; the protocol's own data set is left out, its other classes being the
 anomalies) are ranked by their SID to the training features
-(:func:`anomaly.friendly.rank_friendly`'s measure). The
+(:func:`coreset_meg.anomaly.friendly.rank_friendly`'s measure). The
 generator is then trained with three inputs, all else equal: Gaussian latents, the friendliest
 set and the least friendly one (their embeddings, through the learned input map). Every
 ``--eval-at`` iterations the run records the validation AUROC / AUPRC of the averaged energy
@@ -40,9 +40,9 @@ import pandas as pd
 import torch
 from bench_coreset_energy import training_set
 
-from anomaly import evaluate
-from anomaly.benchmarks._grid import Cell, run_grid
-from anomaly.benchmarks._io import (
+from coreset_meg.anomaly import evaluate
+from coreset_meg.anomaly.benchmarks._grid import Cell, run_grid
+from coreset_meg.anomaly.benchmarks._io import (
     QUICK_NOTE,
     fmt,
     fmt_mean_std,
@@ -53,13 +53,13 @@ from anomaly.benchmarks._io import (
     write_meta,
     write_text,
 )
-from anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
-from anomaly.friendly import friendly_embeddings
-from anomaly.settings import preset
-from coreset.embeddings import unit_length
-from coreset.friendly import FriendlyPrior
-from coreset.sid import rank_by_sid
-from gan import MEGConfig, MEGTrainer
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
+from coreset_meg.anomaly.friendly import friendly_embeddings
+from coreset_meg.anomaly.settings import preset
+from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.coreset.friendly import FriendlyPrior
+from coreset_meg.coreset.sid import rank_by_sid
+from coreset_meg.gan import MEGConfig, MEGTrainer
 
 INPUTS = ("gaussian", "best", "worst")  # also "median": the middle of the SID ranking
 CANDIDATES = {

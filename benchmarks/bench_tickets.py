@@ -15,9 +15,9 @@ With ``--view features`` every method sees the images' EfficientNet-Lite0 featur
 each divided by its length as the detector's features view does (from the embedding cache of
 the other benchmarks); DiffAugment works on images only, so its rows become ``ticket + AdvAug``.
 
-The ticket rows come from the functions :class:`~anomaly.MEGDetector` calls
-(:func:`gan.tickets.find_ticket`, then a trainer of the same settings and seed), so each row is the
-detector with those options: its score is the energy of the weight-averaged ``E`` (one
+The ticket rows come from the functions :class:`~coreset_meg.anomaly.MEGDetector` calls
+(:func:`coreset_meg.gan.tickets.find_ticket`, then a trainer of the same settings and seed), so each
+row is the detector with those options: its score is the energy of the weight-averaged ``E`` (one
 snapshot), which ranks the test images as ``score_samples`` does. The ticket is searched once per
 cell without augmentation (as the detector does) and shared by the three ticket rows::
 
@@ -66,8 +66,8 @@ def small_split(
     """The one-class split of ``cls`` with a seeded ``fraction`` of its training images (at least
     2) and, with ``n_test``, a stratified, seeded subsample of the test images; with ``view``
     "features", their unit-length features."""
-    from anomaly.benchmarks.protocols import subsample
-    from datasets import load_benchmark
+    from coreset_meg.anomaly.benchmarks.protocols import subsample
+    from coreset_meg.datasets import load_benchmark
 
     key = (dataset, cls, root)
     if key not in _SPLITS:
@@ -78,8 +78,8 @@ def small_split(
     keep = max(2, round(fraction * n))
     split = subsample(split, seed, n_train=keep, n_test=n_test or len(split.X_test))
     if view == "features":  # unit-length, as the detector's features view scales them
-        from anomaly.benchmarks.features import FeatureView
-        from coreset.embeddings import unit_length
+        from coreset_meg.anomaly.benchmarks.features import FeatureView
+        from coreset_meg.coreset.embeddings import unit_length
 
         split, _ = FeatureView("efficientnet-lite0", cache_dir)(split, dataset, "one-class", root)
         split = replace(split, X_train=unit_length(split.X_train), X_test=unit_length(split.X_test))
@@ -92,12 +92,12 @@ def measure(
     """Every method on one cell: a row per method (and per pruning round)."""
     import torch
 
-    from anomaly import evaluate
-    from anomaly.benchmarks._grid import Cell
-    from anomaly.benchmarks.detectors import KNNDistance, flatten
-    from anomaly.scoring import energy_scores
-    from gan import MEGConfig, MEGTrainer
-    from gan.tickets import find_ticket
+    from coreset_meg.anomaly import evaluate
+    from coreset_meg.anomaly.benchmarks._grid import Cell
+    from coreset_meg.anomaly.benchmarks.detectors import KNNDistance, flatten
+    from coreset_meg.anomaly.scoring import energy_scores
+    from coreset_meg.gan import MEGConfig, MEGTrainer
+    from coreset_meg.gan.tickets import find_ticket
 
     torch.set_num_threads(1)
     split = small_split(dataset, cls, fraction, seed, root, n_test, view, cache_dir)
@@ -150,7 +150,7 @@ def measure(
 
 def report(results: pd.DataFrame, rounds: int) -> str:
     """Markdown: AUROC by method and data share, then AUROC and sparsity by pruning round."""
-    from anomaly.benchmarks._io import fmt_mean_std, markdown_table
+    from coreset_meg.anomaly.benchmarks._io import fmt_mean_std, markdown_table
 
     fractions = sorted(results["fraction"].unique())
     methods = list(dict.fromkeys(results["method"]))
@@ -200,7 +200,7 @@ def report(results: pd.DataFrame, rounds: int) -> str:
 
 def plot(results: pd.DataFrame, path: Path) -> None:
     """AUROC against G's sparsity per data share (mean over cells), kNN as a dashed line."""
-    from anomaly.benchmarks._io import new_figure, save_figure
+    from coreset_meg.anomaly.benchmarks._io import new_figure, save_figure
 
     networks = list(dict.fromkeys(results["network"]))
     fig, axes = new_figure(1, len(networks), size=(4.4, 3.4))
@@ -250,10 +250,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 cell, 3 iterations")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from anomaly.benchmarks._grid import run_grid
-    from anomaly.benchmarks._io import prepare_out_dir, write_text
-    from anomaly.settings import preset
-    from gan.config import TRAINING_GROUPS, setting_fields
+    from coreset_meg.anomaly.benchmarks._grid import run_grid
+    from coreset_meg.anomaly.benchmarks._io import prepare_out_dir, write_text
+    from coreset_meg.anomaly.settings import preset
+    from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
 
     classes = [int(c) for c in args.classes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from bench_coreset_energy import classes_and_metric, energy_scores, print_table, validation_split
 
-from anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset.embeddings import unit_length
-from gan import MEGConfig
-from gan.networks import CoresetEnergy
-from gan.trainer import coreset_energy_parts, nearest_neighbour_sq_distance
+from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
+from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.gan import MEGConfig
+from coreset_meg.gan.networks import CoresetEnergy
+from coreset_meg.gan.trainer import coreset_energy_parts, nearest_neighbour_sq_distance
 
 FEATURES_GAUSSIAN = 0.3  # the features view's default Gaussian weight
 FEATURE_WEIGHTS = (0.5, 0.7, 1.4, 2.0)  # weights of the features' part tried in the both view

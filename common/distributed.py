@@ -6,8 +6,8 @@ The project runs on PyTorch's own distributed engine rather than one of its own.
 function here is a no-op or the identity in a single process, so library code calls them
 unconditionally:
 
-- training (:class:`gan.MEGTrainer`): each rank draws its own core-set batches, the gradients
-  are averaged (:func:`average_gradients`) so the weights stay the same on every rank, and
+- training (:class:`coreset_meg.gan.MEGTrainer`): each rank draws its own core-set batches, the
+  gradients are averaged (:func:`average_gradients`) so the weights stay the same on every rank, and
   checkpoints and logs are written by rank 0;
 - embeddings and scores: each rank computes a slice of the rows and all of them receive the
   whole result (:func:`map_rows`, :func:`all_gather_arrays`), in the same batches a single

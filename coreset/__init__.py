@@ -1,6 +1,6 @@
 """Core-set selection for GAN batches (Small-GAN): greedy k-center, embeddings, samplers."""
 
-from coreset.embeddings import (
+from coreset_meg.coreset.embeddings import (
     Embedder,
     PixelEmbedder,
     TorchScriptEmbedder,
@@ -8,7 +8,7 @@ from coreset.embeddings import (
     embedding_cache_path,
     prepare_images,
 )
-from coreset.features import (
+from coreset_meg.coreset.features import (
     EfficientNetLite0,
     FeatureEmbedder,
     FIDInceptionFeatures,
@@ -18,15 +18,15 @@ from coreset.features import (
     make_embedder,
     torchvision_embedder,
 )
-from coreset.kcenter import (
+from coreset_meg.coreset.kcenter import (
     check_random_state,
     covering_radius,
     greedy_k_center,
     greedy_k_center_many,
     pairwise_k_center_reference,
 )
-from coreset.projection import GaussianProjection
-from coreset.sampler import (
+from coreset_meg.coreset.projection import GaussianProjection
+from coreset_meg.coreset.sampler import (
     CoresetSampler,
     LatentPrior,
     Prior,

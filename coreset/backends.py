@@ -2,9 +2,9 @@
 
 A *runner* maps a normalised float32 batch ``(N, 3, S, S)`` to ``(N, p)`` float32 features on
 the host and may be called from several threads at once.
-:class:`~coreset.features.FeatureEmbedder` splits a batch into small micro-batches and runs them
-on ``workers`` threads, each single-threaded: on a CPU, one independent worker per core never
-waits on the others, where intra-op threads meet at a barrier after every layer, so one core
+:class:`~coreset_meg.coreset.features.FeatureEmbedder` splits a batch into small micro-batches and
+runs them on ``workers`` threads, each single-threaded: on a CPU, one independent worker per core
+never waits on the others, where intra-op threads meet at a barrier after every layer, so one core
 taken by other work stalls them all (on a shared two-core machine, PyTorch ran Lite0 about 5x
 slower on two intra-op threads in batches of 64 than on two single-threaded workers in batches
 of 8: ``docs/results/embedding-speed.md``).
@@ -13,8 +13,8 @@ Backends, by name (:func:`make_runner`):
 
 - ``"torch"`` (:class:`TorchRunner`): the network itself, channels-last on a CPU.
 - ``"onnxruntime"`` (:class:`OnnxRuntimeRunner`): the network's ONNX graph (its
-  ``to_onnx(image_size)``, e.g. :meth:`~coreset.features.EfficientNetLite0.to_onnx`) in ONNX
-  Runtime, one thread per call; needs ``pip install 'coreset-meg[onnx]'``.
+  ``to_onnx(image_size)``, e.g. :meth:`~coreset_meg.coreset.features.EfficientNetLite0.to_onnx`) in
+  ONNX Runtime, one thread per call; needs ``pip install 'coreset-meg[onnx]'``.
 - ``"auto"``: ``"onnxruntime"`` on a CPU when it is installed and the network can be written as
   ONNX, ``"torch"`` otherwise.
 
@@ -53,7 +53,7 @@ class MissingBackendError(ImportError):
 
 
 class Runner(Protocol):
-    """What :class:`~coreset.features.FeatureEmbedder` needs from a backend."""
+    """What :class:`~coreset_meg.coreset.features.FeatureEmbedder` needs from a backend."""
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         """Features of a normalised batch (N, 3, S, S): float32 (N, p) on the host. Safe to call

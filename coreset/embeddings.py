@@ -4,8 +4,8 @@ Small-GAN embeds every training image once (Inception pool3 features), projects 
 to a low dimension and caches them. An embedder here is any callable mapping a batch of samples
 to a float32 matrix, with a stable ``identity`` string that names everything its output depends
 on (used in cache keys). Pretrained image networks (EfficientNet-Lite0, the FID Inception, a
-user's TorchScript or torchvision model) are in :mod:`coreset.features`; they all take images
-through :func:`prepare_images`.
+user's TorchScript or torchvision model) are in :mod:`coreset_meg.coreset.features`; they all take
+images through :func:`prepare_images`.
 
 The cache writes embeddings in chunks, so an interrupted run continues with the first chunk it
 had not finished, and a finished cache is read memory-mapped.
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, distributed, first_line, progress, write_text_atomic
-from common.io import file_sha256 as common_file_sha256
+from coreset_meg.common import atomic_path, distributed, first_line, progress, write_text_atomic
+from coreset_meg.common.io import file_sha256 as common_file_sha256
 
 __all__ = [
     "Embedder",
@@ -136,8 +136,8 @@ def prepare_images(
     ----------
     batch : numpy.ndarray or torch.Tensor of shape (N, C, H, W) with C in {1, 3}, or (N, H, W)
         ``uint8`` images are taken as 0..255; floating-point images as the project's model
-        input in [-1, 1] (``x / 127.5 - 1``, see ``datasets.to_model_input``), mapped back by
-        ``(x + 1) * 127.5`` and clipped to 0..255. Channels come first.
+        input in [-1, 1] (``x / 127.5 - 1``, see ``coreset_meg.datasets.to_model_input``), mapped
+        back by ``(x + 1) * 127.5`` and clipped to 0..255. Channels come first.
     image_size : int
         Side of the square output; other sizes are resized with bilinear, antialiased
         interpolation (``align_corners=False``).
@@ -194,7 +194,8 @@ class TorchScriptEmbedder:
     repeated to three channels, resized bilinearly with antialiasing to ``image_size``), are
     scaled as ``x / 128 - 1`` (the input convention of the FID Inception network) and passed
     through the model; its output is flattened to (N, p). For the FID Inception at sizes other
-    than 299 use :func:`coreset.features.fid_inception`: that file's own forward only takes 299.
+    than 299 use :func:`coreset_meg.coreset.features.fid_inception`: that file's own forward only
+    takes 299.
 
     Parameters
     ----------
@@ -373,7 +374,8 @@ def _embed_rows(
     X: np.ndarray, start: int, stop: int, embedder: Embedder, batch_size: int, bar=None
 ) -> np.ndarray:
     """Embeddings of ``X[start:stop]``, ``batch_size`` samples per call, as one float32 array;
-    ``bar`` (a :func:`~common.progress` handle), when given, advances as they are made."""
+    ``bar`` (a :func:`~coreset_meg.common.progress` handle), when given, advances as they are
+    made."""
     parts = []
     for lo in range(start, stop, batch_size):
         hi = min(lo + batch_size, stop)
@@ -413,7 +415,7 @@ def compute_embeddings(
         The samples (for images: ``uint8`` 0..255 or floats in [-1, 1], (N, C, H, W)).
     embedder : Embedder
         E.g. :class:`PixelEmbedder`, :class:`TorchScriptEmbedder`, or one from
-        :func:`coreset.features.make_embedder`.
+        :func:`coreset_meg.coreset.features.make_embedder`.
     batch_size : int, default=256
         Samples per call to ``embedder``. Not part of the cache key: embeddings do not depend
         on it (beyond floating-point rounding).
@@ -430,8 +432,8 @@ def compute_embeddings(
     verbose : bool, default=True
         Show a progress bar (only on a terminal).
 
-    Under torchrun (:mod:`common.distributed`) every rank calls it with the same ``X``: the
-    chunks are shared out among the ranks, every rank gets the whole array, and rank 0 alone
+    Under torchrun (:mod:`coreset_meg.common.distributed`) every rank calls it with the same ``X``:
+    the chunks are shared out among the ranks, every rank gets the whole array, and rank 0 alone
     reads and writes the cache (so it need not be on storage the ranks share). The chunks and
     their batches are those of a single process, so the cache file is the same.
 

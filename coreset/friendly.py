@@ -2,9 +2,9 @@
 
 Spider GAN (Asokan and Seelamantula, CVPR 2023) feeds the generator images of a related
 ("friendly") data set instead of Gaussian noise; cascading feeds it the samples of a generator
-trained before. Both are :class:`~coreset.Prior` objects, so the core-set sampler selects among
-their draws (flattened) exactly as among latent vectors, and the trainer feeds them to the
-generator's input stage (:mod:`gan.spider`).
+trained before. Both are :class:`~coreset_meg.coreset.Prior` objects, so the core-set sampler
+selects among their draws (flattened) exactly as among latent vectors, and the trainer feeds them to
+the generator's input stage (:mod:`coreset_meg.gan.spider`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coreset.sampler import Prior
+from coreset_meg.coreset.sampler import Prior
 
 __all__ = ["FriendlyPrior", "GeneratorPrior"]
 
@@ -100,7 +100,7 @@ class GeneratorPrior:
 
     Examples
     --------
-    >>> from coreset import LatentPrior
+    >>> from coreset_meg.coreset import LatentPrior
     >>> prior = GeneratorPrior(nn.Linear(3, 5), LatentPrior(3))
     >>> tuple(prior.draw(4, torch.Generator().manual_seed(0)).shape), prior.shape
     ((4, 5), (5,))

@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from coreset.kcenter import RandomState, check_random_state
+from coreset_meg.coreset.kcenter import RandomState, check_random_state
 
 __all__ = ["GaussianProjection"]
 

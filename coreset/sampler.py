@@ -20,10 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from coreset.embeddings import Embedder, PixelEmbedder, compute_embeddings
-from coreset.features import make_embedder
-from coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
-from coreset.projection import GaussianProjection
+from coreset_meg.coreset.embeddings import Embedder, PixelEmbedder, compute_embeddings
+from coreset_meg.coreset.features import make_embedder
+from coreset_meg.coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
+from coreset_meg.coreset.projection import GaussianProjection
 
 __all__ = [
     "CoresetSampler",
@@ -216,11 +216,11 @@ class CoresetSampler:
         H100 that made selection two thirds of the step). Core-set latents are drawn on the CPU
         and the chosen ones copied to ``device``.
     lookahead : int or None, default=None
-        Batches selected at once, with :func:`~coreset.greedy_k_center_many`: the candidates of
-        the next ``lookahead`` batches are drawn in the order single batches would draw them,
-        so the batches are exactly those of ``lookahead=1``, at a fraction of the selection
-        time (numpy's per-call overhead is paid once per pick for all of them). None sizes it
-        per kind of batch so that the stacked candidates hold about 2**18 values, from 1 to 64
+        Batches selected at once, with :func:`~coreset_meg.coreset.greedy_k_center_many`: the
+        candidates of the next ``lookahead`` batches are drawn in the order single batches would
+        draw them, so the batches are exactly those of ``lookahead=1``, at a fraction of the
+        selection time (numpy's per-call overhead is paid once per pick for all of them). None sizes
+        it per kind of batch so that the stacked candidates hold about 2**18 values, from 1 to 64
         sets: 64 for 2-D data, about 16 for 512 candidates in 32-d (more sets than fit in the
         cache are slower again).
     stratified : bool, default=False
@@ -519,15 +519,15 @@ def make_sampler(
     batch_size, latent_dim, prior_factor, data_factor, prior
         See :class:`CoresetSampler`.
     embedding : str, path to a TorchScript file, or an Embedder, default="pixels"
-        How samples are embedded: a name for :func:`~coreset.features.make_embedder`
+        How samples are embedded: a name for :func:`~coreset_meg.coreset.features.make_embedder`
         ("pixels", "efficientnet-lite0[@SIZE]", "inception[@SIZE]", "torchscript:PATH[@SIZE]",
         "torchvision:ARCH:WEIGHTS[@SIZE]"), a TorchScript file, or any
-        :class:`~coreset.embeddings.Embedder`; networks run on ``device``. Not used (nothing is
-        embedded) when ``data_factor`` is 1.
+        :class:`~coreset_meg.coreset.embeddings.Embedder`; networks run on ``device``. Not used
+        (nothing is embedded) when ``data_factor`` is 1.
     projection_dim : int, default=32
         Dimension of the Gaussian random projection of the embeddings.
     cache_dir : str or os.PathLike, optional
-        Embedding cache folder (see :func:`~coreset.embeddings.compute_embeddings`).
+        Embedding cache folder (see :func:`~coreset_meg.coreset.embeddings.compute_embeddings`).
     random_state : None, int, numpy.random.SeedSequence or numpy.random.Generator, default=None
         Seeds the projection and the sampler.
     device : str or torch.device, default="cpu"

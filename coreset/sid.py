@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from coreset.kcenter import RandomState, check_random_state
+from coreset_meg.coreset.kcenter import RandomState, check_random_state
 
 __all__ = [
     "DEFAULT_RADII",

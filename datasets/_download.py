@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import atomic_path, progress
+from coreset_meg.common import atomic_path, progress
 
 from .errors import DataError
 

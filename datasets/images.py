@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import available_cores, progress
+from coreset_meg.common import available_cores, progress
 
 from .errors import DataError
 
@@ -140,9 +140,9 @@ def load_image_folder(
     -------
     X : numpy.ndarray
         ``uint8`` array of shape (N, H, W, C) with C = 1 (grey) or 3 (RGB): channels last.
-        :class:`~anomaly.MEGDetector` takes it as it is (an array whose last axis is 1 or 3
-        and whose second is not is read channels last); ``datasets.to_model_input`` turns it
-        into float (N, C, H, W) in [-1, 1].
+        :class:`~coreset_meg.anomaly.MEGDetector` takes it as it is (an array whose last axis is 1
+        or 3 and whose second is not is read channels last); ``coreset_meg.datasets.to_model_input``
+        turns it into float (N, C, H, W) in [-1, 1].
     y : numpy.ndarray
         ``int64`` class index of each image, shape (N,).
     class_names : list of str

@@ -1,10 +1,10 @@
 """MEG energy GAN: networks, losses and the trainer.
 
 The names below are imported on first use (PEP 562), so that reading the settings
-(:mod:`gan.config`) does not import torch: the command line's ``--help`` starts fast.
+(:mod:`coreset_meg.gan.config`) does not import torch: the command line's ``--help`` starts fast.
 """
 
-from common.lazy import lazy_exports
+from coreset_meg.common.lazy import lazy_exports
 
 #: Public name -> the submodule that defines it.
 _SOURCES = {

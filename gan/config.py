@@ -2,9 +2,10 @@
 
 Each field is declared once, with :func:`setting`: its default, one line of help and its valid
 range. Everything else is derived from these declarations: :class:`MEGConfig` (what the trainer
-reads), :class:`~anomaly.MEGDetector`'s parameters, their validation and docstring, the options
-of ``anomaly fit``, the ``settings`` of a saved ``model.json`` and the family presets. Adding a
-setting means adding a field here (or to a group in :mod:`anomaly.settings`) and using it.
+reads), :class:`~coreset_meg.anomaly.MEGDetector`'s parameters, their validation and docstring, the
+options of ``anomaly fit``, the ``settings`` of a saved ``model.json`` and the family presets.
+Adding a setting means adding a field here (or to a group in :mod:`coreset_meg.anomaly.settings`)
+and using it.
 """
 
 from __future__ import annotations

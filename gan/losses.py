@@ -50,7 +50,7 @@ def input_gradient_sq_norm(
 
 def weighted_mean(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """``x.mean()``, or with per-sample ``weights`` (B,) the weighted mean ``sum w x / sum w``
-    (stratified core-set batches, :class:`coreset.CoresetSampler`)."""
+    (stratified core-set batches, :class:`coreset_meg.coreset.CoresetSampler`)."""
     if weights is None:
         return x.mean()
     return (weights * x).sum() / weights.sum()

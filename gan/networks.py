@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from common import distributed
+from coreset_meg.common import distributed
 
 __all__ = [
     "ConvEnergy",

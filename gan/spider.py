@@ -1,7 +1,7 @@
 """Spider GAN's input stage: the generator and ``T(x, z)`` take friendly samples, not latents.
 
-A friendly prior (:class:`coreset.friendly.FriendlyPrior`) draws images ``(B, C, H, W)`` or
-embeddings ``(B, p)``. An encoder maps them to the latent size, and the generator and the
+A friendly prior (:class:`coreset_meg.coreset.friendly.FriendlyPrior`) draws images ``(B, C, H, W)``
+or embeddings ``(B, p)``. An encoder maps them to the latent size, and the generator and the
 statistics network of the mutual-information term are the usual ones behind it:
 ``G(s) = G_0(enc_G(s))`` and ``T(x, s) = T_0(x, enc_T(s))``, each with its own encoder, so the
 entropy term is ``I(x; s)``, of the samples and the friendly inputs they came from.
@@ -99,8 +99,8 @@ def with_input_stage(
     latent_dim: int,
     width: int | None = None,
 ) -> tuple[SpiderGenerator, SpiderStatistics]:
-    """The generator and ``T`` of :func:`~gan.networks.build_networks`, each behind its own
-    :func:`input_encoder` of inputs shaped ``input_shape`` (the prior's draws)."""
+    """The generator and ``T`` of :func:`~coreset_meg.gan.networks.build_networks`, each behind its
+    own :func:`input_encoder` of inputs shaped ``input_shape`` (the prior's draws)."""
     return (
         SpiderGenerator(input_encoder(input_shape, latent_dim, width), generator),
         SpiderStatistics(input_encoder(input_shape, latent_dim, width), stats_net),

@@ -1,7 +1,8 @@
 """Lottery tickets and augmentation for small data sets: pruning masks, DiffAugment, AdvAug.
 
-Three techniques of data-efficient GAN training, each an option of :class:`~gan.MEGTrainer`
-(settings group :class:`~gan.config.Tickets`) and of :class:`~anomaly.MEGDetector`:
+Three techniques of data-efficient GAN training, each an option of
+:class:`~coreset_meg.gan.MEGTrainer` (settings group :class:`~coreset_meg.gan.config.Tickets`) and
+of :class:`~coreset_meg.anomaly.MEGDetector`:
 
 - **Lottery tickets** (:func:`find_ticket`, :class:`WeightMasks`): iterative magnitude pruning.
   Each round trains, removes ``prune_rate`` of the remaining weights of ``G`` (and of ``E`` with
@@ -110,7 +111,7 @@ _FOLLOWERS = {"generator": ("generator_avg",), "energy_net": ("energy_avg",)}
 
 
 class WeightMasks:
-    """Pruning masks of the trainer's networks; a :class:`~gan.Callback` once attached.
+    """Pruning masks of the trainer's networks; a :class:`~coreset_meg.gan.Callback` once attached.
 
     Parameters
     ----------
@@ -400,8 +401,8 @@ class AdvAug(_RandomStream):
     ``h`` (:func:`feature_module`), then a pass with ``h + step * sign(grad)``. Energy phase:
     ``E`` on the real and negative batches, loss ``mean E(real) - mean E(fake)`` (the gradient
     penalty stays on the clean pass); generator phase: ``G`` from the step's latents, loss
-    :func:`~gan.losses.generator_loss`. A net without intermediate features (the core-set
-    energy) adds nothing.
+    :func:`~coreset_meg.gan.losses.generator_loss`. A net without intermediate features (the
+    core-set energy) adds nothing.
 
     Attributes
     ----------

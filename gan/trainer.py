@@ -4,14 +4,14 @@ One iteration reads as three phases: :meth:`MEGTrainer.energy_step` (``n_energy_
 :meth:`MEGTrainer.generator_step`, then the step-end callbacks (snapshots, metrics, checkpoints).
 What varies between methods is passed in as small objects, each with a default that is MEG:
 
-- ``prior`` (:class:`coreset.Prior`): what the generator's inputs are drawn from;
+- ``prior`` (:class:`coreset_meg.coreset.Prior`): what the generator's inputs are drawn from;
 - ``negatives`` (:class:`NegativeSource`): the negative samples of the energy step;
 - ``loss_terms`` (:class:`LossTerm`): extra terms added to the energy or generator loss;
 - ``augment``: a function applied to real and generated batches before ``E``;
 - ``callbacks`` (:class:`Callback`): called at the end of every iteration.
 
-Networks live in :mod:`gan.networks`, losses in :mod:`gan.losses`, batch selection in
-:mod:`coreset`.
+Networks live in :mod:`coreset_meg.gan.networks`, losses in :mod:`coreset_meg.gan.losses`, batch
+selection in :mod:`coreset_meg.coreset`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
-from common import atomic_path, distributed, progress, write_failure, write_text_atomic
-from coreset import (
+from coreset_meg.common import atomic_path, distributed, progress, write_failure, write_text_atomic
+from coreset_meg.coreset import (
     GaussianProjection,
     Prior,
     greedy_k_center,
@@ -40,7 +40,7 @@ from coreset import (
     make_sampler,
     truncate,
 )
-from coreset.embeddings import data_digest
+from coreset_meg.coreset.embeddings import data_digest
 
 from .config import MEGConfig
 from .losses import (
@@ -162,9 +162,9 @@ class LossTerm(Protocol):
 
 class OrthogonalRegularisation:
     """BigGAN's orthogonal regularisation as a loss term: ``beta`` times
-    :func:`~gan.losses.orthogonal_penalty` of the phase's networks (energy phase: ``E``;
+    :func:`~coreset_meg.gan.losses.orthogonal_penalty` of the phase's networks (energy phase: ``E``;
     generator phase: ``G`` and ``T``), on their weights reshaped to ``(out, -1)``
-    (:func:`~gan.networks.orthogonal_weights`)."""
+    (:func:`~coreset_meg.gan.networks.orthogonal_weights`)."""
 
     def __init__(self, beta: float, phase: str):
         self.beta, self.phase = float(beta), phase
@@ -280,7 +280,7 @@ class MEGTrainer:
         0 = only at the end (when ``checkpoint_path`` is set).
     cache_dir : path, optional
         Cache for data embeddings used by the core-set sampler.
-    prior : coreset.Prior, optional
+    prior : coreset_meg.coreset.Prior, optional
         What the generator's inputs are drawn from; default ``config.batches.prior`` latents.
     negatives : NegativeSource, optional
         Negative samples of the energy step; default :class:`GeneratorSamples`.
@@ -288,7 +288,8 @@ class MEGTrainer:
         Extra terms of the energy or generator loss.
     augment : callable, optional
         Applied to real and generated batches (and its gradient penalty input) before ``E``;
-        default: DiffAugment when ``config.tickets.diffaugment`` is set (:mod:`gan.tickets`).
+        default: DiffAugment when ``config.tickets.diffaugment`` is set
+        (:mod:`coreset_meg.gan.tickets`).
     callbacks : sequence of Callback, optional
         Called at the end of every iteration, after the built-in :class:`Snapshots`,
         :class:`MetricsLog` and :class:`Checkpoints`.
@@ -308,7 +309,7 @@ class MEGTrainer:
         The metric records.
     step : int
         Iterations done so far.
-    sampler : coreset.CoresetSampler
+    sampler : coreset_meg.coreset.CoresetSampler
         The batch sampler of the current :meth:`fit` (None before it).
     """
 
@@ -530,8 +531,8 @@ class MEGTrainer:
 
     def truncate(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` with BigGAN's truncation trick when ``config.batches.truncation`` is set
-        (:func:`coreset.truncate`, redraws from the prior on the trainer's own stream), else
-        ``z`` itself."""
+        (:func:`coreset_meg.coreset.truncate`, redraws from the prior on the trainer's own stream),
+        else ``z`` itself."""
         threshold = self.config.batches.truncation
         if not threshold:
             return z
@@ -563,7 +564,7 @@ class MEGTrainer:
 
     def place_centres(self, data: torch.Tensor) -> None:
         """Set the centres, temperature and Gaussian term of a
-        :class:`~gan.networks.CoresetEnergy` from the training data
+        :class:`~coreset_meg.gan.networks.CoresetEnergy` from the training data
         (:func:`coreset_energy_parts`)."""
         t0 = time.perf_counter()
         self.energy_net.set_centres(**coreset_energy_parts(data, self.config, self.seed))
@@ -786,7 +787,8 @@ def _train_only(*nets: nn.Module, frozen: Sequence[nn.Module] = ()) -> None:
 
 
 def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -> dict:
-    """Keyword arguments of :meth:`~gan.networks.CoresetEnergy.set_centres` for ``data``.
+    """Keyword arguments of :meth:`~coreset_meg.gan.networks.CoresetEnergy.set_centres` for
+    ``data``.
 
     Centres: a greedy k-center core-set of ``coreset_fraction`` of the samples (at most
     ``max_centres``; all of them by default), selected on a ``projection_dim``-d Gaussian random

@@ -18,7 +18,7 @@ import torch
 
 
 def config(batch_size: int, n_iter: int = 3):
-    from gan import MEGConfig
+    from coreset_meg.gan import MEGConfig
 
     return MEGConfig.from_params(
         network="mlp", width=16, latent_dim=4, batch_size=batch_size, n_iter=n_iter,
@@ -45,9 +45,9 @@ def trained(trainer) -> dict:
 
 
 def main(out: Path) -> None:
-    from common import distributed
-    from coreset.embeddings import PixelEmbedder, compute_embeddings
-    from gan import MEGTrainer
+    from coreset_meg.common import distributed
+    from coreset_meg.coreset.embeddings import PixelEmbedder, compute_embeddings
+    from coreset_meg.gan import MEGTrainer
 
     torch.set_num_threads(1)
     assert distributed.init_from_env("cpu")

@@ -1,4 +1,4 @@
-"""Adapting a pretrained network's last stage to the normal class (gan.adaptation)."""
+"""Adapting a pretrained network's last stage to the normal class (coreset_meg.gan.adaptation)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from anomaly import auroc
-from gan.adaptation import FeatureAdapter, adapted_features
+from coreset_meg.anomaly import auroc
+from coreset_meg.gan.adaptation import FeatureAdapter, adapted_features
 
 FIT = dict(steps=300, learning_rate=1e-3, batch_size=32, pull=0.0)
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from anomaly import MEGDetector
-from anomaly.benchmarks import (
+from coreset_meg.anomaly import MEGDetector
+from coreset_meg.anomaly.benchmarks import (
     BENCHMARKS,
     DETECTORS,
     outlier_detector,
@@ -24,15 +24,19 @@ from anomaly.benchmarks import (
     run_mixture,
     run_one_class,
 )
-from anomaly.benchmarks._grid import Cell, run_grid
-from anomaly.benchmarks._io import fmt_mean_std, write_meta
-from anomaly.benchmarks._reports import PUBLISHED_HELDOUT_AUPRC, PUBLISHED_NOTE, heldout_report
-from anomaly.benchmarks.detectors import KNNDistance, anomaly_score, view_of
-from anomaly.benchmarks.mixture import MIXTURE_SETTINGS
-from anomaly.benchmarks.protocols import COLUMNS, subsample
-from anomaly.settings import family
-from anomaly.settings import preset as detector_params
-from datasets import DataError, load_benchmark
+from coreset_meg.anomaly.benchmarks._grid import Cell, run_grid
+from coreset_meg.anomaly.benchmarks._io import fmt_mean_std, write_meta
+from coreset_meg.anomaly.benchmarks._reports import (
+    PUBLISHED_HELDOUT_AUPRC,
+    PUBLISHED_NOTE,
+    heldout_report,
+)
+from coreset_meg.anomaly.benchmarks.detectors import KNNDistance, anomaly_score, view_of
+from coreset_meg.anomaly.benchmarks.mixture import MIXTURE_SETTINGS
+from coreset_meg.anomaly.benchmarks.protocols import COLUMNS, subsample
+from coreset_meg.anomaly.settings import family
+from coreset_meg.anomaly.settings import preset as detector_params
+from coreset_meg.datasets import DataError, load_benchmark
 
 METRICS = ["auroc", "auprc", "average_precision"]
 METHODS = list(DETECTORS)
@@ -430,7 +434,7 @@ def test_mixture_quick(tmp_path):
 
 
 def test_mixture_resume_adds_seeds_and_keeps_rows(tmp_path, monkeypatch):
-    import anomaly.benchmarks.mixture as mixture_module
+    import coreset_meg.anomaly.benchmarks.mixture as mixture_module
 
     run_mixture(sides=[3], seeds=[1], quick=True, out_dir=tmp_path)
     first = pd.read_csv(tmp_path / "results.csv")
@@ -471,7 +475,7 @@ def test_mixture_resume_refuses_other_settings(tmp_path):
 
 
 def test_mixture_resumes_an_interrupted_run(tmp_path, monkeypatch):
-    import anomaly.benchmarks.mixture as mixture_module
+    import coreset_meg.anomaly.benchmarks.mixture as mixture_module
 
     run_mixture(sides=[3], seeds=[0], quick=True, out_dir=tmp_path)
     for name in ("meta.json", "table.md", "samples.png", "samples.npz"):  # stopped mid-run
@@ -485,7 +489,7 @@ def test_mixture_resumes_an_interrupted_run(tmp_path, monkeypatch):
 def test_mixture_keeps_the_samples_of_the_cells_finished_before_an_interruption(
     tmp_path, monkeypatch
 ):
-    import anomaly.benchmarks.mixture as mixture_module
+    import coreset_meg.anomaly.benchmarks.mixture as mixture_module
 
     names = [s.name for s in MIXTURE_SETTINGS[:2]]
     real_train, trained = mixture_module.train_setting, []
@@ -647,8 +651,8 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
     is kNN on those vectors, and the MEG detector scores as ``MEGDetector(view="both")``."""
     import torch
 
-    from anomaly.benchmarks.detectors import BothViews, joined_views
-    from gan.trainer import nearest_neighbour_sq_distance
+    from coreset_meg.anomaly.benchmarks.detectors import BothViews, joined_views
+    from coreset_meg.gan.trainer import nearest_neighbour_sq_distance
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(70, 6, 6), dtype=np.uint8)
@@ -691,7 +695,7 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
 def test_published_heldout_split_leaks_training_samples_into_the_test_set():
     """The published loaders' draw: most normal test samples are training samples, the same
     for every seed; the leak-free split has none, and both hold every anomaly in the test."""
-    from datasets import heldout_split, load_benchmark, published_heldout_split
+    from coreset_meg.datasets import heldout_split, load_benchmark, published_heldout_split
 
     y = np.repeat(np.arange(10), 50)
     X = np.arange(len(y), dtype=np.float32)[:, None]
@@ -712,9 +716,9 @@ def test_published_heldout_split_leaks_training_samples_into_the_test_set():
 def test_feature_view_of_the_published_split_takes_the_rows_of_its_pool(monkeypatch):
     """The published split indexes the pool in its loaders' order; its features must be those
     of the same images in the official order (training images first)."""
-    from anomaly.benchmarks import features as fv
-    from datasets import Split
-    from datasets.splits import published_pool
+    from coreset_meg.anomaly.benchmarks import features as fv
+    from coreset_meg.datasets import Split
+    from coreset_meg.datasets.splits import published_pool
 
     n_train, n_test = 7000, 50
     official = np.arange(n_train + n_test, dtype=np.float32)[:, None]  # row i's feature is i

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from anomaly import MEGDetector
-from anomaly.benchmarks.mixture import TECHNIQUE_SETTINGS, run_mixture
-from coreset import LatentPrior, TruncatedPrior, make_prior, truncate
-from gan import MEGConfig, MEGTrainer, build_networks
-from gan.losses import orthogonal_penalty
-from gan.networks import orthogonal_weights, spectral_normalise
-from gan.trainer import _lerp_average
+from coreset_meg.anomaly import MEGDetector
+from coreset_meg.anomaly.benchmarks.mixture import TECHNIQUE_SETTINGS, run_mixture
+from coreset_meg.coreset import LatentPrior, TruncatedPrior, make_prior, truncate
+from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks
+from coreset_meg.gan.losses import orthogonal_penalty
+from coreset_meg.gan.networks import orthogonal_weights, spectral_normalise
+from coreset_meg.gan.trainer import _lerp_average
 
 
 def tiny(**kw) -> MEGConfig:

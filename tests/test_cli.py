@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from anomaly import MEGDetector
-from anomaly.cli import app, main
+from coreset_meg.anomaly import MEGDetector
+from coreset_meg.anomaly.cli import app, main
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
 
@@ -165,8 +165,8 @@ def test_config_file_round_trip_and_command_line_overrides(tmp_path):
 
 
 def test_every_setting_is_an_option_and_a_detector_parameter():
-    from anomaly.settings import GROUPS
-    from gan.config import setting_fields
+    from coreset_meg.anomaly.settings import GROUPS
+    from coreset_meg.gan.config import setting_fields
 
     names = {field.name for _, field in setting_fields(GROUPS)}
     assert names == set(MEGDetector().get_params())
@@ -211,14 +211,14 @@ def test_help_and_dry_run_with_cli_runner():
 
 def test_console_script_exit_codes(tmp_path):
     ok = subprocess.run(
-        [sys.executable, "-m", "anomaly.cli", "fit", "--dry-run"],
+        [sys.executable, "-m", "coreset_meg.anomaly.cli", "fit", "--dry-run"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
     )
     assert ok.returncode == 0 and "settings" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "anomaly.cli", "score", "nowhere", "x.csv"],
+        [sys.executable, "-m", "coreset_meg.anomaly.cli", "score", "nowhere", "x.csv"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -275,7 +275,7 @@ def test_score_output_never_replaces_an_input_or_a_device(tmp_path, capsys):
 
 
 def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    import anomaly.cli as cli
+    import coreset_meg.anomaly.cli as cli
 
     data = tmp_path / "x.csv"
     pd.DataFrame(np.ones((20, 2)), columns=["a", "b"]).to_csv(data, index=False)
@@ -314,7 +314,7 @@ def test_fit_killed_and_resumed_ends_as_an_uninterrupted_fit(tmp_path):
     data = tmp_path / "x.csv"
     rng = np.random.default_rng(3)
     pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc")).to_csv(data, index=False)
-    args = [sys.executable, "-m", "anomaly.cli", "fit", str(data), "--n-iter", "300",
+    args = [sys.executable, "-m", "coreset_meg.anomaly.cli", "fit", str(data), "--n-iter", "300",
             "--n-energy-steps", "1", "--width", "8", "--batch-size", "16", "-q"]  # fmt: skip
     out = tmp_path / "m"
     checkpoint = tmp_path / ".m.checkpoint.pt"

@@ -12,9 +12,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-import anomaly
-from anomaly import cli
-from anomaly.cli import main
+from coreset_meg import anomaly
+from coreset_meg.anomaly import cli
+from coreset_meg.anomaly.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def test_version_matches_the_installed_package(capsys):
 def test_help_imports_neither_torch_nor_scikit_learn():
     # What makes --help start in well under a second: the heavy libraries load on first use.
     script = (
-        "import sys; from anomaly.cli import main; code = main(['--help']); "
+        "import sys; from coreset_meg.anomaly.cli import main; code = main(['--help']); "
         "print(code, 'torch' in sys.modules, 'sklearn' in sys.modules)"
     )
     out = subprocess.run(
@@ -50,7 +50,7 @@ def test_help_imports_neither_torch_nor_scikit_learn():
 
 
 def test_public_names_still_import():
-    from anomaly import MEGDetector, ModelFileError, auroc, load_model
+    from coreset_meg.anomaly import MEGDetector, ModelFileError, auroc, load_model
 
     assert MEGDetector.__name__ == "MEGDetector"
     assert issubclass(ModelFileError, ValueError)

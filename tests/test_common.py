@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from common import atomic_path, write_text_atomic
+from coreset_meg.common import atomic_path, write_text_atomic
 
 
 def test_atomic_file_follows_the_umask_and_replaces(tmp_path):
@@ -48,7 +48,7 @@ def test_atomic_folder_replaces_the_old_one_whole(tmp_path):
 
 
 def test_folder_swap_is_one_step_and_a_killed_save_is_recovered(tmp_path, monkeypatch):
-    import common.io as cio
+    import coreset_meg.common.io as cio
 
     target = tmp_path / "model"
     with atomic_path(target, directory=True) as tmp:
@@ -81,7 +81,7 @@ def test_folder_swap_is_one_step_and_a_killed_save_is_recovered(tmp_path, monkey
 
 _SAVER = """
 import os, sys, time, pathlib
-import common.io as cio
+import coreset_meg.common.io as cio
 target, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
 if mode == "two-renames":  # no one-step swap: stop between the renames until killed
     cio._exchange = lambda a, b: False

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import coreset.sampler as sampler_module
-from coreset import (
+import coreset_meg.coreset.sampler as sampler_module
+from coreset_meg.coreset import (
     CoresetSampler,
     GaussianProjection,
     PixelEmbedder,
@@ -24,7 +24,7 @@ from coreset import (
     make_sampler,
     pairwise_k_center_reference,
 )
-from coreset.kcenter import _greedy_torch
+from coreset_meg.coreset.kcenter import _greedy_torch
 
 INCEPTION = (
     Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.utils import check_random_state
 
-from anomaly import MEGDetector, auroc, load_model, save_model
-from gan import MEGConfig, MEGTrainer
-from gan.networks import CoresetEnergy, build_networks
-from gan.trainer import coreset_energy_parts, seed_from
+from coreset_meg.anomaly import MEGDetector, auroc, load_model, save_model
+from coreset_meg.gan import MEGConfig, MEGTrainer
+from coreset_meg.gan.networks import CoresetEnergy, build_networks
+from coreset_meg.gan.trainer import coreset_energy_parts, seed_from
 
 FAST = dict(n_iter=5, n_energy_steps=1, batch_size=16, latent_dim=2, width=8)
 
@@ -92,7 +92,7 @@ def test_both_view_puts_pixels_and_unit_features_side_by_side_at_one_scale(tmp_p
     """view='both': the flattened pixels, then the unit-length features, each part divided by
     the square root of its median nearest-neighbour squared distance; it scores as those
     vectors given directly, uint8 as float images, and after save and load."""
-    from gan.trainer import nearest_neighbour_sq_distance
+    from coreset_meg.gan.trainer import nearest_neighbour_sq_distance
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(40, 1, 6, 6), dtype=np.uint8)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import datasets
-from datasets import (
+from coreset_meg import datasets
+from coreset_meg.datasets import (
     DataError,
     GaussianMixture,
     check_finite_2d,
@@ -36,9 +36,9 @@ from datasets import (
     ring_mixture,
     to_model_input,
 )
-from datasets import cifar as cifar_module
-from datasets import mnist as mnist_module
-from datasets._download import download_file, md5sum
+from coreset_meg.datasets import cifar as cifar_module
+from coreset_meg.datasets import mnist as mnist_module
+from coreset_meg.datasets._download import download_file, md5sum
 
 MNIST_NAMES = list(mnist_module.MNIST_FILES.values())
 
@@ -400,7 +400,7 @@ def small_cifar_jpeg(cifar_jpeg_dir: Path, tmp_path: Path) -> Path:
 def test_cifar_falls_back_to_jpeg_copy(
     small_cifar_jpeg: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="datasets.cifar"):
+    with caplog.at_level(logging.WARNING, logger="coreset_meg.datasets.cifar"):
         X_train, y_train, X_test, y_test = load_cifar10(small_cifar_jpeg, download=False)
     assert "JPEG-compressed copy" in caplog.text
     assert X_train.shape == (20, 32, 32, 3) and X_test.shape == (20, 32, 32, 3)

@@ -13,9 +13,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from anomaly import MEGDetector, ModelFileError, auroc, load_model, persistence, save_model
-from anomaly.scoring import energy_scores
-from datasets import grid_mixture, load_benchmark
+from coreset_meg.anomaly import (
+    MEGDetector,
+    ModelFileError,
+    auroc,
+    load_model,
+    persistence,
+    save_model,
+)
+from coreset_meg.anomaly.scoring import energy_scores
+from coreset_meg.datasets import grid_mixture, load_benchmark
 
 TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
 

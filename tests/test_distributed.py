@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from common import distributed
-from coreset.embeddings import PixelEmbedder, compute_embeddings
-from gan import MEGTrainer
+from coreset_meg.common import distributed
+from coreset_meg.coreset.embeddings import PixelEmbedder, compute_embeddings
+from coreset_meg.gan import MEGTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
@@ -165,7 +165,7 @@ def test_anomaly_fit_and_score_under_torchrun(tmp_path):
     two, one = (pd.read_csv(tmp_path / f"s{n}.csv") for n in (2, 1))
     assert len(two) == 700
     pd.testing.assert_frame_equal(two, one)  # the same scores file as one process writes
-    from anomaly import load_model
+    from coreset_meg.anomaly import load_model
 
     model = load_model(tmp_path / "m2")  # the model of the two processes, in one
     np.testing.assert_allclose(-model.score_samples(test), two["anomaly_score"], rtol=1e-6)

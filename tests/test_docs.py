@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from anomaly.cli import main
+from coreset_meg.anomaly.cli import main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 QUICKSTARTS = sorted(DOCS.glob("quickstart-*.md"))

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from anomaly import (
+from coreset_meg.anomaly import (
     ExportError,
     MEGDetector,
     ModelFileError,
@@ -23,9 +23,9 @@ from anomaly import (
     load_model,
     save_model,
 )
-from anomaly.cli import app, main
-from anomaly.export import read_export_metadata
-from anomaly.persistence import flatten_weights, unflatten_weights, versions
+from coreset_meg.anomaly.cli import app, main
+from coreset_meg.anomaly.export import read_export_metadata
+from coreset_meg.anomaly.persistence import flatten_weights, unflatten_weights, versions
 
 TOL = 1e-5
 
@@ -169,8 +169,8 @@ def test_torchscript_export_of_an_image_model_in_the_pixel_view(tmp_path):
 
 def test_torchscript_export_of_the_features_and_both_views(tmp_path, monkeypatch):
     """The extractor's steps (resize, grey to RGB, normalisation) with a tiny network."""
-    import coreset.features
-    from coreset.features import FeatureEmbedder
+    import coreset_meg.coreset.features
+    from coreset_meg.coreset.features import FeatureEmbedder
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(
@@ -178,7 +178,9 @@ def test_torchscript_export_of_the_features_and_both_views(tmp_path, monkeypatch
     )
     tiny = FeatureEmbedder(network, name="tiny", weights_sha256="none", image_size=12,
                            mean=(120.0, 125.0, 130.0), std=60.0)  # fmt: skip
-    monkeypatch.setattr(coreset.features, "make_embedder", lambda name, device="cpu": tiny)
+    monkeypatch.setattr(
+        coreset_meg.coreset.features, "make_embedder", lambda name, device="cpu": tiny
+    )
     images = np.random.default_rng(2).integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
     as_float = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     for view in ("features", "both"):  # both: pixels and unit-length features, each scaled
@@ -214,10 +216,12 @@ def test_what_cannot_be_exported_is_refused_in_one_line(vectors, tmp_path, monke
 
 
 def test_a_file_that_does_not_score_as_the_detector_is_not_written(vectors, tmp_path, monkeypatch):
-    import anomaly.export
+    import coreset_meg.anomaly.export
 
     det, _ = vectors
-    monkeypatch.setattr(anomaly.export, "_reference_scores", lambda d, e, X: np.zeros(len(X)))
+    monkeypatch.setattr(
+        coreset_meg.anomaly.export, "_reference_scores", lambda d, e, X: np.zeros(len(X))
+    )
     with pytest.raises(ExportError, match="does not score as the detector"):
         export_model(det, tmp_path / "m.pt")
     assert not any(tmp_path.iterdir())  # no file, no temporary left

@@ -1,4 +1,5 @@
-"""Tests of the pretrained feature extractors (coreset.features) and the chunked embedding cache.
+"""Tests of the pretrained feature extractors (coreset_meg.coreset.features) and the chunked
+embedding cache.
 
 Stored values (tests/data/features/reference.json, see the README there) come from the
 reference implementations on two real images: the EfficientNet-Lite PyTorch package and the FID
@@ -19,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-import coreset.backends as backends
-import coreset.features as features
-from coreset import TorchScriptEmbedder, compute_embeddings, embedding_cache_path
-from coreset.backends import MissingBackendError, TorchRunner, onnxruntime_available
-from coreset.features import (
+import coreset_meg.coreset.backends as backends
+import coreset_meg.coreset.features as features
+from coreset_meg.coreset import TorchScriptEmbedder, compute_embeddings, embedding_cache_path
+from coreset_meg.coreset.backends import MissingBackendError, TorchRunner, onnxruntime_available
+from coreset_meg.coreset.features import (
     EfficientNetLite0,
     FeatureEmbedder,
     MissingWeightsError,
@@ -197,7 +198,8 @@ def test_tensorflow_same_padding_output_sizes():
 
 def test_uint8_embeds_like_the_same_images_in_minus_one_one(lite0):
     uint8 = np.concatenate([_image(IMAGES[0]), _image(IMAGES[0])[:, ::-1]])  # (2, 3, 32, 32)
-    scaled = uint8.astype(np.float32) / 127.5 - 1.0  # datasets.to_model_input's convention
+    # coreset_meg.datasets.to_model_input's convention
+    scaled = uint8.astype(np.float32) / 127.5 - 1.0
     a, b = lite0[64](uint8), lite0[64](scaled)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max())
 

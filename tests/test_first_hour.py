@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from anomaly.cli import main
+from coreset_meg.anomaly.cli import main
 
 
 def _images(folder, n, low, rng, size=8):
@@ -83,7 +83,7 @@ def test_a_default_fit_saves_a_model_that_scores(table, tmp_path, capsys):
 def test_threshold_metrics_by_hand():
     """Precision, recall, F1 and the false-positive rate at a threshold, and the F1-maximising
     threshold, on scores whose answer is known."""
-    from anomaly import best_f1_threshold, class_rates, threshold_metrics
+    from coreset_meg.anomaly import best_f1_threshold, class_rates, threshold_metrics
 
     y, score = [0, 0, 0, 1, 1], [0.1, 0.2, 0.7, 0.6, 0.9]
     m = threshold_metrics(y, score, 0.5, higher="anomalous")
@@ -137,7 +137,7 @@ def test_score_reports_what_was_missed_and_at_what_cost(anomalib, image_model, t
 
 
 def test_set_threshold_moves_the_threshold_without_refitting(table):
-    from anomaly import MEGDetector, load_model
+    from coreset_meg.anomaly import MEGDetector, load_model
 
     detector = load_model(table / "model")
     X = pd.read_csv(table / "test.csv").drop(columns="label")
@@ -170,7 +170,7 @@ def test_score_out_dash_json_is_one_json_object(table, capsys):
 
 
 def test_a_heavy_tail_does_not_squash_the_histogram(tmp_path):
-    from anomaly.report import _histogram
+    from coreset_meg.anomaly.report import _histogram
 
     score = np.append(np.random.default_rng(0).normal(size=300), 358.0)
     fig, beyond = _histogram(score, 2.0, None)
@@ -193,7 +193,7 @@ def test_score_resizes_images_to_the_trained_size(image_model, tmp_path, capsys,
 def _benchmark_plots(folder):
     """pr_curves.png and auprc_bars.png of a made-up heldout run: 10 classes, 4 detectors and
     a published reference."""
-    from anomaly.benchmarks.protocols import plot_bars, plot_curves
+    from coreset_meg.anomaly.benchmarks.protocols import plot_bars, plot_curves
 
     rng = np.random.default_rng(0)
     methods = ["MEG (core-set)", "MEG (random)", "isolation forest", "deep SVDD"]
@@ -215,7 +215,7 @@ def test_benchmark_legends_sit_below_the_plots(tmp_path, monkeypatch):
 
     figures = []
     monkeypatch.setattr(
-        "anomaly.benchmarks.protocols.save_figure",
+        "coreset_meg.anomaly.benchmarks.protocols.save_figure",
         lambda fig, path: (figures.append(fig), fig.savefig(path)),
     )
     for path in _benchmark_plots(tmp_path):
@@ -287,7 +287,7 @@ def test_fit_help_groups_its_options_and_shows_examples(capsys):
 def test_torchscript_export_prints_no_deprecation_warnings(table, tmp_path):
     import warnings
 
-    from anomaly import export_model, load_model
+    from coreset_meg.anomaly import export_model, load_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import gan
-from gan import (
+from coreset_meg import gan
+from coreset_meg.gan import (
     MEGConfig,
     MEGTrainer,
     build_networks,
@@ -249,7 +249,7 @@ def test_weight_average_copies_buffers():
 
 
 def test_custom_prior_feeds_the_generator():
-    from coreset import LatentPrior
+    from coreset_meg.coreset import LatentPrior
 
     X = np.random.default_rng(6).normal(size=(40, 2)).astype(np.float32)
     trainer = MEGTrainer(tiny_config(n_iter=1), (2,), random_state=0,

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
 
-    from anomaly.benchmarks._grid import Cell, run_grid
+    from coreset_meg.anomaly.benchmarks._grid import Cell, run_grid
 
     def measure(cell):
         Path(sys.argv[1], f"worker-{cell}").write_text(str(os.getpid()))

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import datasets.tabular
-from anomaly.cli import main
-from datasets import DataError, TableChunks, csv_feature_names, load_table
+import coreset_meg.datasets.tabular
+from coreset_meg.anomaly.cli import main
+from coreset_meg.datasets import DataError, TableChunks, csv_feature_names, load_table
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
 
@@ -34,7 +34,7 @@ def test_headerless_numeric_csv_is_read_without_a_header(tmp_path, caplog):
     data[0, 1] = data[0, 0]  # a repeated value in the first row: not unique "column names"
     path = tmp_path / "plain.csv"
     np.savetxt(path, data, delimiter=",")
-    with caplog.at_level(logging.WARNING, logger="datasets.tabular"):
+    with caplog.at_level(logging.WARNING, logger="coreset_meg.datasets.tabular"):
         X, y = load_table(path)
     assert X.shape == (20, 3) and y is None
     np.testing.assert_allclose(X, data, rtol=1e-6)
@@ -47,7 +47,7 @@ def test_headerless_numeric_csv_is_read_without_a_header(tmp_path, caplog):
     partly = tmp_path / "partly.csv"
     partly.write_text("1,,3\n4,5,6\n")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="datasets.tabular"):
+    with caplog.at_level(logging.WARNING, logger="coreset_meg.datasets.tabular"):
         assert load_table(partly, label_column=None)[0].shape == (1, 3)
     assert "some of it looks numeric (1, 3)" in caplog.text
 
@@ -95,7 +95,7 @@ def test_pandas_index_column_is_dropped_with_a_notice(tmp_path, caplog, monkeypa
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(12, 2)), columns=["a", "b"])
     frame.to_csv(tmp_path / "indexed.csv")  # pandas' default: an unnamed index column first
-    with caplog.at_level(logging.WARNING, logger="datasets.tabular"):
+    with caplog.at_level(logging.WARNING, logger="coreset_meg.datasets.tabular"):
         X, _ = load_table(tmp_path / "indexed.csv")
     assert X.shape == (12, 2)
     np.testing.assert_allclose(X, frame.to_numpy(), rtol=1e-6)
@@ -105,7 +105,7 @@ def test_pandas_index_column_is_dropped_with_a_notice(tmp_path, caplog, monkeypa
     np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), X)
 
     # An index that stops counting after the rows looked at is refused.
-    monkeypatch.setattr(datasets.tabular, "_INDEX_PROBE_ROWS", 5)
+    monkeypatch.setattr(coreset_meg.datasets.tabular, "_INDEX_PROBE_ROWS", 5)
     text = (tmp_path / "indexed.csv").read_text().splitlines()
     text[9] = "99" + text[9][text[9].index(",") :]
     (tmp_path / "broken.csv").write_text("\n".join(text) + "\n")
@@ -215,8 +215,8 @@ def _png_folder(folder, images, bits=8):
 
 
 def test_channels_last_images_from_the_loader_fit_as_channels_first(tmp_path):
-    from anomaly import MEGDetector
-    from datasets import load_image_folder
+    from coreset_meg.anomaly import MEGDetector
+    from coreset_meg.datasets import load_image_folder
 
     images, _, _ = load_image_folder(_png_folder(tmp_path / "d", _digits_u8()))
     assert images.shape == (24, 8, 8, 1)
@@ -231,7 +231,7 @@ def test_channels_last_images_from_the_loader_fit_as_channels_first(tmp_path):
 
 
 def test_16_bit_pngs_are_scaled_by_their_bit_depth(tmp_path):
-    from datasets import load_image_folder
+    from coreset_meg.datasets import load_image_folder
 
     digits = _digits_u8(4)
     eight, _, _ = load_image_folder(_png_folder(tmp_path / "8", digits))
@@ -242,7 +242,7 @@ def test_16_bit_pngs_are_scaled_by_their_bit_depth(tmp_path):
 
 
 def test_float_images_in_0_1_need_a_declared_range():
-    from anomaly import MEGDetector
+    from coreset_meg.anomaly import MEGDetector
 
     digits = _digits_u8()[:, None]
     symmetric = digits / np.float32(127.5) - np.float32(1.0)
@@ -266,7 +266,7 @@ def test_float_images_in_0_1_need_a_declared_range():
 
 
 def test_integer_images_are_scaled_by_their_dtype():
-    from anomaly import MEGDetector
+    from coreset_meg.anomaly import MEGDetector
 
     digits = _digits_u8()[:, None]
     det = MEGDetector(**TINY).fit(digits)
@@ -297,18 +297,18 @@ def test_uint8_npy_images_from_the_command_line(tmp_path, capsys):
 def test_one_colour_file_in_a_grey_folder_is_named(tmp_path, caplog):
     from PIL import Image
 
-    from datasets import load_image_folder
+    from coreset_meg.datasets import load_image_folder
 
     folder = _png_folder(tmp_path / "d", _digits_u8(3))
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "zz-colour.png")
-    with caplog.at_level(logging.WARNING, logger="datasets.images"):
+    with caplog.at_level(logging.WARNING, logger="coreset_meg.datasets.images"):
         X, _, _ = load_image_folder(folder)
     assert X.shape == (4, 8, 8, 3)
     assert "zz-colour.png" in caplog.text and "1 of 4" in caplog.text
 
 
 def test_image_size_is_bounded(tmp_path, capsys):
-    from datasets import load_image_folder
+    from coreset_meg.datasets import load_image_folder
 
     folder = _png_folder(tmp_path / "d", _digits_u8(2))
     with pytest.raises(DataError, match=r"image_size 30000 is larger than 4096"):
@@ -317,14 +317,14 @@ def test_image_size_is_bounded(tmp_path, capsys):
     assert code != 0 and "--image-size" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
-    from anomaly.cli import MAX_IMAGE_SIDE
-    from datasets.images import MAX_IMAGE_SIDE as LOADER_MAX
+    from coreset_meg.anomaly.cli import MAX_IMAGE_SIDE
+    from coreset_meg.datasets.images import MAX_IMAGE_SIDE as LOADER_MAX
 
     assert MAX_IMAGE_SIDE == LOADER_MAX
 
 
 def test_integer_column_names_are_checked():
-    from anomaly import MEGDetector
+    from coreset_meg.anomaly import MEGDetector
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(30, 3)))  # columns 0, 1, 2
@@ -340,7 +340,7 @@ def test_integer_column_names_are_checked():
 
 
 def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
-    from anomaly import MEGDetector, load_model
+    from coreset_meg.anomaly import MEGDetector, load_model
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3))
@@ -360,7 +360,7 @@ def test_tiny_spreads_are_scaled_and_constants_checked(tmp_path):
     # The exported file applies the same rule (its own check scores samples off the constant).
     import torch
 
-    from anomaly.export import export_model
+    from coreset_meg.anomaly.export import export_model
 
     path = export_model(det, tmp_path / "m.pt")
     module = torch.jit.load(str(path))

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import gan.trainer as trainer_module
-from anomaly.benchmarks.mixture import COVERAGE_SETTINGS, run_mixture
-from coreset import CoresetSampler, LatentPrior
-from gan import MEGConfig, MEGTrainer
-from gan.losses import energy_loss, generator_loss, jsd_mutual_information, weighted_mean
+import coreset_meg.gan.trainer as trainer_module
+from coreset_meg.anomaly.benchmarks.mixture import COVERAGE_SETTINGS, run_mixture
+from coreset_meg.coreset import CoresetSampler, LatentPrior
+from coreset_meg.gan import MEGConfig, MEGTrainer
+from coreset_meg.gan.losses import (
+    energy_loss,
+    generator_loss,
+    jsd_mutual_information,
+    weighted_mean,
+)
 
 PRIOR_NEAR_FACE = 1 - 0.9**2  # share of uniform [-1, 1]^2 draws with max |z_i| > 0.9
 PRIOR_SECOND_MOMENT = 1 / 3  # E z_i^2 of uniform [-1, 1]
@@ -86,7 +91,7 @@ def test_stratified_batches_are_one_member_of_each_cell_with_size_weights():
     rng = np.random.default_rng(5)
     cand = rng.choice(400, 40, replace=False)
     first = int(rng.integers(40))
-    from coreset import greedy_k_center
+    from coreset_meg.coreset import greedy_k_center
 
     picks = cand[greedy_k_center(emb[cand], 10, first=first)]
     idx, w = s2.sample_data_batch()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.cli import main
+from coreset_meg.anomaly.cli import main
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "8", "--quiet"]
 
@@ -106,7 +106,7 @@ def test_fit_refuses_a_data_or_config_file_inside_out(model, csv, tmp_path, caps
 
 
 def test_every_destination_is_checked_before_training(csv, tmp_path, capsys, monkeypatch):
-    import anomaly.cli as cli
+    import coreset_meg.anomaly.cli as cli
 
     monkeypatch.setattr(cli, "load_user_data", lambda *a, **k: pytest.fail("read before check"))
     out = tmp_path / "m"
@@ -156,8 +156,8 @@ def test_a_fit_that_cannot_make_a_valid_model_keeps_the_old_one(model, csv, caps
 
 
 def test_an_invalid_fitted_state_is_not_saved_over_a_model(model, csv):
-    from anomaly import MEGDetector, load_model, save_model
-    from anomaly.persistence import ModelFileError
+    from coreset_meg.anomaly import MEGDetector, load_model, save_model
+    from coreset_meg.anomaly.persistence import ModelFileError
 
     detector = MEGDetector(n_iter=4, width=8, random_state=0).fit(pd.read_csv(csv))
     detector.offset_ = float("nan")
@@ -172,7 +172,7 @@ def test_an_invalid_fitted_state_is_not_saved_over_a_model(model, csv):
 def test_a_finished_fits_checkpoint_is_not_resumed_on_other_data(tmp_path):
     import torch
 
-    from anomaly import MEGDetector
+    from coreset_meg.anomaly import MEGDetector
 
     rng = np.random.default_rng(0)
     first, second = rng.normal(size=(60, 2)), rng.normal(3, 1, size=(60, 2))
@@ -198,7 +198,7 @@ def _rewrite_weights(model, change):
     (as a tool rewriting both would), so that only the content checks can catch it."""
     from safetensors.torch import load_file, save_file
 
-    from anomaly.persistence import file_sha256
+    from coreset_meg.anomaly.persistence import file_sha256
 
     tensors = load_file(model / "weights.safetensors")
     change(tensors)
@@ -211,8 +211,8 @@ def _rewrite_weights(model, change):
 def test_weights_are_checked_by_checksum_dtype_and_finiteness(model, csv, tmp_path, capsys):
     import torch
 
-    from anomaly import load_model
-    from anomaly.persistence import ModelFileError
+    from coreset_meg.anomaly import load_model
+    from coreset_meg.anomaly.persistence import ModelFileError
 
     weights = model / "weights.safetensors"
     data = bytearray(weights.read_bytes())
@@ -257,8 +257,8 @@ def test_weights_follow_the_umask(csv, tmp_path):
 def test_model_json_that_is_no_regular_file_or_nested_deep_is_refused(model, tmp_path):
     import os
 
-    from anomaly import load_model
-    from anomaly.persistence import ModelFileError
+    from coreset_meg.anomaly import load_model
+    from coreset_meg.anomaly.persistence import ModelFileError
 
     config = model / "model.json"
     config.write_text("[" * 100_000 + "]" * 100_000)
@@ -283,7 +283,7 @@ def test_model_json_that_is_no_regular_file_or_nested_deep_is_refused(model, tmp
 def test_a_full_disk_names_the_destination(model, csv, monkeypatch, capsys):
     import errno
 
-    import anomaly.persistence as persistence
+    import coreset_meg.anomaly.persistence as persistence
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -326,7 +326,7 @@ def test_sigterm_during_score_leaves_no_partial_file(model, tmp_path):
     stale = out / f".old.csv.tmp-{_dead_pid()}-abcd1234.csv"  # a killed run's partial file
     stale.write_text("index,anomaly_score\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "anomaly.cli", "score", str(model), str(big), "-q"]
+    args = [sys.executable, "-m", "coreset_meg.anomaly.cli", "score", str(model), str(big), "-q"]
     proc = subprocess.Popen([*args, "--out", str(out / "s.csv")], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     while proc.poll() is None and not any(p != stale for p in out.glob(".s.csv.tmp-*")):
@@ -342,8 +342,8 @@ def test_two_saves_into_one_folder_take_turns(model, tmp_path, monkeypatch):
     import threading
     import time
 
-    import anomaly.persistence as persistence
-    from anomaly import load_model, save_model
+    import coreset_meg.anomaly.persistence as persistence
+    from coreset_meg.anomaly import load_model, save_model
 
     detector = load_model(model)
     real = persistence.save_file
@@ -415,8 +415,8 @@ def _tiny_torchscript(path):
 
 
 def test_a_model_running_a_torchscript_file_needs_it_given(tmp_path, capsys):
-    from anomaly import MEGDetector, load_model, save_model
-    from anomaly.persistence import ModelFileError
+    from coreset_meg.anomaly import MEGDetector, load_model, save_model
+    from coreset_meg.anomaly.persistence import ModelFileError
 
     code = _tiny_torchscript(tmp_path / "features.pt")
     images = np.random.default_rng(0).uniform(-1, 1, size=(40, 3, 8, 8)).astype(np.float32)
@@ -441,7 +441,7 @@ def test_a_model_running_a_torchscript_file_needs_it_given(tmp_path, capsys):
 
 
 def test_where_files_go_is_not_the_model_files_choice(model, csv, tmp_path, capsys):
-    from anomaly import load_model
+    from coreset_meg.anomaly import load_model
 
     config = json.loads((model / "model.json").read_text())
     config["settings"]["run"]["cache_dir"] = str(tmp_path / "elsewhere")
@@ -506,7 +506,7 @@ def test_a_damaged_scores_file_on_resume_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_an_unexpected_error_is_still_one_json_object(csv, tmp_path, capsys, monkeypatch):
-    import anomaly.cli as cli
+    import coreset_meg.anomaly.cli as cli
 
     def broken(*args, **kwargs):
         raise KeyError("something unforeseen")
@@ -562,7 +562,7 @@ def test_resume_with_other_data_of_the_same_shape_is_refused(csv, tmp_path, caps
                                                              monkeypatch):  # fmt: skip
     import torch
 
-    import anomaly.cli as cli
+    import coreset_meg.anomaly.cli as cli
 
     def crash(*args, **kwargs):
         raise OSError("the machine went down before the save")

@@ -11,7 +11,7 @@ from scipy.special import erf
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from anomaly import (
+from coreset_meg.anomaly import (
     MEGDetector,
     PyODAdapter,
     auprc_trapezoid,
@@ -21,7 +21,7 @@ from anomaly import (
     load_model,
     save_model,
 )
-from anomaly._pyod import outlier_probability
+from coreset_meg.anomaly._pyod import outlier_probability
 
 TINY = dict(n_iter=3, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, view="pixels")
 # 51 training samples and contamination 0.1: the 10th percentile falls exactly on the 6th

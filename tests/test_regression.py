@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from anomaly import MEGDetector
+from coreset_meg.anomaly import MEGDetector
 
 RECORD = Path(__file__).parent / "data" / "regression.json"
 
@@ -62,7 +62,7 @@ def _image_fit() -> MEGDetector:
 
 def _trainer_run() -> list[float]:
     """The mixture benchmark's path: the trainer alone, uniform prior, an unbounded MLP."""
-    from gan import MEGConfig, MEGTrainer
+    from coreset_meg.gan import MEGConfig, MEGTrainer
 
     X = np.random.default_rng(2).normal(size=(400, 2)).astype(np.float32)
     config = MEGConfig.from_params(

@@ -11,12 +11,12 @@ import pytest
 from matplotlib.image import imread
 from PIL import Image
 
-import anomaly._meg
-import datasets.tabular
-from anomaly import MEGDetector, load_model
-from anomaly.cli import main
-from anomaly.report import ReportError, score_report, training_report
-from datasets import DataError, TableChunks, load_table
+import coreset_meg.anomaly._meg
+import coreset_meg.datasets.tabular
+from coreset_meg.anomaly import MEGDetector, load_model
+from coreset_meg.anomaly.cli import main
+from coreset_meg.anomaly.report import ReportError, score_report, training_report
+from coreset_meg.datasets import DataError, TableChunks, load_table
 
 FAST = ["--n-iter", "4", "--n-energy-steps", "1", "--width", "16", "--quiet"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -161,7 +161,7 @@ def test_chunked_scores_equal_in_memory_scores(vectors, name, tmp_path, capsys, 
     column = "label" if name.endswith(".csv") else None
     X, _ = load_table(vectors / name, label_column=column)
     expected = detector._raw_scores(detector._validate(X, reset=False))  # one piece
-    monkeypatch.setattr(datasets.tabular, "CHUNK_ROWS", 512)  # 1,300 rows: 3 pieces
+    monkeypatch.setattr(coreset_meg.datasets.tabular, "CHUNK_ROWS", 512)  # 1,300 rows: 3 pieces
     label = [] if column is None else ["--label-column", column]
     out = tmp_path / "s.csv"
     code, stdout, err = run(
@@ -183,7 +183,7 @@ def test_score_samples_reads_a_memory_map_in_pieces(vectors, tmp_path, monkeypat
     expected = detector.score_samples(X)
     np.save(tmp_path / "x.npy", X)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
-    monkeypatch.setattr(anomaly._meg, "_CHUNK_BYTES", 512 * 20 * 4)  # 512 rows a piece
+    monkeypatch.setattr(coreset_meg.anomaly._meg, "_CHUNK_BYTES", 512 * 20 * 4)  # 512 rows a piece
     sizes = []
     validate = MEGDetector._validate
 

@@ -10,21 +10,26 @@ import pytest
 import torch
 from PIL import Image
 
-from anomaly import MEGDetector
-from anomaly.cli import main
-from anomaly.friendly import _fit_images, friendly_images, generator_prior, parse_friendly
-from coreset import CoresetSampler, LatentPrior
-from coreset.friendly import FriendlyPrior, GeneratorPrior
-from coreset.sid import (
+from coreset_meg.anomaly import MEGDetector
+from coreset_meg.anomaly.cli import main
+from coreset_meg.anomaly.friendly import (
+    _fit_images,
+    friendly_images,
+    generator_prior,
+    parse_friendly,
+)
+from coreset_meg.coreset import CoresetSampler, LatentPrior
+from coreset_meg.coreset.friendly import FriendlyPrior, GeneratorPrior
+from coreset_meg.coreset.sid import (
     polyharmonic_kernel,
     rank_by_sid,
     sid_potential,
     signed_inception_distance,
 )
-from datasets import DataError
-from gan import MEGConfig, MEGTrainer
-from gan.networks import build_networks
-from gan.spider import (
+from coreset_meg.datasets import DataError
+from coreset_meg.gan import MEGConfig, MEGTrainer
+from coreset_meg.gan.networks import build_networks
+from coreset_meg.gan.spider import (
     ImageEncoder,
     SpiderGenerator,
     SpiderStatistics,
@@ -247,7 +252,7 @@ def test_parse_friendly(tmp_path):
 
 
 def _digits(cls):
-    from datasets import load_digits_data
+    from coreset_meg.datasets import load_digits_data
 
     X, y = load_digits_data()
     return X[y == cls][:60]
@@ -341,7 +346,7 @@ def test_cli_fit_reads_builtin_friendly_sets_from_data_root(
     saved = json.loads((tmp_path / "m" / "model.json").read_text())["settings"]["batches"]
     assert saved["prior"] == "friendly" and saved["friendly"] == "mnist:3"
     assert os.environ["ANOMALY_DATA_ROOT"] == str(tmp_path / "empty")  # restored after the command
-    from anomaly.cli import _DATA_ROOT_ENV
-    from datasets._paths import DATA_ROOT_ENV
+    from coreset_meg.anomaly.cli import _DATA_ROOT_ENV
+    from coreset_meg.datasets._paths import DATA_ROOT_ENV
 
     assert _DATA_ROOT_ENV == DATA_ROOT_ENV

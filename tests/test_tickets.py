@@ -1,4 +1,5 @@
-"""Lottery tickets, DiffAugment and AdvAug (gan.tickets): masks, rewinding, augmentation, steps."""
+"""Lottery tickets, DiffAugment and AdvAug (coreset_meg.gan.tickets): masks, rewinding,
+augmentation, steps."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly import MEGDetector
-from gan import MEGConfig, MEGTrainer
-from gan.tickets import (
+from coreset_meg.anomaly import MEGDetector
+from coreset_meg.gan import MEGConfig, MEGTrainer
+from coreset_meg.gan.tickets import (
     AdvAug,
     DiffAugment,
     WeightMasks,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from common import progress
+from coreset_meg.common import progress
 
 from ._io import json_safe, read_json, write_csv, write_text
 

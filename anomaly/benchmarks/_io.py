@@ -1,6 +1,6 @@
 """Output helpers of the benchmarks: options, atomic files, the one table formatter, figures.
 
-Files are written with :func:`common.atomic_path`, so an interrupted run never leaves a
+Files are written with :func:`coreset_meg.common.atomic_path`, so an interrupted run never leaves a
 half-written CSV, table or figure. Figures use matplotlib's Agg canvas
 (:class:`matplotlib.figure.Figure`), so the global pyplot backend is never touched.
 """
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from common import atomic_path, first_line
+from coreset_meg.common import atomic_path, first_line
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
+from coreset_meg.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
 
 from ._io import QUICK_NOTE, fmt, fmt_mean_std, markdown_table, summary_table
 

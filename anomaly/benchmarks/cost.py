@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anomaly.settings import preset
-from common import progress
-from datasets import grid_mixture
-from gan import MEGConfig, MEGTrainer, resolve_device
-from gan.config import TRAINING_GROUPS, setting_fields
+from coreset_meg.anomaly.settings import preset
+from coreset_meg.common import progress
+from coreset_meg.datasets import grid_mixture
+from coreset_meg.gan import MEGConfig, MEGTrainer, resolve_device
+from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
 
 from ._io import (
     fmt,

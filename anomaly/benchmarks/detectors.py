@@ -39,8 +39,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.utils.validation import check_is_fitted
 
-from anomaly.settings import preset
-from coreset.embeddings import unit_length
+from coreset_meg.anomaly.settings import preset
+from coreset_meg.coreset.embeddings import unit_length
 
 from .._meg import MEGDetector, _image_range, view_spreads
 
@@ -128,8 +128,8 @@ class BothViews(OutlierMixin, BaseEstimator):
     Rows of ``X`` are the flattened pixels (the first ``n_pixels`` columns, in [-1, 1]) followed by
     the raw features. The features are scaled to unit length, and each part is divided by the
     square root of its median nearest-neighbour squared distance on the training rows
-    (:func:`anomaly._meg.view_spreads`), so the two weigh alike. ``score_samples`` is the
-    detector's on those vectors.
+    (:func:`coreset_meg.anomaly._meg.view_spreads`), so the two weigh alike. ``score_samples`` is
+    the detector's on those vectors.
     """
 
     def __init__(self, detector=None, n_pixels: int | None = None):
@@ -220,8 +220,9 @@ def _meg(changes, view, dataset: str, seed: int, device: str, quick: bool) -> ME
 
 
 def meg_detector(*, view: str = "pixels", **changes: Any) -> Factory:
-    """Factory of the MEG detector with the data set's preset (:func:`anomaly.settings.preset`;
-    the ``"features"`` preset for the feature view), overridden by ``changes``."""
+    """Factory of the MEG detector with the data set's preset
+    (:func:`coreset_meg.anomaly.settings.preset`; the ``"features"`` preset for the feature view),
+    overridden by ``changes``."""
     return _with_view(partial(_meg, changes, view), view)
 
 

@@ -4,8 +4,9 @@ Small-GAN's claim: a small core-set batch drops fewer modes than a small random 
 batch would. For each grid (``side`` x ``side`` modes, spacing 2, std 0.05) and seed, the MEG
 generator (an MLP, uniform latent prior, unbounded output) is trained on samples of the mixture
 under each of :data:`MIXTURE_SETTINGS`. Then generated samples are scored with
-:func:`datasets.mode_coverage`: modes recovered, share of high-quality samples (within 4 std of a
-mode) and KL divergence of the mode histogram from uniform. Seconds per step are recorded too.
+:func:`coreset_meg.datasets.mode_coverage`: modes recovered, share of high-quality samples (within 4
+std of a mode) and KL divergence of the mode histogram from uniform. Seconds per step are recorded
+too.
 
 BigGAN's techniques are settings too (:data:`TECHNIQUE_SETTINGS`, chosen with ``settings``):
 the core-set setting with orthogonal regularisation, spectral normalisation of E and G, or a
@@ -35,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets import grid_mixture, mode_coverage
-from gan import MEGConfig, MEGTrainer, resolve_device
+from coreset_meg.datasets import grid_mixture, mode_coverage
+from coreset_meg.gan import MEGConfig, MEGTrainer, resolve_device
 
 from ._grid import Cell, run_grid
 from ._io import (
@@ -110,8 +111,8 @@ TECHNIQUE_SETTINGS = (
 
 #: Issue 31 (why core-set batches dropped modes): the core-set setting with stratified, weighted
 #: batches (one random candidate of each k-center cell, weighted by the cell's size: an unbiased
-#: estimate of the prior and the data, see :class:`coreset.CoresetSampler`), and the selection on
-#: one side only (data, or latents) to tell the two sides' effects apart.
+#: estimate of the prior and the data, see :class:`coreset_meg.coreset.CoresetSampler`), and the
+#: selection on one side only (data, or latents) to tell the two sides' effects apart.
 COVERAGE_SETTINGS = (
     BatchSetting("core-set 64 stratified", 64, 4, 8, (("stratified", True),)),
     BatchSetting("core-set 64 data only", 64, 1, 8),
@@ -123,7 +124,7 @@ _SETTINGS = {s.name: s for s in MIXTURE_SETTINGS + TECHNIQUE_SETTINGS + COVERAGE
 
 def mixture_params(quick: bool = False) -> dict[str, Any]:
     """Training settings: ``n_train`` samples of the mixture to train on, ``n_generated`` samples
-    of the generator to measure coverage, and the flat :class:`~gan.MEGConfig` settings
+    of the generator to measure coverage, and the flat :class:`~coreset_meg.gan.MEGConfig` settings
     ``config`` shared by the batch settings (an MLP with a uniform latent prior and an unbounded
     output, as in the third-party reproduction)."""
     config: dict[str, Any] = {
@@ -149,7 +150,7 @@ def train_setting(
     X: np.ndarray, setting: BatchSetting, config: dict[str, Any], *, seed: int, device: str
 ) -> MEGTrainer:
     """Train the MEG generator on samples ``X`` (n, d) with one batch setting; ``config`` holds
-    the other flat :class:`~gan.MEGConfig` settings."""
+    the other flat :class:`~coreset_meg.gan.MEGConfig` settings."""
     cfg = MEGConfig.from_params(
         **config,
         **dict(setting.options),
@@ -277,11 +278,11 @@ def run_mixture(
     run (default: :data:`MIXTURE_SETTINGS`; any of :data:`TECHNIQUE_SETTINGS` and
     :data:`COVERAGE_SETTINGS` too);
     ``truncations`` lists thresholds of the truncation trick measured on every trained
-    generator (none by default); ``config``: flat :class:`~gan.MEGConfig` settings replacing
-    those of :func:`mixture_params` (e.g. fewer iterations); ``seeds`` seed the training samples,
-    networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000 training
-    and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with the
-    same settings left in ``out_dir`` (default ``results/benchmarks/mixture``); ``jobs``: cells
+    generator (none by default); ``config``: flat :class:`~coreset_meg.gan.MEGConfig` settings
+    replacing those of :func:`mixture_params` (e.g. fewer iterations); ``seeds`` seed the training
+    samples, networks, batches and generated samples; ``quick``: 5 steps of tiny networks, 2,000
+    training and 1,000 generated samples; ``resume`` keeps the (grid, seed, setting) rows a run with
+    the same settings left in ``out_dir`` (default ``results/benchmarks/mixture``); ``jobs``: cells
     trained at once in separate processes sharing the cores (results are the same). ``classes`` and
     ``data_root`` are ignored (every benchmark takes them).
     """

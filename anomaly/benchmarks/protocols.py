@@ -1,7 +1,7 @@
 """The held-out and one-class benchmarks: one detection protocol runner, two instances.
 
-For each class and seed one split of :func:`datasets.load_benchmark` is built, and every detector
-of :data:`~.detectors.DETECTORS` is fitted and scored on that same split in the same run.
+For each class and seed one split of :func:`coreset_meg.datasets.load_benchmark` is built, and every
+detector of :data:`~.detectors.DETECTORS` is fitted and scored on that same split in the same run.
 
 * :data:`run_heldout`: one class is the anomaly, the other nine are normal (MNIST held-out
   digit protocol, leak-free split); AUPRC beside the published MNIST figures.
@@ -31,9 +31,9 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 from sklearn.model_selection import train_test_split
 
-from anomaly.settings import family, preset
-from datasets import Split, load_benchmark
-from gan import resolve_device
+from coreset_meg.anomaly.settings import family, preset
+from coreset_meg.datasets import Split, load_benchmark
+from coreset_meg.gan import resolve_device
 
 from ..metrics import evaluate
 from . import _reports as reports
@@ -183,7 +183,7 @@ class Protocol:
 
     name: str  # benchmark name (``benchmark`` column, default output folder)
     title: str  # what the plots call it
-    protocol: str  # protocol of datasets.load_benchmark
+    protocol: str  # protocol of coreset_meg.datasets.load_benchmark
     metric: str  # metric of the bar plot
     curve: str  # "pr" or "roc" curves
     report: Callable[..., str]  # report(results, *, dataset, params, quick) -> Markdown

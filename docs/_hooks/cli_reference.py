@@ -15,7 +15,7 @@ def _help_texts() -> list[tuple[str, str]]:
     """``(command line, help text)`` for ``anomaly`` and each of its commands, in menu order."""
     import typer
 
-    from anomaly.cli import app
+    from coreset_meg.anomaly.cli import app
 
     try:  # recent typer ships its own copy of click
         from typer._click import core as click_core

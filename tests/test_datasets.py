@@ -443,6 +443,13 @@ def test_image_folder_classes_and_pixels(tmp_path: Path) -> None:
     grey, _, _ = load_image_folder(tmp_path, grayscale=True, image_size=(2, 3))
     assert grey.shape == (3, 2, 3, 1)
 
+    # Decoded on several threads or one: the same array, in file order.
+    for workers in (1, 3):
+        again, _, _ = load_image_folder(tmp_path, workers=workers)
+        np.testing.assert_array_equal(again, X)
+    with pytest.raises(DataError, match="workers"):
+        load_image_folder(tmp_path, workers=0)
+
 
 def test_image_folder_flat_grey(tmp_path: Path) -> None:
     for i in range(3):

@@ -8,6 +8,7 @@ Inception TorchScript's own forward.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import types
@@ -19,8 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
+import coreset_meg.coreset.backends as backends
 import coreset_meg.coreset.features as features
 from coreset_meg.coreset import TorchScriptEmbedder, compute_embeddings, embedding_cache_path
+from coreset_meg.coreset.backends import MissingBackendError, TorchRunner, onnxruntime_available
 from coreset_meg.coreset.features import (
     EfficientNetLite0,
     FeatureEmbedder,
@@ -68,10 +71,30 @@ def _check_stored(features_: np.ndarray, stored: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# Every exact backend; onnxruntime only where it is installed (the onnx extra).
+BACKENDS = [
+    "torch",
+    pytest.param(
+        "onnxruntime",
+        marks=pytest.mark.skipif(
+            not onnxruntime_available(), reason="onnxruntime and onnx are not installed"
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.mark.parametrize("size", [224, 128])
-@pytest.mark.parametrize("name", IMAGES)
-def test_efficientnet_lite0_matches_reference(lite0, size, name):
-    _check_stored(lite0[size](_image(name))[0], REFERENCE[f"efficientnet-lite0@{size}/{name}"])
+def test_efficientnet_lite0_matches_reference(size, backend):
+    embedder = efficientnet_lite0(image_size=size, backend=backend)
+    for name in IMAGES:
+        stored = REFERENCE[f"efficientnet-lite0@{size}/{name}"]
+        _check_stored(embedder(_image(name))[0], stored)
+    assert backend in repr(embedder.runner).lower()
 
 
 LITE12 = ["efficientnet-lite1@128", "efficientnet-lite1@240", "efficientnet-lite2@128",
@@ -79,12 +102,64 @@ LITE12 = ["efficientnet-lite1@128", "efficientnet-lite1@240", "efficientnet-lite
 
 
 @pytest.mark.parametrize("network", LITE12)
-def test_efficientnet_lite1_and_lite2_match_reference(network):
+def test_efficientnet_lite1_and_lite2_match_reference(network, backend):
     """Lite1 and Lite2 scale Lite0's width and depth (the first and last stage, stem and head
     fixed); their packaged weights load strictly and give the reference features."""
-    embedder = make_embedder(network)
+    embedder = make_embedder(network, backend=backend)
     for name in IMAGES:
         _check_stored(embedder(_image(name))[0], REFERENCE[f"{network}/{name}"])
+
+
+def test_backends_and_workers_agree(backend):
+    """Micro-batches on several workers give the same rows as one worker, in order, and
+    torch's thread setting is restored afterwards."""
+    images = np.concatenate([_image(IMAGES[0]), _image(IMAGES[0])[:, :, ::-1]] * 3)  # (6, ...)
+    threads = torch.get_num_threads()
+    alone = efficientnet_lite0(image_size=64, backend="torch", workers=1, max_batch=6)(images)
+    many = efficientnet_lite0(image_size=64, backend=backend, workers=3, max_batch=2)
+    out = many(images)
+    assert torch.get_num_threads() == threads
+    assert out.shape == (6, 1280) and out.dtype == np.float32
+    np.testing.assert_allclose(out, alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())
+    np.testing.assert_array_equal(out, many(images))  # deterministic
+    np.testing.assert_array_equal(out[:2], many(images[:2]))  # a row does not see the others
+
+
+def test_backend_errors_are_one_line(monkeypatch):
+    means = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(ValueError, match="unknown backend"):
+        efficientnet_lite0(backend="tensorrt")
+    plain = FeatureEmbedder(
+        means, name="m", weights_sha256="-", image_size=8, mean=0, std=1, backend="onnxruntime"
+    )
+    with pytest.raises(ValueError, match="to_onnx") as info:
+        plain(np.zeros((1, 3, 8, 8), dtype=np.uint8))
+    assert "\n" not in str(info.value)
+    auto = FeatureEmbedder(means, name="m", weights_sha256="-", image_size=8, mean=0, std=1)
+    assert isinstance(auto.runner, TorchRunner)  # auto: torch for a network without to_onnx
+
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    assert isinstance(efficientnet_lite0().runner, TorchRunner)
+    with pytest.raises(MissingBackendError, match=r"coreset-meg\[onnx\]") as info:
+        efficientnet_lite0(backend="onnxruntime").runner  # noqa: B018
+    assert isinstance(info.value, ImportError) and "\n" not in str(info.value)
+
+
+def test_a_backend_is_any_factory_of_runners():
+    calls = []
+
+    class Halves:
+        def __call__(self, x):
+            calls.append(len(x))
+            return np.full((len(x), 2), 0.5, dtype=np.float32)
+
+        def parallel(self):
+            return contextlib.nullcontext()
+
+    embedder = efficientnet_lite0(image_size=32, backend=lambda net, size, dev, **opts: Halves(),
+                                  max_batch=2, workers=2)  # fmt: skip
+    assert embedder(np.zeros((5, 3, 32, 32), dtype=np.uint8)).shape == (5, 2)
+    assert sorted(calls) == [1, 2, 2]
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -339,3 +414,35 @@ def test_feature_embedder_cache_roundtrip(tmp_path, lite0):
     again = compute_embeddings(images, lite0[64], cache_dir=tmp_path)
     assert first.shape == (3, 1280) and isinstance(again, np.memmap)
     np.testing.assert_array_equal(first, again)
+
+
+def test_interrupted_feature_run_resumes_from_its_chunks(tmp_path, backend):
+    """An embedding run on several workers stopped in its second chunk keeps the first chunk;
+    the rerun computes only the rest and gives what one uninterrupted run gives."""
+    images = np.concatenate([_image(IMAGES[0]), _image(IMAGES[0])[:, :, ::-1]] * 3)  # (6, ...)
+    embedder = efficientnet_lite0(image_size=32, backend=backend, workers=2, max_batch=2)
+    calls = []
+
+    class Stops:
+        identity = embedder.identity
+
+        def __init__(self, fail_at):
+            self.fail_at = fail_at
+
+        def __call__(self, batch):
+            if len(calls) == self.fail_at:
+                raise KeyboardInterrupt("interrupted")
+            calls.append(len(batch))
+            return embedder(batch)
+
+    expected = compute_embeddings(images, embedder, batch_size=4, verbose=False)
+    with pytest.raises(KeyboardInterrupt):  # chunks of 4 and 2: stops at the second
+        compute_embeddings(
+            images, Stops(1), batch_size=4, chunk_size=4, cache_dir=tmp_path, verbose=False
+        )
+    calls.clear()
+    out = compute_embeddings(
+        images, Stops(None), batch_size=4, chunk_size=4, cache_dir=tmp_path, verbose=False
+    )
+    assert calls == [2]  # the first chunk was read back
+    np.testing.assert_array_equal(out, expected)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from mkdocs.plugins import event_priority
+
 ROOT = Path(__file__).resolve().parents[2]
 TREE = ROOT / "build" / "api-sources"
 NAMESPACE = "coreset_meg"
@@ -19,6 +21,7 @@ NAMESPACE = "coreset_meg"
 FOLDERS = ("anomaly", "common", "coreset", "datasets", "gan")
 
 
+@event_priority(100)  # before mkdocstrings reads its paths (hooks otherwise run after plugins)
 def on_config(config, **kwargs):
     shutil.rmtree(TREE, ignore_errors=True)
     # The namespace's own files are copied: griffe looks for submodules beside the file a link

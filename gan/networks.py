@@ -273,12 +273,17 @@ class ViewsEnergy(nn.Module):
             e_v = e_v + ((f[:, s:] - self.mean) @ self.precision_factor).square().sum(1)
         return torch.stack([e_u, e_v, e_uv])
 
+    def tail_scores(self, energies: torch.Tensor) -> torch.Tensor:
+        """``(3, B)``: each view's energies (:meth:`view_energies`) as smoothed tail scores
+        against its calibration energies."""
+        z = (self.calibration[:, None, :] - energies[:, :, None]) / self.bandwidth[:, None, None]
+        return -(torch.special.log_ndtr(z).logsumexp(dim=2) - math.log(z.shape[2]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.view_energies(x)  # (3, B)
         if self.training:  # MEG trains the three experts' product; the read-out is for scoring
             return e.sum(dim=0)
-        z = (self.calibration[:, None, :] - e[:, :, None]) / self.bandwidth[:, None, None]
-        tail = -(torch.special.log_ndtr(z).logsumexp(dim=2) - math.log(z.shape[2]))
+        tail = self.tail_scores(e)
         return tail[2] + torch.maximum(tail[0], tail[1])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -131,16 +131,7 @@ class CoresetEnergy(nn.Module):
         self.centre_sq = (centres * centres).sum(1)
         self.log_weight.data = torch.zeros(len(centres), device=centres.device)  # same Parameter
         self.log_temperature.copy_(torch.tensor(float(temperature)).log())
-        d = centres.shape[1]
-        if precision is None or gaussian_weight == 0:
-            self.mean.zero_()
-            self.precision_factor = torch.zeros(d, 0, device=centres.device)
-            return
-        self.mean.copy_(mean.reshape(d))
-        # P = V diag(w) V^T = F F^T with F = V diag(sqrt(w)): (x P x) = ||x F||^2.
-        values, vectors = torch.linalg.eigh(precision.to(torch.float64))
-        factor = vectors * (gaussian_weight * values.clamp_min(0.0)).sqrt()
-        self.precision_factor = factor.to(centres)
+        _set_gaussian(self, centres, mean, precision, gaussian_weight)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A fresh module has one placeholder centre: take the shapes of the saved core-set.
@@ -164,8 +155,36 @@ class CoresetEnergy(nn.Module):
         d2 = (f * f).sum(1, keepdim=True) - 2.0 * f @ self.centres.T + self.centre_sq
         energy = _mixture_energy(d2, self.log_weight, self.log_temperature)
         if self.precision_factor.shape[1]:
-            energy = energy + ((f - self.mean) @ self.precision_factor).square().sum(1)
+            energy = energy + _gaussian_energy(self, f)
         return energy
+
+
+@torch.no_grad()
+def _set_gaussian(
+    net: nn.Module,
+    centres: torch.Tensor,
+    mean: torch.Tensor | None,
+    precision: torch.Tensor | None,
+    gaussian_weight: float,
+) -> None:
+    """Set ``net.mean`` and ``net.precision_factor`` for the Gaussian term
+    ``gaussian_weight * (x - mean)^T precision (x - mean)`` on the inputs that ``centres``
+    (k, d) lie in (none when ``precision`` is None or the weight is 0)."""
+    d = centres.shape[1]
+    if precision is None or gaussian_weight == 0:
+        net.mean.zero_()
+        net.precision_factor = torch.zeros(d, 0, device=centres.device)
+        return
+    net.mean.copy_(mean.reshape(d))
+    # P = V diag(w) V^T = F F^T with F = V diag(sqrt(w)): (x P x) = ||x F||^2.
+    values, vectors = torch.linalg.eigh(precision.to(torch.float64))
+    factor = vectors * (gaussian_weight * values.clamp_min(0.0)).sqrt()
+    net.precision_factor = factor.to(centres)
+
+
+def _gaussian_energy(net: nn.Module, f: torch.Tensor) -> torch.Tensor:
+    """``(x - mean)^T P (x - mean)`` per row of ``f`` (B, d), ``P = F F^T`` as set above."""
+    return ((f - net.mean) @ net.precision_factor).square().sum(1)
 
 
 def _mixture_energy(
@@ -238,15 +257,7 @@ class ViewsEnergy(nn.Module):
         self.centre_sq = torch.stack([(c * c).sum(1) for c in (centres[:, :s], centres[:, s:])])
         self.log_weight.data = torch.zeros(len(centres), device=centres.device)
         self.log_temperature.copy_(torch.tensor([float(t) for t in temperatures]).log())
-        d = centres.shape[1] - s
-        if precision is None or gaussian_weight == 0:
-            self.mean.zero_()
-            self.precision_factor = torch.zeros(d, 0, device=centres.device)
-            return
-        self.mean.copy_(mean.reshape(d))
-        values, vectors = torch.linalg.eigh(precision.to(torch.float64))
-        factor = vectors * (gaussian_weight * values.clamp_min(0.0)).sqrt()
-        self.precision_factor = factor.to(centres)
+        _set_gaussian(self, centres[:, s:], mean, precision, gaussian_weight)
 
     @torch.no_grad()
     def calibrate(self, rows: torch.Tensor, chunk: int = 1024) -> None:
@@ -270,7 +281,7 @@ class ViewsEnergy(nn.Module):
         e_v = _mixture_energy(d2[1], self.log_weight, self.log_temperature[1])
         e_uv = _mixture_energy(d2[0] + d2[1], self.log_weight, self.log_temperature[2])
         if self.precision_factor.shape[1]:
-            e_v = e_v + ((f[:, s:] - self.mean) @ self.precision_factor).square().sum(1)
+            e_v = e_v + _gaussian_energy(self, f[:, s:])
         return torch.stack([e_u, e_v, e_uv])
 
     def tail_scores(self, energies: torch.Tensor) -> torch.Tensor:

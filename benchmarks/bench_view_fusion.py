@@ -23,12 +23,11 @@ detector issue's "no class at chance") and where its mean is highest::
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from bench_coreset_energy import classes_and_metric, print_table, validation_split
-from bench_views import FEATURES_GAUSSIAN, energy, scale
+from bench_coreset_energy import classes_and_metric, print_table
+from bench_views import FEATURES_GAUSSIAN, energy, per_class, scale
 
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
 from coreset_meg.coreset.embeddings import unit_length
@@ -85,17 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     classes, metric = classes_and_metric(args.protocol, args.classes)
-    rows = []
-    for cls in classes:
-        started = time.perf_counter()
-        splits = [
-            validation_split(
-                "mnist", args.protocol, cls, args.seed, args.data_root, view, args.cache_dir
-            )
-            for view in ("pixels", "features")
-        ]
-        rows.append({"class": cls, **measure(*splits, metric)})
-        print(f"class {cls}: {time.perf_counter() - started:.0f} s", flush=True)
+    rows = per_class(measure, "mnist", args.protocol, classes, metric, args)
     name = "AUPRC" if args.protocol == "heldout" else "AUROC"
     title = f"{name}, mnist {args.protocol} validation, split seed {args.seed}"
     print_table(rows, title, args.out, digits=4)

@@ -98,6 +98,23 @@ def measure(split_pixels, split_features, metric, seed: int) -> dict[str, float]
     return {name: metric(y, s, higher="anomalous") for name, s in scores.items()}
 
 
+def per_class(measure, dataset, protocol, classes, metric, args) -> list[dict]:
+    """``{"class": c, **measure(pixel split, feature split, metric)}`` for each class of the
+    validation split of seed ``args.seed`` (``args.data_root``, ``args.cache_dir``)."""
+    rows = []
+    for cls in classes:
+        started = time.perf_counter()
+        splits = [
+            validation_split(
+                dataset, protocol, cls, args.seed, args.data_root, view, args.cache_dir
+            )
+            for view in ("pixels", "features")
+        ]
+        rows.append({"class": cls, **measure(*splits, metric, seed=0)})
+        print(f"class {cls}: {time.perf_counter() - started:.0f} s", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", choices=("one-class", "heldout"), default="one-class")
@@ -110,17 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     classes, metric = classes_and_metric(args.protocol, args.classes)
-    rows = []
-    for cls in classes:
-        started = time.perf_counter()
-        splits = [
-            validation_split(
-                args.dataset, args.protocol, cls, args.seed, args.data_root, view, args.cache_dir
-            )
-            for view in ("pixels", "features")
-        ]
-        rows.append({"class": cls, **measure(*splits, metric, seed=0)})
-        print(f"class {cls}: {time.perf_counter() - started:.0f} s", flush=True)
+    rows = per_class(measure, args.dataset, args.protocol, classes, metric, args)
     name = "AUPRC" if args.protocol == "heldout" else "AUROC"
     title = f"{name}, {args.dataset} {args.protocol} validation, split seed {args.seed}"
     print_table(rows, title, args.out, digits=4)

@@ -117,24 +117,30 @@ def atomic_path(
             # this one's temporary folder for a leftover.
             stack.enter_context(_folder_lock(path.parent))
             _recover(path)
-            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
-            os.chmod(tmp, 0o777 & ~_umask())
         else:
             _sweep_files(path)
-            fd, name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix
-            )
-            os.close(fd)
-            tmp = Path(name)
-            os.chmod(tmp, 0o666 & ~_umask())
+        prefix = f".{path.name}.tmp-{os.getpid()}-"
+        tmp = None
+        # The temporary path is made inside the ``try``: a signal turned into an exception
+        # (the CLI's SIGTERM) just after it exists still removes it.
         try:
+            if directory:
+                tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+                os.chmod(tmp, 0o777 & ~_umask())
+            else:
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+                tmp = Path(name)
+                os.close(fd)
+                os.chmod(tmp, 0o666 & ~_umask())
             yield tmp
             if directory:
                 _replace_folder(tmp, path)
             else:
                 os.replace(tmp, path)
         finally:
-            if tmp.is_dir():
+            if tmp is None:
+                pass
+            elif tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             elif tmp.exists():
                 tmp.unlink()

@@ -15,8 +15,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from coreset_meg.common import distributed
-from coreset_meg.coreset.embeddings import unit_length
-from coreset_meg.coreset.features import torchscript_file, with_torchscript_file
+from coreset_meg.features.embeddings import unit_length
+from coreset_meg.features.pretrained import torchscript_file, with_torchscript_file
 from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks, resolve_device
 from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
 from coreset_meg.gan.spider import with_input_stage
@@ -450,8 +450,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
-        from coreset_meg.coreset.embeddings import compute_embeddings
-        from coreset_meg.coreset.features import make_embedder
+        from coreset_meg.features.embeddings import compute_embeddings
+        from coreset_meg.features.pretrained import make_embedder
 
         if getattr(self, "embedder_", None) is None:
             self.embedder_ = make_embedder(self.features, device=self.device_)

@@ -54,9 +54,9 @@ class ExportError(ValueError):
 
 # ----------------------------------------------------------------------------------- modules
 class _ImageFeatures(nn.Module):
-    """A :class:`~coreset_meg.coreset.features.FeatureEmbedder` as a module: (N, C, H, W) in [-1, 1]
-    -> (N, p), with :func:`~coreset_meg.coreset.embeddings.prepare_images`' steps written in
-    torch."""
+    """A :class:`~coreset_meg.features.pretrained.FeatureEmbedder` as a module: (N, C, H, W) in
+    [-1, 1] -> (N, p), with :func:`~coreset_meg.features.embeddings.prepare_images`' steps
+    written in torch."""
 
     def __init__(self, embedder):
         super().__init__()
@@ -160,8 +160,8 @@ def _embed_module(detector):
     view)."""
     if detector.view_ not in ("features", "both"):
         return None, None
-    from coreset_meg.coreset.embeddings import PixelEmbedder
-    from coreset_meg.coreset.features import FeatureEmbedder, make_embedder
+    from coreset_meg.features.embeddings import PixelEmbedder
+    from coreset_meg.features.pretrained import FeatureEmbedder, make_embedder
 
     name = str(detector.features)
     if name.startswith("torchscript:") or Path(name).is_file():

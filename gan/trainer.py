@@ -41,7 +41,7 @@ from coreset_meg.coreset import (
     make_sampler,
     truncate,
 )
-from coreset_meg.coreset.embeddings import data_digest
+from coreset_meg.features.embeddings import data_digest
 
 from .config import MEGConfig
 from .losses import (

@@ -40,7 +40,7 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.utils.validation import check_is_fitted
 
 from coreset_meg.anomaly.settings import detector_params, preset
-from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.features.embeddings import unit_length
 
 from .._meg import MEGDetector, _image_range, view_spreads
 

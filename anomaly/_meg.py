@@ -17,9 +17,8 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from coreset_meg.common import distributed
 from coreset_meg.features.embeddings import unit_length
 from coreset_meg.features.pretrained import torchscript_file, with_torchscript_file
-from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks, resolve_device
+from coreset_meg.gan import MEGConfig, MEGTrainer, networks_from_config, resolve_device
 from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
-from coreset_meg.gan.spider import with_input_stage
 from coreset_meg.gan.tickets import WeightMasks, find_ticket
 from coreset_meg.gan.trainer import (
     data_fingerprint,
@@ -1004,21 +1003,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
     def _rebuild_networks(self, n_energy: int) -> None:
         """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
-        cfg = self._config()
         with torch.random.fork_rng(devices=[]):  # leave the global random state alone
-            energy, generator, _ = build_networks(
+            energy, generator, _ = networks_from_config(
+                self._config(),
                 self.network_shape_,
-                cfg.networks.latent_dim,
-                kind=cfg.networks.network,
-                width=cfg.networks.width,
-                bounded=cfg.bounded_output(self.network_shape_),
-                spectral_norm=cfg.networks.spectral_norm,
                 views=getattr(self, "views_", None),
+                prior_shape=getattr(self, "prior_shape_", None),
             )
-            if getattr(self, "prior_shape_", None) is not None:  # behind its input encoder
-                generator, _ = with_input_stage(
-                    generator, _, self.prior_shape_, cfg.networks.latent_dim, cfg.networks.width
-                )
         self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
         self.energy_net_ = self.energy_nets_[-1]
         self.generator_ = generator.to(self.device_).eval()

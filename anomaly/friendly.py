@@ -76,14 +76,13 @@ def parse_friendly(spec: str) -> FriendlySet:
     >>> parse_friendly("cifar10").kind
     'builtin'
     """
-    from coreset_meg.datasets import DataError
+    from coreset_meg.datasets import DataError, dataset_key
 
     text = str(spec).strip()
     if text.startswith("model:"):
         return FriendlySet(text, "model", path=Path(text[len("model:") :]).expanduser())
     name, _, classes = text.partition(":")
-    key = name.lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
+    key = dataset_key(name)
     if key in BUILTIN_FRIENDLY:
         parsed = (
             tuple(_class_index(key, c.strip()) for c in classes.split(",")) if classes else None

@@ -171,19 +171,30 @@ def prepare_images(
     if x.dtype == torch.uint8:
         x = x.to(device=device, dtype=torch.float32)  # 0..255 already
     elif x.is_floating_point():
-        x = x.to(device=device, dtype=torch.float32)
-        x = x.add(1.0).mul_(127.5).clamp_(0.0, 255.0)  # [-1, 1] -> 0..255
+        x = symmetric_to_0_255(x.to(device=device, dtype=torch.float32))
     else:
         raise ValueError(
             f"images must be uint8 (0..255) or floating point in [-1, 1], got {x.dtype}"
         )
-    size = int(image_size)
-    if x.shape[2:] != (size, size):
+    return rgb_of_side(x, int(image_size))
+
+
+def symmetric_to_0_255(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] as 0..255 (clipped); plain tensor operations, so the exported
+    feature module (:meth:`~coreset_meg.features.pretrained.FeatureEmbedder.module`) runs
+    them as :func:`prepare_images` does."""
+    return ((x + 1.0) * 127.5).clamp(0.0, 255.0)
+
+
+def rgb_of_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, H, W) in 0..255 resized to ``size`` (bilinear, antialiased), grey ones
+    repeated to three channels: (N, 3, size, size)."""
+    if tuple(x.shape[2:]) != (size, size):
         # Resize before repeating grey channels: a third of the work. The weights are
         # non-negative and sum to one, so only rounding leaves 0..255.
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        ).clamp_(0.0, 255.0)
+        ).clamp(0.0, 255.0)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # (N, 3, S, S)
 
 

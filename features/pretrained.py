@@ -67,6 +67,8 @@ from coreset_meg.features.embeddings import (
     file_sha256,
     load_torchscript,
     prepare_images,
+    rgb_of_side,
+    symmetric_to_0_255,
 )
 
 __all__ = [
@@ -257,6 +259,12 @@ class FeatureEmbedder:
         x = prepare_images(batch, self.image_size, device=self.device)
         return (x - self._mean) / self._std
 
+    def module(self) -> nn.Module:
+        """This extractor as one torch module on the CPU: float images (N, C, H, W) in [-1, 1]
+        -> (N, p) float32, the steps of :meth:`preprocess` (:func:`prepare_images`' tensor
+        functions) then the network, for a traced or exported file."""
+        return _FeatureModule(self)
+
     def _embed(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Features of one micro-batch (run on a worker thread)."""
         with torch.inference_mode():  # thread-local
@@ -279,6 +287,26 @@ class FeatureEmbedder:
             f"FeatureEmbedder({self.name!r}, image_size={self.image_size}, "
             f"device={str(self.device)!r}, backend={self.backend!r}, workers={self.workers})"
         )
+
+
+class _FeatureModule(nn.Module):
+    """:meth:`FeatureEmbedder.module`."""
+
+    def __init__(self, embedder: FeatureEmbedder):
+        super().__init__()
+        self.network = embedder.network
+        self.image_size = int(embedder.image_size)
+        self.channels_last = embedder._memory_format == torch.channels_last
+        self.register_buffer("mean", embedder._mean.detach().cpu().clone())  # (c, 1, 1)
+        self.register_buffer("std", embedder._std.detach().cpu().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rgb_of_side(symmetric_to_0_255(x), self.image_size)  # (N, 3, S, S) in 0..255
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.network(x)
+        return out.reshape(out.shape[0], -1).float()  # (N, p)
 
 
 # --------------------------------------------------------------------------------------------

@@ -317,7 +317,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         """``X`` through the fitted parts (input, view, scaling): the networks' input."""
         if reset:
             raise ValueError("fit sets up the parts; _validate only transforms")
-        return self._network_input(self.input_transformer_.transform(X))
+        X = self.input_transformer_.transform(X, image_range=self.image_range)
+        return self._network_input(X)
 
     def _network_input(self, X: np.ndarray) -> np.ndarray:
         """Model input ``(n, *input_shape_)`` (images in [-1, 1]) as the networks see it: the

@@ -240,12 +240,13 @@ class InputTransformer(TransformerMixin, BaseEstimator):
         """``fit(X).transform(X)``, validating ``X`` once."""
         return self._finish(*self._fit(X))
 
-    def transform(self, X) -> np.ndarray:
-        """``X`` as float32 ``(n, *input_shape_)`` (images in [-1, 1])."""
+    def transform(self, X, image_range: str | None = None) -> np.ndarray:
+        """``X`` as float32 ``(n, *input_shape_)`` (images in [-1, 1]); ``image_range``: read
+        float images so instead (the detector passes its parameter as set now)."""
         check_is_fitted(self)
         given = _dtype(X)
         self._check_names(X)
-        return self._finish(_as_array(X, check_array, allow_nd=True), given)
+        return self._finish(_as_array(X, check_array, allow_nd=True), given, image_range)
 
     def _fit(self, X) -> tuple[np.ndarray, np.dtype | None]:
         if self.image_range not in IMAGE_RANGES:
@@ -261,7 +262,7 @@ class InputTransformer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = int(np.prod(self.input_shape_))
         return X, given
 
-    def _finish(self, X: np.ndarray, given: np.dtype | None) -> np.ndarray:
+    def _finish(self, X: np.ndarray, given: np.dtype | None, image_range=None) -> np.ndarray:
         n_features = int(np.prod(X.shape[1:]))
         if n_features != self.n_features_in_:
             raise ValueError(
@@ -271,7 +272,7 @@ class InputTransformer(TransformerMixin, BaseEstimator):
         # C order: a data frame's (column-major) values score the same as the array's.
         X = np.array(X, dtype=np.float32, copy=True, order="C").reshape(len(X), *self.input_shape_)
         if len(self.input_shape_) == 3:
-            X = scale_images(X, given, self.image_range)
+            X = scale_images(X, given, image_range or self.image_range)
         return X
 
     def _check_names(self, X) -> None:

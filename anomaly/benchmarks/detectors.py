@@ -25,7 +25,7 @@ vectors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -43,7 +43,7 @@ from coreset_meg.anomaly.settings import detector_params, preset
 from coreset_meg.features.embeddings import unit_length
 
 from .._meg import MEGDetector
-from ..preprocessing import scale_images, view_spreads
+from ..preprocessing import Resolved, resolve_gaussian_weight, scale_images, view_spreads
 
 __all__ = [
     "DETECTORS",
@@ -166,8 +166,10 @@ class _JoinedViews(MEGDetector):
 
     split: int = 0
 
-    def _views(self) -> int | None:
-        return self.split
+    def _set_resolved(self, resolved: Resolved) -> None:
+        views = self.split  # the settings resolved as for the both view's rows
+        weight = resolve_gaussian_weight(self.gaussian_weight, resolved.view, views)
+        super()._set_resolved(replace(resolved, views=views, gaussian_weight=weight))
 
 
 def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, quick: bool):

@@ -4,46 +4,45 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from coreset_meg.common import distributed
-from coreset_meg.coreset.embeddings import unit_length
-from coreset_meg.coreset.features import torchscript_file, with_torchscript_file
-from coreset_meg.gan import MEGConfig, MEGTrainer, build_networks, resolve_device
+from coreset_meg.features.pretrained import torchscript_file, with_torchscript_file
+from coreset_meg.gan import MEGConfig, resolve_device
 from coreset_meg.gan.config import TRAINING_GROUPS, setting_fields
-from coreset_meg.gan.spider import with_input_stage
-from coreset_meg.gan.tickets import WeightMasks, find_ticket
-from coreset_meg.gan.trainer import (
-    data_fingerprint,
-    nearest_neighbour_sq_distance,
-    seed_from,
-    views_calibration_rows,
-)
 
+from .energy import (
+    FITTED,
+    SCORE_BATCH,
+    MEGEnergy,
+    build_energy_networks,
+    offset_from,
+    snapshot_scores,
+)
 from .friendly import generator_prior
 from .persistence import ModelFileError, file_sha256, first_line, read_model, write_model
-from .scoring import check_method, outlier_probability, score_columns, score_kinds
+from .preprocessing import (
+    FeatureTransformer,
+    InputTransformer,
+    Resolved,
+    Scaler,
+    resolve_gaussian_weight,
+    resolve_settings,
+)
+from .scoring import check_method, outlier_probability, score_kinds
 from .settings import GROUPS, TRAINER_PARAMS, Scoring, detector_params, group_params
 
 __all__ = ["MEGDetector", "load_model", "save_model"]
 
-# Training samples scored to standardise the snapshots and set offset_.
-_MAX_CALIBRATION = 10_000
 # score_samples validates and scores at most about this many bytes of float32 input at a time,
 # so a large or memory-mapped array is never copied whole; chunks hold whole scoring batches
 # (score_columns' 512 rows), so chunking never changes a score.
 _CHUNK_BYTES = 16 * 2**20
-_SCORE_BATCH = 512
-# A robust "auto" threshold: this many scaled median absolute deviations below the median.
-_AUTO_MADS = 3.0
+_SCORE_BATCH = SCORE_BATCH
 
 
 class MEGDetector(OutlierMixin, BaseEstimator):
@@ -310,154 +309,35 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             schedule=dataclasses.replace(training.schedule, n_iter=self.n_iter),
             tickets=training.tickets,
         )
-        if config.networks.gaussian_weight is None and hasattr(self, "view_"):
-            # The Gaussian term helps on unit-length image features of one class and hurts on
-            # pixels and min-max scaled vectors; 0.3 was the best mean over the CIFAR-10 and
-            # MNIST validation splits (docs/results/how-defaults-were-chosen.md).
-            # The both view's energy puts it on the features' block only (ViewsEnergy).
-            features = self.view_ == "features" or getattr(self, "views_", None) is not None
-            config.networks.gaussian_weight = 0.3 if features else 0.0
+        if hasattr(self, "gaussian_weight_"):  # resolved at fit (resolve_settings)
+            config.networks.gaussian_weight = self.gaussian_weight_
         return config
 
-    def _validate(self, X, *, reset: bool) -> np.ndarray:
-        """Check ``X`` and bring it to the networks' layout ``(n, *input_shape_)`` as float32.
-
-        ``n_features_in_`` counts the values of one sample, so images may be given flat (one row
-        per image) or shaped, and a wrong count gets scikit-learn's usual message.
-        """
-        dtype = [np.float64, np.float32]
-        given = X.dtype if isinstance(getattr(X, "dtype", None), np.dtype) else None
+    def _validate(self, X, *, reset: bool = False) -> np.ndarray:
+        """``X`` through the fitted parts (input, view, scaling): the networks' input."""
         if reset:
-            names = getattr(X, "columns", None)
-            X = validate_data(self, X, reset=True, allow_nd=True, dtype=dtype)
-            X = _channels_first(X)
-            if names is not None and not hasattr(self, "feature_names_in_"):
-                # Names that are not all strings (0, 1, 2, ...) are checked as their text, so
-                # a frame with its columns reordered is refused rather than read by position.
-                self.feature_names_in_ = np.asarray([str(c) for c in names], dtype=object)
-            self.input_shape_ = self._input_shape(X)
-            self.n_features_in_ = int(np.prod(self.input_shape_))
-        else:
-            self._check_names(X)
-            X = _channels_first(check_array(X, allow_nd=True, dtype=dtype))
-        n_features = int(np.prod(X.shape[1:]))
-        if n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input (samples of shape {self.input_shape_})"
-            )
-        # C order: a data frame's (column-major) values score the same as the array's.
-        X = np.array(X, dtype=np.float32, copy=True, order="C").reshape(len(X), *self.input_shape_)
-        if len(self.input_shape_) == 3:
-            X = _image_range(X, given, self.image_range)
-        if reset:
-            self.view_ = self._resolve_view()
-        return self._network_input(X, reset=reset)
+            raise ValueError("fit sets up the parts; _validate only transforms")
+        X = self.input_transformer_.transform(X, image_range=self.image_range)
+        return self._network_input(X)
 
-    def _network_input(self, X: np.ndarray, *, reset: bool = False) -> np.ndarray:
-        """Images or vectors ``(n, *input_shape_)`` (images in [-1, 1]) as the networks see
-        them: the view (pixels, features or both), then the scaling (fitted when ``reset``)."""
-        if self.view_ == "features":
-            X = np.array(self._embed(X), dtype=np.float32)  # (n, p)
-        elif self.view_ == "both":  # (n, C*H*W + p): the pixels, then unit-length features
-            X = np.concatenate([X.reshape(len(X), -1), unit_length(self._embed(X))], axis=1)
-        if reset:
-            self.network_shape_ = tuple(X.shape[1:])
-            self._fit_scaling(X)
-        if self.unit_norm_:
-            X = unit_length(X)
-        if self.shift_ is not None:
-            with np.errstate(over="ignore"):
-                X = (X - self.shift_) / self.scale_
-            if not np.isfinite(X).all():
-                raise ValueError(
-                    "X has values that overflow after scaling (far outside the training range)"
-                )
-        return X
-
-    def _check_names(self, X) -> None:
-        """Columns named differently from those seen in ``fit`` (renamed or reordered) are an
-        error; unnamed input is taken in the fitted order."""
-        fitted = getattr(self, "feature_names_in_", None)
-        names = getattr(X, "columns", None)
-        if fitted is None or names is None:
-            return
-        names, fitted = [str(c) for c in names], [str(c) for c in fitted]
-        if len(names) != len(fitted):
-            extra = [c for c in names if c not in fitted]
-            missing = [c for c in fitted if c not in names]
-            if extra or missing:
-                raise ValueError(
-                    f"X has {len(names)} columns but the model was fitted on {len(fitted)}: "
-                    + "; ".join(
-                        f"{what} {', '.join(repr(c) for c in cols[:5])}"
-                        for what, cols in (("not seen in fit:", extra), ("missing:", missing))
-                        if cols
-                    )
-                    + (" (a label column? give --label-column, or drop it)" if extra else "")
-                )
-            return  # the feature count check says so
-        for i, (got, want) in enumerate(zip(names, fitted, strict=True)):
-            if got != want:
-                raise ValueError(
-                    f"feature names differ from those seen in fit: column {i} is {got!r}, "
-                    f"expected {want!r}"
-                )
-
-    def _input_shape(self, X: np.ndarray) -> tuple[int, ...]:
-        if X.ndim == 3:  # (n, H, W) grey images
-            return (1, *X.shape[1:])
-        if X.ndim == 4:  # (n, C, H, W)
-            return tuple(X.shape[1:])
-        if X.ndim == 2 and self.image_shape is not None:
-            shape = tuple(int(s) for s in self.image_shape)
-            if int(np.prod(shape)) != X.shape[1]:
-                raise ValueError(
-                    f"image_shape {shape} holds {int(np.prod(shape))} values "
-                    f"but X has {X.shape[1]} features"
-                )
-            return shape
-        if X.ndim == 2:
-            return (X.shape[1],)
-        raise ValueError(f"X must be 2-D (samples, features) or images, got {X.ndim}-D")
-
-    def _resolve_view(self) -> str:
-        """``"pixels"``, ``"features"`` or ``"both"`` (what ``view`` means for the fitted
-        input)."""
-        image = len(self.input_shape_) == 3
-        if self.view in ("features", "both") and not image:
-            raise ValueError(
-                f"view={self.view!r} needs images: (n, H, W) or (n, C, H, W) arrays, or rows "
-                "with image_shape"
-            )
-        if self.view == "auto":  # measured on validation: docs/results/gan-ablation.md
-            if not image:
-                return "pixels"  # vectors: "pixels" means the values as given
-            if self.input_shape_[0] == 3:
-                return "features"
-            # Grey images: pixels and features side by side for the core-set energy (every
-            # digit of both MNIST validation protocols above its pixels' or features' chance
-            # floor); the networks with weights keep the pixels they were built for.
-            return "both" if self.network == "coreset" else "pixels"
-        return self.view  # "features" and "both" are for images only (checked above)
-
-    def _views(self) -> int | None:
-        """The both view's pixel columns where the core-set energy reads the two views apart
-        and together (:class:`~coreset_meg.gan.networks.ViewsEnergy`); None for one view."""
-        if self.view_ == "both" and self.network == "coreset":
-            return int(np.prod(self.input_shape_))
-        return None
+    def _network_input(self, X: np.ndarray) -> np.ndarray:
+        """Model input ``(n, *input_shape_)`` (images in [-1, 1]) as the networks see it: the
+        view (pixels, features or both), then the scaling."""
+        return self.scaler_.transform(self.feature_transformer_.transform(X))
 
     def _embed(self, X: np.ndarray) -> np.ndarray:
         """Pretrained features of images in [-1, 1] (cached on disk with ``cache_dir``)."""
-        from coreset_meg.coreset.embeddings import compute_embeddings
-        from coreset_meg.coreset.features import make_embedder
+        return self.feature_transformer_.embed(X)
 
-        if getattr(self, "embedder_", None) is None:
-            self.embedder_ = make_embedder(self.features, device=self.device_)
-        return compute_embeddings(
-            X, self.embedder_, cache_dir=self.cache_dir, verbose=bool(self.verbose)
-        )
+    # Fitted state of the parts, under the names the detector has always had.
+    input_shape_ = property(lambda self: self.input_transformer_.input_shape_)
+    n_features_in_ = property(lambda self: self.input_transformer_.n_features_in_)
+    feature_names_in_ = property(lambda self: self.input_transformer_.feature_names_in_)
+    embedder_ = property(lambda self: self.feature_transformer_.embedder_)
+    shift_ = property(lambda self: self.scaler_.shift_)
+    scale_ = property(lambda self: self.scaler_.scale_)
+    unit_norm_ = property(lambda self: self.scaler_.unit_norm_)
+    constant_ = property(lambda self: self.scaler_.constant_)
 
     def _torchscript_file(self) -> str | None:
         """The TorchScript file the features view runs (code from outside the package and the
@@ -467,38 +347,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         if not isinstance(self.features, str):
             return None
         return torchscript_file(self.features)
-
-    def _fit_scaling(self, X: np.ndarray) -> None:
-        """Per-feature ``shift_`` and ``scale_`` such that ``(X - shift_) / scale_`` is scaled,
-        or ``unit_norm_``: each sample divided by its length."""
-        scaling = self.scaling
-        if scaling == "auto":
-            if self.view_ == "features":
-                scaling = "l2"
-            elif self.view_ == "both":
-                scaling = "views"
-            else:
-                scaling = "minmax" if len(self.input_shape_) == 1 else "none"
-        self.unit_norm_ = scaling == "l2"
-        self.constant_ = None
-        if scaling in ("none", "l2"):
-            self.shift_, self.scale_ = None, None
-            return
-        if scaling == "views":  # each part / sqrt(its median nearest-neighbour sq. distance)
-            shift = np.zeros(X.shape[1], dtype=np.float32)
-            spread = view_spreads(X, int(np.prod(self.input_shape_)))
-        elif scaling == "standard":
-            shift, spread = X.mean(axis=0), X.std(axis=0)
-        else:  # minmax: the training range maps to [-1, 1]
-            lo, hi = X.min(axis=0), X.max(axis=0)
-            shift, spread = (lo + hi) / 2, (hi - lo) / 2
-        # Every feature is scaled by its own spread, however small; only an exactly constant
-        # one keeps scale 1 (and its value as shift, so that value scales to exactly 0).
-        constant = spread == 0
-        shift = np.where(constant, X[0], shift)
-        self.shift_ = shift.astype(np.float32)
-        self.scale_ = np.where(constant, 1.0, spread).astype(np.float32)
-        self.constant_ = constant if constant.any() else None
 
     # ---------------------------------------------------------------------- API
     def fit(self, X, y=None):
@@ -520,127 +368,54 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         -------
         self
         """
-        config = self._config()  # checks every setting before any work
+        self._config()  # checks every setting before any work
         self.device_ = resolve_device(self.device)
-        self.embedder_ = None
-        X = self._validate(X, reset=True)
-        self.views_ = self._views()
+        inputs = InputTransformer(image_shape=self.image_shape, image_range=self.image_range)
+        inputs._owner = type(self).__name__
+        X = inputs.fit_transform(X)  # (n, *input_shape_), images in [-1, 1]
+        self.input_transformer_ = inputs
+        self._set_resolved(
+            resolve_settings(
+                inputs.input_shape_,
+                view=self.view,
+                scaling=self.scaling,
+                network=self.network,
+                gaussian_weight=self.gaussian_weight,
+            )  # fmt: skip
+        )
+        self.feature_transformer_ = FeatureTransformer(
+            view=self.view_, features=self.features, device=self.device_,
+            cache_dir=self.cache_dir, verbose=self.verbose,
+        ).fit()  # fmt: skip
+        X = self.feature_transformer_.transform(X)  # (n, *network_shape_)
+        n_pixels = int(np.prod(self.input_shape_))
+        self.scaler_ = Scaler(scaling=self.scaling_, n_pixels=n_pixels).fit(X)
+        X = self.scaler_.transform(X)
         code = self._torchscript_file()
         self.features_sha256_ = None if code is None else file_sha256(code)
         if len(X) < 2:
             raise ValueError(f"n_samples={len(X)}: MEGDetector needs at least 2 samples to fit")
-        config = self._config()
-        rng = check_random_state(self.random_state)
-        trainer = self._trainer(config, rng, X)
-        self.ticket_rounds_ = self._find_ticket(trainer, X)  # lottery ticket: masks on trainer
-        trainer.fit(X)
-        self._rebuild_networks(len(trainer.snapshots))
-        for net, state in zip(self.energy_nets_, trainer.snapshots, strict=True):
-            net.load_state_dict(state)
-            if self.views_ is not None and config.schedule.n_iter:  # read trained energies
-                net.calibrate(views_calibration_rows(torch.from_numpy(X), trainer.seed))
-        if config.schedule.n_iter:
-            self.generator_.load_state_dict(trainer.sampling_generator.state_dict())
-        else:  # nothing was trained: there is no generator to keep or to save
-            self.generator_ = None
-        # Standardisation and threshold from the training scores (a seeded subsample of
-        # _MAX_CALIBRATION samples on large data sets, to keep scoring time in check).
-        if len(X) > _MAX_CALIBRATION:  # under torchrun: rank 0's choice (random_state=None)
-            rows = distributed.broadcast_array(np.sort(rng.choice(len(X), _MAX_CALIBRATION, False)))
-            X = X[rows]
-        per_net = self._snapshot_scores(X)  # (n, n_snapshots, n_scores)
-        self.energy_mean_ = per_net.mean(axis=0)
-        self.energy_std_ = np.maximum(per_net.std(axis=0), 1e-12)
-        self.history_ = trainer.history
-        self.n_iter_ = config.schedule.n_iter
-        self.torch_threads_ = torch.get_num_threads()
-        self.train_seconds_ = trainer.seconds + sum(r["seconds"] for r in self.ticket_rounds_)
-        if self.ticket_rounds_:
-            self.ticket_rounds_.append(dict(self.ticket_rounds_.pop(), seconds=trainer.seconds))
-        self.selection_seconds_ = trainer.selection_seconds
-        self._set_offset(self._combine(per_net))
+        self.network_shape_ = tuple(X.shape[1:])
+        energy = MEGEnergy(
+            config=self._config(), views=self.views_, score_type=self.score_type,
+            contamination=self.contamination, random_state=self.random_state,
+            device=self.device_, prior=generator_prior(self), cache_dir=self.cache_dir,
+            checkpoint_path=self.checkpoint_path, checkpoint_every=self.checkpoint_every,
+            verbose=self.verbose,
+        ).fit(X)  # fmt: skip
+        for name in FITTED:  # the energy's fitted state is the detector's
+            setattr(self, name, getattr(energy, name))
         return self
 
-    def _find_ticket(self, trainer: MEGTrainer, X: np.ndarray) -> list[dict]:
-        """With ``prune_rounds``: find a lottery ticket
-        (:func:`coreset_meg.gan.tickets.find_ticket`) and attach its masks to ``trainer``; the
-        rounds' records (the last one is the final training's, its seconds set after it)."""
-        tickets = trainer.config.tickets
-        if not tickets.prune_rounds:
-            return []
-        if self.checkpoint_path is not None:
-            raise ValueError(
-                "prune_rounds cannot be combined with checkpoint_path: the pruning rounds and "
-                "their masks are not checkpointed"
-            )
-        rounds = []
-
-        def record(round_: int, done: MEGTrainer, masks: WeightMasks) -> None:
-            rounds.append(_ticket_record(round_, masks, done.seconds))
-
-        masks = find_ticket(trainer, X, on_round=record)
-        return [*rounds, _ticket_record(tickets.prune_rounds, masks, 0.0)]
-
-    def _trainer(self, config: MEGConfig, rng, X: np.ndarray) -> MEGTrainer:
-        """A new trainer, or the one in ``checkpoint_path`` when it exists and matches.
-
-        A checkpoint is resumed only with the settings, seed and data (its fingerprint) it was
-        written with. One that does not match is an error while its run is unfinished; the
-        checkpoint of a finished fit (another fold of a cross-validation, say) is replaced.
-        """
-        prior = generator_prior(self)  # None: latents; else a friendly set (Spider GAN)
-        self.prior_shape_ = None if prior is None else tuple(prior.shape)
-        kwargs = dict(
-            prior=prior,
-            verbose=self.verbose,
-            cache_dir=self.cache_dir,
-            checkpoint_path=self.checkpoint_path,
-            checkpoint_every=self.checkpoint_every,
-            views=self.views_,
-        )
-        seed = seed_from(rng)  # drawn either way, so the rest of fit is the same
-        path = self.checkpoint_path
-        fingerprint = data_fingerprint(X) if path is not None else None
-
-        def fresh() -> MEGTrainer:
-            trainer = MEGTrainer(config, self.network_shape_, device=self.device_,
-                                 random_state=seed, **kwargs)  # fmt: skip
-            trainer.data_fingerprint = fingerprint
-            return trainer
-
-        if path is None or not Path(path).exists():
-            return fresh()
-        try:
-            trainer = MEGTrainer.from_checkpoint(path, device=self.device_, **kwargs)
-        except Exception as err:  # torch raises many kinds on a damaged file
-            raise ValueError(f"cannot resume from {path}: {first_line(err)}") from None
-        same = (
-            trainer.config.to_dict() == config.to_dict()
-            and trainer.input_shape == tuple(self.network_shape_)
-            and trainer.seed == seed
-        )
-        same_data = trainer.data_fingerprint in (None, fingerprint)  # None: an older file
-        if same and same_data:
-            return trainer
-        if trainer.step >= trainer.config.schedule.n_iter:  # a finished fit's: not resumed
-            logging.getLogger(__name__).info(
-                "replacing the checkpoint %s of a finished fit on other settings or data", path
-            )
-            return fresh()
-        if same:
-            raise ValueError(
-                f"cannot resume from {path}: it was written for other training data (same "
-                "shape, other values); resume with the data it started on, or remove it"
-            )
-        raise ValueError(
-            f"cannot resume from {path}: it was written with other settings, seed or data "
-            "shape (remove it to start afresh)"
-        )
+    def _set_resolved(self, resolved: Resolved) -> None:
+        """The "auto" settings as resolved for the fitted input (saved with the model)."""
+        self.view_, self.scaling_ = resolved.view, resolved.scaling
+        self.views_, self.gaussian_weight_ = resolved.views, resolved.gaussian_weight
 
     def _set_offset(self, train_scores: np.ndarray) -> None:
         """``offset_`` from the training ``score_samples``; keeps them as ``train_scores_``."""
         self.train_scores_ = np.asarray(train_scores, dtype=np.float64)
-        self.offset_ = _offset(self.train_scores_, contamination=self.contamination)
+        self.offset_ = offset_from(self.train_scores_, contamination=self.contamination)
 
     def set_threshold(self, threshold: float | None = None, *, contamination=None):
         """Move the threshold of a fitted detector without fitting again; returns ``self``.
@@ -682,28 +457,18 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             self.offset_ = -threshold
             return self
         Scoring(contamination=contamination)  # 'auto' or in (0, 0.5], or a ValueError
-        self.offset_ = _offset(self._training_scores(), contamination=contamination)
+        self.offset_ = offset_from(self._training_scores(), contamination=contamination)
         self.contamination = contamination
         return self
 
     def _snapshot_scores(self, X: np.ndarray) -> np.ndarray:
-        """Anomaly scores of validated input under each snapshot and single score kind, shape
-        (n, n_snapshots, n_scores). Under torchrun each rank scores a share of the rows, in
-        the batches one process would use, and every rank gets all of them."""
-        kinds = score_kinds(self.score_type)
-
-        def scores(rows: np.ndarray) -> np.ndarray:
-            columns = [
-                score_columns(net, rows, kinds, batch_size=_SCORE_BATCH, device=self.device_)
-                for net in self.energy_nets_
-            ]
-            return np.stack(columns, axis=1)  # (n, n_snapshots, n_scores)
-
-        return distributed.map_rows(scores, X, block=_SCORE_BATCH)
+        """Anomaly scores of the networks' input per snapshot and score kind (n, n_snapshots,
+        n_scores)."""
+        return snapshot_scores(self, X)
 
     def _combine(self, per_net: np.ndarray) -> np.ndarray:
         """``score_samples`` from per-snapshot anomaly scores: minus their standardised mean."""
-        return -((per_net - self.energy_mean_) / self.energy_std_).mean(axis=(1, 2))
+        return MEGEnergy.combine(self, per_net)
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
         """``score_samples`` of already-validated input (higher = more normal).
@@ -712,9 +477,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         is at most ``offset_ - 1``.
         """
         scores = self._combine(self._snapshot_scores(X))
-        constant = getattr(self, "constant_", None)
-        if constant is not None:
-            off = (X.reshape(len(X), -1)[:, constant.reshape(-1)] != 0).any(axis=1)
+        off = self.scaler_.off_constant(X)
+        if off is not None:
             scores[off] = np.minimum(scores[off], self.offset_ - 1.0)
         return scores
 
@@ -820,6 +584,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             "input_shape": list(self.input_shape_),
             "view": self.view_,
             "views": self.views_,
+            "scaling": self.scaling_,
+            "gaussian_weight": self.gaussian_weight_,
             "network_shape": list(self.network_shape_),
             "n_features_in": int(self.n_features_in_),
             "feature_names": (
@@ -886,9 +652,13 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             settings["image_shape"] = tuple(settings["image_shape"])
         det = cls(**detector_params(settings))
         det._config()  # a tampered file gets the same checks as fit
-        det.input_shape_ = tuple(int(s) for s in state["input_shape"])
+        det.input_transformer_ = det._restore_inputs(state)
         det.view_ = state.get("view", "pixels")  # files before the features view: pixels
         det.views_ = state.get("views")  # files before ViewsEnergy: one core-set energy
+        det.scaling_ = state.get("scaling")  # files before it was saved: not recorded
+        det.gaussian_weight_ = resolve_gaussian_weight(  # saved since it is resolved at fit
+            state.get("gaussian_weight", det.gaussian_weight), det.view_, det.views_
+        )
         det.network_shape_ = tuple(int(s) for s in state.get("network_shape", det.input_shape_))
         prior_shape = state.get("prior_shape")  # only with a friendly prior
         det.prior_shape_ = None if prior_shape is None else tuple(int(s) for s in prior_shape)
@@ -901,44 +671,55 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         ):
             raise ValueError("invalid views in the model file")
         det._use_features_file(features_file, state.get("features_sha256"))
-        det.embedder_ = None
-        det.n_features_in_ = int(state["n_features_in"])
-        if state.get("feature_names") is not None:
-            names = np.asarray(state["feature_names"], dtype=object)
-            if len(names) != det.n_features_in_:
-                raise ValueError("feature_names and n_features_in disagree")
-            det.feature_names_in_ = names
-        if min(det.input_shape_) < 1 or int(np.prod(det.input_shape_)) != det.n_features_in_:
-            raise ValueError(f"input_shape {det.input_shape_} does not hold n_features_in values")
+        det.device_ = resolve_device(device)
         det.offset_ = float(state["offset"])
         det._restore_scaling(state["preprocessing"])
+        det.feature_transformer_ = FeatureTransformer(
+            view=det.view_, features=det.features, device=det.device_, cache_dir=det.cache_dir,
+            verbose=det.verbose,
+        ).set_up()  # fmt: skip
         det.history_ = state["training"]["history"]
         det.n_iter_ = det._config().schedule.n_iter
         det.train_seconds_ = state["training"]["seconds"]
         det.torch_threads_ = state["training"].get("torch_threads")
         det.selection_seconds_ = state["training"]["selection_seconds"]
         det.ticket_rounds_ = list(state["training"].get("ticket_rounds", []))
-        det.device_ = resolve_device(device)
         det._restore_networks(state, weights)
         return det
 
+    def _restore_inputs(self, state: dict) -> InputTransformer:
+        """The fitted input transformer of a saved state (checked)."""
+        inputs = InputTransformer(image_shape=self.image_shape, image_range=self.image_range)
+        inputs._owner = type(self).__name__
+        inputs.input_shape_ = tuple(int(s) for s in state["input_shape"])
+        inputs.n_features_in_ = int(state["n_features_in"])
+        if state.get("feature_names") is not None:
+            names = np.asarray(state["feature_names"], dtype=object)
+            if len(names) != inputs.n_features_in_:
+                raise ValueError("feature_names and n_features_in disagree")
+            inputs.feature_names_in_ = names
+        shape = inputs.input_shape_
+        if min(shape) < 1 or int(np.prod(shape)) != inputs.n_features_in_:
+            raise ValueError(f"input_shape {shape} does not hold n_features_in values")
+        return inputs
+
     def _restore_scaling(self, pre: dict) -> None:
         """The fitted scaling of a saved state's ``preprocessing`` (checked)."""
-        self.shift_ = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
-        self.scale_ = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
-        self.unit_norm_ = bool(pre.get("unit_norm", False))
-        self.constant_ = None  # the features that were exactly constant (files before: none)
-        if pre.get("constant") and self.shift_ is not None:
+        shift = None if pre["shift"] is None else np.asarray(pre["shift"], dtype=np.float32)
+        scale = None if pre["scale"] is None else np.asarray(pre["scale"], dtype=np.float32)
+        constant = None  # the features that were exactly constant (files before: none)
+        if pre.get("constant") and shift is not None:
             index = np.asarray(pre["constant"])
             if (
                 index.ndim != 1
                 or index.dtype.kind not in "iu"
-                or not ((index >= 0) & (index < self.shift_.size)).all()
+                or not ((index >= 0) & (index < shift.size)).all()
             ):
                 raise ValueError("invalid constant in the model file")
-            constant = np.zeros(self.shift_.size, dtype=bool)
+            constant = np.zeros(shift.size, dtype=bool)
             constant[index] = True
-            self.constant_ = constant.reshape(self.shift_.shape)
+            constant = constant.reshape(shift.shape)
+        self.scaler_ = Scaler.from_fitted(shift, scale, pre.get("unit_norm", False), constant)
 
         def valid(values, positive=False) -> bool:
             return values is None or (
@@ -949,9 +730,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
 
         checks = {
             "offset": np.isfinite(self.offset_),
-            "shift": valid(self.shift_),
-            "scale": valid(self.scale_, positive=True)
-            and (self.scale_ is None) == (self.shift_ is None),
+            "shift": valid(shift),
+            "scale": valid(scale, positive=True) and (scale is None) == (shift is None),
         }
         for name, ok in checks.items():
             if not ok:
@@ -968,7 +748,7 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             if not np.isfinite(values).all() or (name == "energy_std" and (values <= 0).any()):
                 raise ValueError(f"invalid {name} in the model file")
             setattr(self, f"{name}_", values.reshape(n_nets, n_kinds))
-        self._rebuild_networks(n_nets)
+        build_energy_networks(self, self._config(), n_nets)
         for net, net_state in zip(self.energy_nets_, weights["energy_nets"], strict=True):
             _load_checked(net, net_state, "energy_nets")
         if "generator" in weights:
@@ -1002,27 +782,6 @@ class MEGDetector(OutlierMixin, BaseEstimator):
             )
         self.features = with_torchscript_file(self.features, given)
 
-    def _rebuild_networks(self, n_energy: int) -> None:
-        """Fresh networks of the fitted shapes; their weights are loaded afterwards."""
-        cfg = self._config()
-        with torch.random.fork_rng(devices=[]):  # leave the global random state alone
-            energy, generator, _ = build_networks(
-                self.network_shape_,
-                cfg.networks.latent_dim,
-                kind=cfg.networks.network,
-                width=cfg.networks.width,
-                bounded=cfg.bounded_output(self.network_shape_),
-                spectral_norm=cfg.networks.spectral_norm,
-                views=getattr(self, "views_", None),
-            )
-            if getattr(self, "prior_shape_", None) is not None:  # behind its input encoder
-                generator, _ = with_input_stage(
-                    generator, _, self.prior_shape_, cfg.networks.latent_dim, cfg.networks.width
-                )
-        self.energy_nets_ = [copy.deepcopy(energy).to(self.device_).eval() for _ in range(n_energy)]
-        self.energy_net_ = self.energy_nets_[-1]
-        self.generator_ = generator.to(self.device_).eval()
-
 
 def _deprecated(name: str, instead: str | None = None) -> None:
     """Warn that PyOD's ``name`` on the detector is deprecated (the adapter has it)."""
@@ -1035,16 +794,6 @@ def _deprecated(name: str, instead: str | None = None) -> None:
     )
 
 
-def _offset(train_scores: np.ndarray, *, contamination) -> float:
-    """``offset_`` from training ``score_samples``: the ``contamination`` percentile, or for
-    ``'auto'`` 3 scaled MADs below their median."""
-    if contamination == "auto":
-        median = np.median(train_scores)
-        mad = 1.4826 * np.median(np.abs(train_scores - median))
-        return float(median - _AUTO_MADS * mad)
-    return float(np.percentile(train_scores, 100.0 * contamination))
-
-
 def _n_rows(X) -> int | None:
     """The number of samples of an array, data frame or list; None for anything else (it is
     validated in one piece)."""
@@ -1052,76 +801,6 @@ def _n_rows(X) -> int | None:
     if isinstance(shape, tuple) and len(shape) >= 2 and hasattr(X, "__getitem__"):
         return int(shape[0])
     return len(X) if isinstance(X, list | tuple) else None
-
-
-def view_spreads(X: np.ndarray, n_pixels: int) -> np.ndarray:
-    """The spread of each column of the both view's rows ``[pixels | unit-length features]``:
-    the square root of its part's median nearest-neighbour squared distance (``X`` divided by it
-    puts the two parts at one scale). The first ``n_pixels`` columns are the pixels."""
-    spread = np.empty(X.shape[1], dtype=np.float32)
-    for part in (slice(0, n_pixels), slice(n_pixels, None)):
-        rows = torch.from_numpy(np.ascontiguousarray(X[:, part], dtype=np.float32))
-        spread[part] = np.sqrt(nearest_neighbour_sq_distance(rows, random_state=0))
-    return spread
-
-
-def _channels_first(X: np.ndarray) -> np.ndarray:
-    """Images given channels last, (n, H, W, C) with C 1 or 3 and H not (as
-    :func:`coreset_meg.datasets.load_image_folder` returns them), as (n, C, H, W); anything else as
-    it is."""
-    if X.ndim == 4 and X.shape[3] in (1, 3) and X.shape[1] not in (1, 3):
-        return X.transpose(0, 3, 1, 2)
-    return X
-
-
-def _image_range(X: np.ndarray, dtype: np.dtype | None, image_range: str = "auto") -> np.ndarray:
-    """Images in the networks' range [-1, 1].
-
-    Integer images are scaled by their dtype: uint8 as 0..255, uint16 as 0..65535, other
-    integers as 0..255 (values outside it are refused). Float images are taken as in [-1, 1]
-    (``image_range="symmetric"``) or [0, 1] (``"unit"``), a little slack allowed; ``"auto"``
-    is ``"symmetric"`` but refuses float images with no negative value, which could be either.
-    """
-    if X.size == 0:
-        return X
-    lo, hi = float(X.min()), float(X.max())
-    if dtype is not None and dtype.kind in "ui":
-        if dtype == np.uint16:
-            return X / np.float32(32767.5) - np.float32(1.0)
-        if dtype != np.uint8 and (lo < 0 or hi > 255):
-            raise ValueError(
-                f"integer images are read as 0..255 (uint8) or 0..65535 (uint16); got {dtype} "
-                f"values in [{lo:.6g}, {hi:.6g}]"
-            )
-        return X / np.float32(127.5) - np.float32(1.0)
-    if image_range == "unit":
-        if lo < -0.25 or hi > 1.25:
-            raise ValueError(
-                f"image_range='unit': float images must be in [0, 1], got values in "
-                f"[{lo:.3g}, {hi:.3g}]"
-            )
-        return X * np.float32(2.0) - np.float32(1.0)
-    if lo < -1.5 or hi > 1.5:
-        raise ValueError(
-            f"float images must be in [-1, 1] (or in [0, 1] with image_range='unit', or given "
-            f"as uint8 0..255), got values in [{lo:.3g}, {hi:.3g}]"
-        )
-    if image_range == "auto" and lo >= 0:
-        raise ValueError(
-            f"float images with no negative value (values in [{lo:.3g}, {hi:.3g}]) may be in "
-            "[0, 1] or in [-1, 1]: declare image_range='unit' ([0, 1], torchvision's "
-            "convention) or image_range='symmetric' ([-1, 1])"
-        )
-    return X
-
-
-def _ticket_record(round_: int, masks: WeightMasks, seconds: float) -> dict:
-    return {
-        "round": round_,
-        "generator_sparsity": masks.sparsity("generator"),
-        "energy_sparsity": masks.sparsity("energy_net"),
-        "seconds": float(seconds),
-    }
 
 
 def _load_checked(net: torch.nn.Module, state: dict, name: str) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from coreset_meg.common import atomic_path, first_line
 
 from .persistence import versions
+from .preprocessing import FeatureTransformer, NetworkInput
 from .scoring import score_kinds
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "read_export_metadata"]
@@ -53,55 +53,6 @@ class ExportError(ValueError):
 
 
 # ----------------------------------------------------------------------------------- modules
-class _ImageFeatures(nn.Module):
-    """A :class:`~coreset_meg.coreset.features.FeatureEmbedder` as a module: (N, C, H, W) in [-1, 1]
-    -> (N, p), with :func:`~coreset_meg.coreset.embeddings.prepare_images`' steps written in
-    torch."""
-
-    def __init__(self, embedder):
-        super().__init__()
-        self.network = embedder.network
-        self.image_size = int(embedder.image_size)
-        self.channels_last = embedder._memory_format == torch.channels_last
-        self.register_buffer("mean", embedder._mean.detach().cpu().clone())  # (c, 1, 1)
-        self.register_buffer("std", embedder._std.detach().cpu().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ((x + 1.0) * 127.5).clamp(0.0, 255.0)  # [-1, 1] -> 0..255
-        size = self.image_size
-        if tuple(x.shape[2:]) != (size, size):
-            x = F.interpolate(
-                x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            ).clamp(0.0, 255.0)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)  # grey to RGB
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.network(x)
-        return out.reshape(out.shape[0], -1).float()  # (N, p)
-
-
-class _Flatten(nn.Module):
-    """The ``pixels`` embedder: each image as one row."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1)
-
-
-class _BothViews(nn.Module):
-    """The ``both`` view: each image's pixels as one row, then its unit-length features."""
-
-    def __init__(self, features: nn.Module):
-        super().__init__()
-        self.features = features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        f = f / torch.linalg.vector_norm(f, dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.cat([x.reshape(x.shape[0], -1), f], dim=1)
-
-
 class ScoreModule(nn.Module):
     """A fitted detector's ``score_samples`` as one module: float32 ``(N, *input_shape)`` ->
     float64 ``(N,)``, higher = more normal.
@@ -111,18 +62,14 @@ class ScoreModule(nn.Module):
     detector : MEGDetector
         A fitted detector with ``score_type="energy"``; its networks are copied to the CPU.
     embed : torch.nn.Module, optional
-        Maps ``(N, *input_shape)`` to the networks' input, for the features and both views.
+        The view of the features and both views
+        (:meth:`~coreset_meg.anomaly.preprocessing.FeatureTransformer.module`).
     """
 
     def __init__(self, detector, embed: nn.Module | None = None):
         super().__init__()
         self.input_shape = tuple(int(s) for s in detector.input_shape_)
-        self.embed = embed
-        self.unit_norm = bool(detector.unit_norm_)
-        self.scaled = detector.shift_ is not None
-        if self.scaled:
-            self.register_buffer("shift", torch.as_tensor(detector.shift_, dtype=torch.float32))
-            self.register_buffer("scale", torch.as_tensor(detector.scale_, dtype=torch.float32))
+        self.network_input = NetworkInput(detector.scaler_, embed)  # view and scaling
         # A sample off a feature that was exactly constant in training scores at most
         # offset_ - 1, as MEGDetector.score_samples gives it.
         constant = getattr(detector, "constant_", None)
@@ -140,12 +87,7 @@ class ScoreModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.input_shape)  # (N, *input_shape)
-        if self.embed is not None:
-            x = self.embed(x)  # (N, p)
-        if self.unit_norm:
-            x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
-        if self.scaled:
-            x = (x - self.shift) / self.scale
+        x = self.network_input(x)  # (N, *network_shape)
         energies = torch.stack([net(x) for net in self.energy_nets], dim=1)  # (N, n_snapshots)
         score = -((energies.double() - self.energy_mean) / self.energy_std).mean(dim=1)  # (N,)
         if self.checks_constants:
@@ -160,8 +102,8 @@ def _embed_module(detector):
     view)."""
     if detector.view_ not in ("features", "both"):
         return None, None
-    from coreset_meg.coreset.embeddings import PixelEmbedder
-    from coreset_meg.coreset.features import FeatureEmbedder, make_embedder
+    from coreset_meg.features.embeddings import PixelEmbedder
+    from coreset_meg.features.pretrained import FeatureEmbedder, make_embedder
 
     name = str(detector.features)
     if name.startswith("torchscript:") or Path(name).is_file():
@@ -170,13 +112,9 @@ def _embed_module(detector):
             "only the built-in and torchvision extractors can be exported"
         )
     embedder = make_embedder(name, device="cpu")
-    if isinstance(embedder, PixelEmbedder):
-        module = _Flatten()
-    elif isinstance(embedder, FeatureEmbedder):
-        module = _ImageFeatures(embedder)
-    else:
+    if not isinstance(embedder, PixelEmbedder | FeatureEmbedder):
         raise ExportError(f"cannot export a detector with the feature extractor {name!r}")
-    return (_BothViews(module) if detector.view_ == "both" else module), embedder
+    return detector.feature_transformer_.module(embedder), embedder
 
 
 def score_module(detector) -> tuple[ScoreModule, object]:
@@ -426,8 +364,9 @@ def _reference_scores(detector, embedder, X: np.ndarray) -> np.ndarray:
     """``detector.score_samples(X)`` without writing to its embedding cache or progress bar."""
     reference = copy.copy(detector)
     reference.cache_dir, reference.verbose = None, False
-    if embedder is not None:
-        reference.embedder_ = embedder
+    reference.feature_transformer_ = FeatureTransformer(
+        view=detector.view_, features=detector.features
+    ).set_up(embedder)
     return reference.score_samples(X)
 
 

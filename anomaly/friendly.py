@@ -13,7 +13,7 @@ The detector's generator takes the set's images (pixels view; resized to the tra
 size and channels) or their pretrained features (features view, scaled to unit length as the
 detector scales its own), at most :data:`MAX_FRIENDLY` of them (a seeded subsample). The SID
 ranking compares embeddings: the cached EfficientNet-Lite0 features of the benchmarks
-(:func:`~coreset_meg.anomaly.builtin_features.dataset_features`) for MNIST and CIFAR-10, computed
+(:func:`~coreset_meg.features.builtin.dataset_features`) for MNIST and CIFAR-10, computed
 (and cached) for the others.
 """
 
@@ -76,14 +76,13 @@ def parse_friendly(spec: str) -> FriendlySet:
     >>> parse_friendly("cifar10").kind
     'builtin'
     """
-    from coreset_meg.datasets import DataError
+    from coreset_meg.datasets import DataError, dataset_key
 
     text = str(spec).strip()
     if text.startswith("model:"):
         return FriendlySet(text, "model", path=Path(text[len("model:") :]).expanduser())
     name, _, classes = text.partition(":")
-    key = name.lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
+    key = dataset_key(name)
     if key in BUILTIN_FRIENDLY:
         parsed = (
             tuple(_class_index(key, c.strip()) for c in classes.split(",")) if classes else None
@@ -101,8 +100,8 @@ def parse_friendly(spec: str) -> FriendlySet:
 def _builtin(name: str, root) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 images, labels)`` of a built-in set as its loader reads them (channels last),
     training images first: the rows of
-    :func:`~coreset_meg.anomaly.builtin_features.dataset_features`."""
-    from .builtin_features import dataset_images
+    :func:`~coreset_meg.features.builtin.dataset_features`."""
+    from coreset_meg.features.builtin import dataset_images
 
     images, labels, _ = dataset_images(name, root)
     return images, labels
@@ -173,13 +172,13 @@ def friendly_embeddings(
     """Pretrained features (N, p) of the set's images, at most ``max_samples`` (seeded).
 
     With ``cache_dir``, MNIST, Fashion-MNIST and CIFAR-10 come from the benchmarks' cache of the
-    whole data set (:func:`~coreset_meg.anomaly.builtin_features.dataset_features`: embedded once,
+    whole data set (:func:`~coreset_meg.features.builtin.dataset_features`: embedded once,
     then read); without it they embed only the images they use. The digits (1,797 images) are
     embedded whole once per process and each subset taken from them; image folders are
     embedded (through ``cache_dir`` when given).
     """
-    from coreset_meg.coreset.embeddings import compute_embeddings
-    from coreset_meg.coreset.features import make_embedder
+    from coreset_meg.features.embeddings import compute_embeddings
+    from coreset_meg.features.pretrained import make_embedder
 
     friendly = spec if isinstance(spec, FriendlySet) else parse_friendly(spec)
     if friendly.kind == "builtin" and (friendly.name == "digits" or cache_dir is not None):
@@ -196,15 +195,15 @@ def friendly_embeddings(
 @functools.lru_cache(maxsize=2)
 def _whole_embeddings(name: str, features: str, root, cache_dir, verbose: bool) -> np.ndarray:
     """Every image of a built-in set embedded, rows as in :func:`_builtin` (digits: in order)."""
-    from coreset_meg.coreset.embeddings import compute_embeddings
-    from coreset_meg.coreset.features import make_embedder
+    from coreset_meg.features.embeddings import compute_embeddings
+    from coreset_meg.features.pretrained import make_embedder
 
     if name == "digits":
         images = friendly_images("digits", max_samples=None)
         return compute_embeddings(
             images, make_embedder(features), cache_dir=cache_dir, verbose=verbose
         )
-    from .builtin_features import dataset_features
+    from coreset_meg.features.builtin import dataset_features
 
     return dataset_features(name, features, root=root, cache_dir=cache_dir, verbose=verbose)[0]
 
@@ -227,8 +226,8 @@ def generator_prior(detector, *, root=None):
     """The prior a fitting :class:`~coreset_meg.anomaly.MEGDetector` feeds its generator: None for
     latents (``prior`` normal or uniform), else the friendly set of its ``friendly`` setting, as the
     networks' input needs it (its ``view_``, ``network_shape_`` and scaling known)."""
-    from coreset_meg.coreset.embeddings import unit_length
     from coreset_meg.coreset.friendly import FriendlyPrior
+    from coreset_meg.features.embeddings import unit_length
 
     batches = detector._config().batches  # the prior and friendly settings
     if batches.prior != "friendly":

@@ -192,8 +192,9 @@ def family(dataset: str) -> str:
     >>> family("CIFAR-10"), family("digits"), family("features")
     ('images', 'vectors', 'features')
     """
-    key = str(dataset).lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
+    from coreset_meg.datasets.names import dataset_key  # here: settings load for --help
+
+    key = dataset_key(dataset)
     if key == "features":
         return key
     return "images" if key in (*IMAGE_DATASETS, "images") else "vectors"

@@ -54,9 +54,9 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset_meg.coreset.embeddings import compute_embeddings
-from coreset_meg.coreset.features import FeatureEmbedder, efficientnet_lite0
 from coreset_meg.datasets import load_benchmark, to_model_input
+from coreset_meg.features.embeddings import compute_embeddings
+from coreset_meg.features.pretrained import FeatureEmbedder, efficientnet_lite0
 from coreset_meg.gan.adaptation import FeatureAdapter, adapted_features, fit_residual
 
 VARIANTS = ("frozen", "compact", "gaussian", "meg", "residual-gaussian", "residual-meg")

@@ -61,8 +61,8 @@ def worker(n_iter: int, warmup: int, out: Path) -> None:
 
     from coreset_meg.anomaly.scoring import score_columns
     from coreset_meg.common import distributed
-    from coreset_meg.coreset.embeddings import compute_embeddings
-    from coreset_meg.coreset.features import make_embedder
+    from coreset_meg.features.embeddings import compute_embeddings
+    from coreset_meg.features.pretrained import make_embedder
     from coreset_meg.gan import MEGTrainer
 
     distributed.init_from_env("cpu")

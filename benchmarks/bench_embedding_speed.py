@@ -50,11 +50,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from coreset_meg.common import available_cores
-from coreset_meg.coreset import compute_embeddings, make_embedder, prepare_images
-from coreset_meg.coreset.backends import OnnxRuntimeRunner, onnxruntime_available
-from coreset_meg.coreset.embeddings import unit_length
-from coreset_meg.coreset.features import _packaged_weights
 from coreset_meg.datasets.images import load_image_folder
+from coreset_meg.features import compute_embeddings, make_embedder, prepare_images
+from coreset_meg.features.backends import OnnxRuntimeRunner, onnxruntime_available
+from coreset_meg.features.embeddings import unit_length
+from coreset_meg.features.pretrained import _packaged_weights
 
 LOAD_AT_START = os.getloadavg()[0]  # of the last minute: other work on the machine
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"

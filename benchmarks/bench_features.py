@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from coreset_meg.coreset import compute_embeddings, make_embedder
+from coreset_meg.features import compute_embeddings, make_embedder
 
 SIZES = {
     "efficientnet-lite0": (32, 64, 96, 128, 160, 224),

@@ -56,9 +56,9 @@ from coreset_meg.anomaly.benchmarks._io import (
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE, dataset_features
 from coreset_meg.anomaly.friendly import friendly_embeddings
 from coreset_meg.anomaly.settings import preset
-from coreset_meg.coreset.embeddings import unit_length
 from coreset_meg.coreset.friendly import FriendlyPrior
 from coreset_meg.coreset.sid import rank_by_sid
+from coreset_meg.features.embeddings import unit_length
 from coreset_meg.gan import MEGConfig, MEGTrainer
 
 INPUTS = ("gaussian", "best", "worst")  # also "median": the middle of the SID ranking

@@ -79,7 +79,7 @@ def small_split(
     split = subsample(split, seed, n_train=keep, n_test=n_test or len(split.X_test))
     if view == "features":  # unit-length, as the detector's features view scales them
         from coreset_meg.anomaly.benchmarks.features import FeatureView
-        from coreset_meg.coreset.embeddings import unit_length
+        from coreset_meg.features.embeddings import unit_length
 
         split, _ = FeatureView("efficientnet-lite0", cache_dir)(split, dataset, "one-class", root)
         split = replace(split, X_train=unit_length(split.X_train), X_test=unit_length(split.X_test))

@@ -30,7 +30,7 @@ from bench_coreset_energy import classes_and_metric, print_table
 from bench_views import FEATURES_GAUSSIAN, energy, per_class, scale
 
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.features.embeddings import unit_length
 from coreset_meg.gan import MEGConfig
 from coreset_meg.gan.networks import ViewsEnergy
 from coreset_meg.gan.trainer import place_views

@@ -34,7 +34,7 @@ import torch
 from bench_coreset_energy import classes_and_metric, energy_scores, print_table, validation_split
 
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.features.embeddings import unit_length
 from coreset_meg.gan import MEGConfig
 from coreset_meg.gan.networks import CoresetEnergy
 from coreset_meg.gan.trainer import coreset_energy_parts, nearest_neighbour_sq_distance

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["lazy_exports", "moved_names"]
 
 
 def lazy_exports(
@@ -30,5 +31,34 @@ def lazy_exports(
 
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(public))
+
+    return __getattr__, __dir__
+
+
+def moved_names(
+    namespace: dict[str, Any], moves: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of a module whose public names moved elsewhere.
+
+    ``moves`` maps each old name to ``"new.module"`` (same name there) or ``"new.module:new"``
+    (renamed). Reading an old name warns with a :class:`FutureWarning` that says where it is now,
+    and returns the object from there; nothing is imported until a name is read.
+    """
+    module = namespace["__name__"]
+
+    def __getattr__(name: str) -> Any:
+        if name not in moves:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        target, _, new_name = moves[name].partition(":")
+        new_name = new_name or name
+        warnings.warn(
+            f"{module}.{name} is deprecated and will be removed: use {target}.{new_name}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(target), new_name)
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(moves))
 
     return __getattr__, __dir__

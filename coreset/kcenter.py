@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from coreset_meg.common.lazy import moved_names
+
 __all__ = [
     "RandomState",
-    "check_random_state",
+    "check_generator",
     "covering_radius",
     "greedy_k_center",
     "greedy_k_center_many",
@@ -45,8 +47,11 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 _CHUNK_ENTRIES = 1 << 20
 
 
-def check_random_state(random_state: RandomState) -> np.random.Generator:
+def check_generator(random_state: RandomState) -> np.random.Generator:
     """Turn ``random_state`` into a :class:`numpy.random.Generator`.
+
+    Not scikit-learn's ``check_random_state``, which gives a legacy ``RandomState`` (the
+    detector's ``fit`` uses that one): the core-set code draws from numpy ``Generator`` streams.
 
     Parameters
     ----------
@@ -121,7 +126,7 @@ def _check_tensor(X: torch.Tensor) -> torch.Tensor:
 
 def _start_index(n: int, first: int | None, random_state: RandomState) -> int:
     if first is None:
-        return int(check_random_state(random_state).integers(n))
+        return int(check_generator(random_state).integers(n))
     return _check_int(first, "first", 0, n - 1)
 
 
@@ -311,7 +316,7 @@ def greedy_k_center_many(
     Xf = _as_float32_matrix(X.reshape(S * n, d)).reshape(S, n, d)
     k = _check_int(k, "k", 1, n)
     if first is None:
-        rng = check_random_state(random_state)
+        rng = check_generator(random_state)
         firsts = np.array([int(rng.integers(n)) for _ in range(S)], dtype=np.int64)
     else:
         firsts = np.asarray(first).reshape(-1)
@@ -552,3 +557,9 @@ def pairwise_k_center_reference(
     if is_tensor:
         return torch.from_numpy(out).to(device)
     return out
+
+
+#: ``check_random_state``, this module's old name of :func:`check_generator`, warns when read.
+__getattr__, __dir__ = moved_names(
+    globals(), {"check_random_state": "coreset_meg.coreset.kcenter:check_generator"}
+)

@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from coreset_meg.coreset.kcenter import RandomState, check_random_state
+from coreset_meg.coreset.kcenter import RandomState, check_generator
 
 __all__ = ["GaussianProjection"]
 
@@ -101,7 +101,7 @@ class GaussianProjection(BaseEstimator):
             self.n_components_ = d
             self.passthrough_ = True
             return self
-        rng = check_random_state(self.random_state)
+        rng = check_generator(self.random_state)
         self.components_ = (rng.standard_normal((d, k)) / np.sqrt(k)).astype(np.float32)
         self.n_components_ = int(k)
         self.passthrough_ = False

@@ -20,10 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from coreset_meg.coreset.embeddings import Embedder, PixelEmbedder, compute_embeddings
-from coreset_meg.coreset.features import make_embedder
-from coreset_meg.coreset.kcenter import RandomState, check_random_state, greedy_k_center_many
+from coreset_meg.coreset.kcenter import RandomState, check_generator, greedy_k_center_many
 from coreset_meg.coreset.projection import GaussianProjection
+from coreset_meg.features.embeddings import Embedder, PixelEmbedder, compute_embeddings
+from coreset_meg.features.pretrained import make_embedder
 
 __all__ = [
     "CoresetSampler",
@@ -313,7 +313,7 @@ class CoresetSampler:
                 f"batch_size={self.batch_size} exceeds the number of samples {self.n_samples}"
             )
 
-        self._data_rng = check_random_state(random_state)
+        self._data_rng = check_generator(random_state)
         self._prior_rng = self._data_rng.spawn(1)[0]
         seed = int(self._prior_rng.integers(2**63 - 1))
         self._torch_gen = torch.Generator(device=self.device)
@@ -519,15 +519,15 @@ def make_sampler(
     batch_size, latent_dim, prior_factor, data_factor, prior
         See :class:`CoresetSampler`.
     embedding : str, path to a TorchScript file, or an Embedder, default="pixels"
-        How samples are embedded: a name for :func:`~coreset_meg.coreset.features.make_embedder`
+        How samples are embedded: a name for :func:`~coreset_meg.features.pretrained.make_embedder`
         ("pixels", "efficientnet-lite0[@SIZE]", "inception[@SIZE]", "torchscript:PATH[@SIZE]",
         "torchvision:ARCH:WEIGHTS[@SIZE]"), a TorchScript file, or any
-        :class:`~coreset_meg.coreset.embeddings.Embedder`; networks run on ``device``. Not used
+        :class:`~coreset_meg.features.embeddings.Embedder`; networks run on ``device``. Not used
         (nothing is embedded) when ``data_factor`` is 1.
     projection_dim : int, default=32
         Dimension of the Gaussian random projection of the embeddings.
     cache_dir : str or os.PathLike, optional
-        Embedding cache folder (see :func:`~coreset_meg.coreset.embeddings.compute_embeddings`).
+        Embedding cache folder (see :func:`~coreset_meg.features.embeddings.compute_embeddings`).
     random_state : None, int, numpy.random.SeedSequence or numpy.random.Generator, default=None
         Seeds the projection and the sampler.
     device : str or torch.device, default="cpu"
@@ -541,7 +541,7 @@ def make_sampler(
     -------
     CoresetSampler
     """
-    rng = check_random_state(random_state)
+    rng = check_generator(random_state)
     n = len(X)
     if _positive_int(data_factor, "data_factor") == 1:
         return CoresetSampler(

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from coreset_meg.coreset.kcenter import RandomState, check_random_state
+from coreset_meg.coreset.kcenter import RandomState, check_generator
 
 __all__ = [
     "DEFAULT_RADII",
@@ -141,7 +141,7 @@ def signed_inception_distance(
     """
     if n_points < 1 or max_samples < 1 or len(radii) == 0 or min(radii) <= 0:
         raise ValueError("n_points and max_samples must be positive, radii positive and non-empty")
-    rng = check_random_state(random_state)
+    rng = check_generator(random_state)
     seed = int(rng.integers(2**63 - 1))
     S, D = _subsample(source, max_samples, seed), _subsample(target, max_samples, seed)
     if S.shape[1] != D.shape[1]:

@@ -8,7 +8,9 @@ folders stay at the top of the repository; ``pyproject.toml`` maps them here:
   command line and the benchmark harness;
 - :mod:`coreset_meg.datasets` (``datasets/``): loaders, protocol splits, toy mixtures;
 - :mod:`coreset_meg.gan` (``gan/``): the MEG networks, losses and trainer;
-- :mod:`coreset_meg.coreset` (``coreset/``): core-set selection and image features;
+- :mod:`coreset_meg.coreset` (``coreset/``): core-set selection (k-center, projections, the
+  sampler, SID);
+- :mod:`coreset_meg.features` (``features/``): pretrained image features and their disk cache;
 - :mod:`coreset_meg.common` (``common/``): internal helpers.
 
 The public names of :mod:`coreset_meg.anomaly` are re-exported here. As there, they are imported

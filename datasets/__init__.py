@@ -10,6 +10,7 @@ from .errors import DataError
 from .images import load_image_folder
 from .mixtures import GaussianMixture, grid_mixture, mode_coverage, ring_mixture
 from .mnist import FASHION_MNIST_CLASSES, load_mnist, read_idx
+from .names import dataset_key
 from .splits import (
     BENCHMARKS,
     PROTOCOLS,
@@ -44,6 +45,7 @@ __all__ = [
     "check_finite_2d",
     "check_labels",
     "csv_feature_names",
+    "dataset_key",
     "default_data_root",
     "grid_mixture",
     "heldout_split",

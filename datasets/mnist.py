@@ -13,6 +13,7 @@ import numpy as np
 from ._download import download_file
 from ._paths import default_data_root
 from .errors import DataError
+from .names import dataset_key
 
 __all__ = ["FASHION_MNIST_CLASSES", "MD5", "MIRRORS", "MNIST_FILES", "load_mnist", "read_idx"]
 
@@ -190,7 +191,7 @@ def load_mnist(
         For an unknown ``kind``, a corrupt file, or files that are neither present nor
         downloadable.
     """
-    kind = kind.lower().replace("_", "-")
+    kind = dataset_key(kind)
     if kind not in MIRRORS:
         raise DataError(f"unknown MNIST kind {kind!r}; choose one of {sorted(MIRRORS)}")
     root = Path(root).expanduser() if root is not None else default_data_root()

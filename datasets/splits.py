@@ -23,6 +23,7 @@ from .cifar import CIFAR10_CLASSES, _load_cifar10_with_source
 from .digits import load_digits_data
 from .errors import DataError
 from .mnist import FASHION_MNIST_CLASSES, load_mnist
+from .names import dataset_key
 
 __all__ = [
     "BENCHMARKS",
@@ -291,9 +292,8 @@ def _class_index(name: str, cls: int | str) -> int:
 
 
 def _normalise(value: str, choices: tuple[str, ...], what: str) -> str:
-    key = str(value).lower().replace("_", "-")
-    key = {"cifar-10": "cifar10", "fashion": "fashion-mnist", "oneclass": "one-class"}.get(key, key)
-    key = {"held-out": "heldout", "fashionmnist": "fashion-mnist"}.get(key, key)
+    key = dataset_key(value)
+    key = {"oneclass": "one-class", "held-out": "heldout"}.get(key, key)  # protocol names
     if key not in choices:
         raise DataError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
     return key

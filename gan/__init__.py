@@ -28,6 +28,7 @@ _SOURCES = {
             "NegativeSource",
             "Snapshots",
             "StepResult",
+            "networks_from_config",
             "resolve_device",
             "seed_from",
         ],
@@ -61,6 +62,7 @@ __all__ = [
     "image_geometry",
     "input_gradient_sq_norm",
     "jsd_mutual_information",
+    "networks_from_config",
     "resolve_device",
     "seed_from",
 ]

@@ -41,7 +41,7 @@ from coreset_meg.coreset import (
     make_sampler,
     truncate,
 )
-from coreset_meg.coreset.embeddings import data_digest
+from coreset_meg.features.embeddings import data_digest
 
 from .config import MEGConfig
 from .losses import (
@@ -72,11 +72,53 @@ __all__ = [
     "OrthogonalRegularisation",
     "Snapshots",
     "StepResult",
+    "networks_from_config",
     "resolve_device",
     "seed_from",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def networks_from_config(
+    config: MEGConfig,
+    input_shape: Sequence[int],
+    *,
+    views: int | None = None,
+    prior_shape: Sequence[int] | None = None,
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """``(E, G, T)`` as ``config`` describes them for inputs of shape ``input_shape``: the one
+    place the trainer and a loaded detector build their networks (fresh weights, drawn from
+    torch's global generator; seed or fork it around the call).
+
+    Parameters
+    ----------
+    config : MEGConfig
+        Its ``networks`` group (kind, width, latent size, spectral norm, bounded output).
+    input_shape : tuple of int
+        One sample as the networks see it, ``(d,)`` or ``(C, H, W)``.
+    views : int, optional
+        The both view's pixel columns (:class:`~coreset_meg.gan.networks.ViewsEnergy`).
+    prior_shape : tuple of int, optional
+        The shape of the prior's draws: other than ``(latent_dim,)`` (a friendly prior's images
+        or features, Spider GAN), the generator and ``T`` take them through their input stage
+        (:func:`~coreset_meg.gan.spider.with_input_stage`).
+    """
+    net = config.networks
+    energy, generator, stats = build_networks(
+        tuple(input_shape),
+        net.latent_dim,
+        kind=net.network,
+        width=net.width,
+        bounded=config.bounded_output(tuple(input_shape)),
+        spectral_norm=net.spectral_norm,
+        views=views,
+    )
+    if prior_shape is not None and tuple(prior_shape) != (net.latent_dim,):
+        generator, stats = with_input_stage(
+            generator, stats, tuple(prior_shape), net.latent_dim, net.width
+        )
+    return energy, generator, stats
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -387,20 +429,9 @@ class MEGTrainer:
         cfg = config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.energy_net, self.generator, self.stats_net = build_networks(
-                self.input_shape,
-                cfg.networks.latent_dim,
-                kind=cfg.networks.network,
-                width=cfg.networks.width,
-                bounded=cfg.bounded_output(self.input_shape),
-                spectral_norm=cfg.networks.spectral_norm,
-                views=views,
+            self.energy_net, self.generator, self.stats_net = networks_from_config(
+                cfg, self.input_shape, views=views, prior_shape=self.prior.shape
             )
-            if self.prior.shape != (cfg.networks.latent_dim,):  # Spider GAN: friendly inputs
-                self.generator, self.stats_net = with_input_stage(
-                    self.generator, self.stats_net, self.prior.shape, cfg.networks.latent_dim,
-                    cfg.networks.width,
-                )  # fmt: skip
             if self.world_size > 1:  # batch statistics of all ranks' batches together
                 sync_batch_norm(self.generator)
         self.energy_avg = _copy_frozen(self.energy_net)

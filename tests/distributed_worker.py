@@ -46,7 +46,7 @@ def trained(trainer) -> dict:
 
 def main(out: Path) -> None:
     from coreset_meg.common import distributed
-    from coreset_meg.coreset.embeddings import PixelEmbedder, compute_embeddings
+    from coreset_meg.features.embeddings import PixelEmbedder, compute_embeddings
     from coreset_meg.gan import MEGTrainer
 
     torch.set_num_threads(1)

@@ -34,6 +34,7 @@ from coreset_meg.anomaly.benchmarks._reports import (
 from coreset_meg.anomaly.benchmarks.detectors import KNNDistance, anomaly_score, view_of
 from coreset_meg.anomaly.benchmarks.mixture import MIXTURE_SETTINGS
 from coreset_meg.anomaly.benchmarks.protocols import COLUMNS, subsample
+from coreset_meg.anomaly.preprocessing import FeatureTransformer
 from coreset_meg.anomaly.settings import detector_params as to_detector
 from coreset_meg.anomaly.settings import family
 from coreset_meg.anomaly.settings import preset as detector_params
@@ -680,7 +681,7 @@ def test_both_view_detectors_see_pixels_and_features_side_by_side(monkeypatch):
     np.testing.assert_allclose(meg.spread_[[0, -1]], scales, rtol=1e-5)
     # The detector's own both view on the images, given the same features, scores the same.
     monkeypatch.setattr(
-        MEGDetector, "_embed", lambda self, X: feats[:50] if len(X) == 50 else feats[50:]
+        FeatureTransformer, "embed", lambda self, X: feats[:50] if len(X) == 50 else feats[50:]
     )
     settings = {**detector_params("mnist", quick=True), "view": "both", "random_state": 0}
     own = MEGDetector(**to_detector(settings))

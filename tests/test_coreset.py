@@ -14,17 +14,19 @@ import coreset_meg.coreset.sampler as sampler_module
 from coreset_meg.coreset import (
     CoresetSampler,
     GaussianProjection,
-    PixelEmbedder,
-    TorchScriptEmbedder,
-    compute_embeddings,
     covering_radius,
-    embedding_cache_path,
     greedy_k_center,
     greedy_k_center_many,
     make_sampler,
     pairwise_k_center_reference,
 )
 from coreset_meg.coreset.kcenter import _greedy_torch
+from coreset_meg.features import (
+    PixelEmbedder,
+    TorchScriptEmbedder,
+    compute_embeddings,
+    embedding_cache_path,
+)
 
 INCEPTION = (
     Path(__file__).resolve().parents[2]

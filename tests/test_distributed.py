@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from coreset_meg.common import distributed
-from coreset_meg.coreset.embeddings import PixelEmbedder, compute_embeddings
+from coreset_meg.features.embeddings import PixelEmbedder, compute_embeddings
 from coreset_meg.gan import MEGTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -171,8 +171,8 @@ def test_torchscript_export_of_an_image_model_in_the_pixel_view(tmp_path):
 
 def test_torchscript_export_of_the_features_and_both_views(tmp_path, monkeypatch):
     """The extractor's steps (resize, grey to RGB, normalisation) with a tiny network."""
-    import coreset_meg.coreset.features
-    from coreset_meg.coreset.features import FeatureEmbedder
+    import coreset_meg.features.pretrained
+    from coreset_meg.features.pretrained import FeatureEmbedder
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(
@@ -181,7 +181,7 @@ def test_torchscript_export_of_the_features_and_both_views(tmp_path, monkeypatch
     tiny = FeatureEmbedder(network, name="tiny", weights_sha256="none", image_size=12,
                            mean=(120.0, 125.0, 130.0), std=60.0)  # fmt: skip
     monkeypatch.setattr(
-        coreset_meg.coreset.features, "make_embedder", lambda name, device="cpu": tiny
+        coreset_meg.features.pretrained, "make_embedder", lambda name, device="cpu": tiny
     )
     images = np.random.default_rng(2).integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
     as_float = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)

@@ -1,4 +1,4 @@
-"""Tests of the pretrained feature extractors (coreset_meg.coreset.features) and the chunked
+"""Tests of the pretrained feature extractors (coreset_meg.features.pretrained) and the chunked
 embedding cache.
 
 Stored values (tests/data/features/reference.json, see the README there) come from the
@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-import coreset_meg.coreset.backends as backends
-import coreset_meg.coreset.features as features
-from coreset_meg.coreset import TorchScriptEmbedder, compute_embeddings, embedding_cache_path
-from coreset_meg.coreset.backends import MissingBackendError, TorchRunner, onnxruntime_available
-from coreset_meg.coreset.features import (
+import coreset_meg.features.backends as backends
+import coreset_meg.features.pretrained as features
+from coreset_meg.features import TorchScriptEmbedder, compute_embeddings, embedding_cache_path
+from coreset_meg.features.backends import MissingBackendError, TorchRunner, onnxruntime_available
+from coreset_meg.features.pretrained import (
     EfficientNetLite0,
     FeatureEmbedder,
     MissingWeightsError,

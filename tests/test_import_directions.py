@@ -13,7 +13,7 @@ from pathlib import Path
 #: The package folders below install as ``coreset_meg.<folder>``; ``coreset_meg/`` as itself.
 NAMESPACE = "coreset_meg"
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("anomaly", "common", "coreset", "datasets", "gan")
+PACKAGES = ("anomaly", "common", "coreset", "datasets", "features", "gan")
 HARNESS = "coreset_meg.anomaly.benchmarks"
 #: Library modules that may call the benchmark harness: the command line's `benchmark` command.
 MAY_CALL_THE_HARNESS = {"coreset_meg.anomaly.cli"}
@@ -126,7 +126,7 @@ def test_the_graph_sees_the_imports_it_should():
     # module level, relative
     assert "coreset_meg.anomaly._meg" in graph["coreset_meg.anomaly._pyod"]
     # inside a function
-    assert "coreset_meg.anomaly.builtin_features" in graph["coreset_meg.anomaly.friendly"]
+    assert "coreset_meg.features.builtin" in graph["coreset_meg.anomaly.friendly"]
     # only under TYPE_CHECKING there
     assert "coreset_meg.gan.trainer" not in graph["coreset_meg.gan.tickets"]
     assert "coreset_meg.anomaly.benchmarks.protocols" in graph["coreset_meg.anomaly.benchmarks"]
@@ -147,3 +147,25 @@ def test_no_import_circles():
     circles = _circles(_graph())
     assert circles - KNOWN_CIRCLES == set(), sorted(map(sorted, circles - KNOWN_CIRCLES))
     assert KNOWN_CIRCLES - circles == set(), "a known circle is gone: remove it from the list"
+
+
+#: What each layer may import besides itself and ``common`` (the detector, at the top, anything).
+ALLOWED = {
+    "coreset_meg.features": {"coreset_meg.datasets"},
+    "coreset_meg.coreset": {"coreset_meg.features"},
+    "coreset_meg.datasets": set(),
+}
+
+
+def test_the_lower_layers_import_only_what_is_below_them():
+    graph = _graph()
+    wrong = {}
+    for layer, allowed in ALLOWED.items():
+        ok = [f"{p}." for p in (layer, "coreset_meg.common", *allowed)]
+        for name, deps in graph.items():
+            deps = {f"{d}." for d in deps}
+            if name == layer or name.startswith(layer + "."):
+                bad = sorted(d for d in deps if not any(d.startswith(p) for p in ok))
+                if bad:
+                    wrong[name] = bad
+    assert wrong == {}, wrong

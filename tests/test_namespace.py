@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "coreset_meg"
 #: The folders that install inside the namespace, each as ``coreset_meg.<folder>``.
-FOLDERS = ("anomaly", "common", "coreset", "datasets", "gan")
+FOLDERS = ("anomaly", "common", "coreset", "datasets", "features", "gan")
 
 
 def installed_modules() -> list[str]:
@@ -159,3 +159,30 @@ def test_doctest(test: doctest.DocTest):
     report: list[str] = []
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test, out=report.append)
     assert result.failed == 0, "".join(report)
+
+
+_EMB, _PRE = "coreset_meg.features.embeddings", "coreset_meg.features.pretrained"
+_KCENTER, _BACKENDS = "coreset_meg.coreset.kcenter", "coreset_meg.features.backends"
+
+
+@pytest.mark.parametrize(
+    "old, name, new, new_name",
+    [
+        ("coreset_meg.coreset", "make_embedder", _PRE, "make_embedder"),
+        ("coreset_meg.coreset", "compute_embeddings", _EMB, "compute_embeddings"),
+        ("coreset_meg.coreset.features", "FeatureEmbedder", _PRE, "FeatureEmbedder"),
+        ("coreset_meg.coreset.embeddings", "unit_length", _EMB, "unit_length"),
+        ("coreset_meg.coreset.backends", "make_runner", _BACKENDS, "make_runner"),
+        ("coreset_meg.anomaly.builtin_features", "dataset_features", "coreset_meg.features.builtin",
+         "dataset_features"),
+        ("coreset_meg.coreset", "check_random_state", _KCENTER, "check_generator"),
+        (_KCENTER, "check_random_state", _KCENTER, "check_generator"),
+    ],
+)  # fmt: skip
+def test_moved_names_still_work_and_say_where_they_are_now(old, name, new, new_name):
+    module = importlib.import_module(old)
+    with pytest.warns(FutureWarning, match=f"use {new}.{new_name}".replace(".", r"\.")):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), new_name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coreset_meg.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
+from coreset_meg.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, dataset_key
 
 from ._io import QUICK_NOTE, fmt, fmt_mean_std, markdown_table, summary_table
 
@@ -215,12 +215,6 @@ def fill(template: str, results: pd.DataFrame, quick: bool, **parts: Any) -> str
     }
     text = template.format(quick=QUICK_NOTE if quick else "", **listed, **parts)
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
-
-
-def dataset_key(dataset: str) -> str:
-    """Canonical data-set name: ``"CIFAR-10"`` -> ``"cifar10"``."""
-    key = str(dataset).lower().replace("_", "-")
-    return {"cifar-10": "cifar10", "fashion": "fashion-mnist"}.get(key, key)
 
 
 def class_label(dataset: str) -> Callable[[int], str]:

@@ -25,7 +25,7 @@ vectors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -40,9 +40,10 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.utils.validation import check_is_fitted
 
 from coreset_meg.anomaly.settings import detector_params, preset
-from coreset_meg.coreset.embeddings import unit_length
+from coreset_meg.features.embeddings import unit_length
 
-from .._meg import MEGDetector, _image_range, view_spreads
+from .._meg import MEGDetector
+from ..preprocessing import Resolved, resolve_gaussian_weight, scale_images, view_spreads
 
 __all__ = [
     "DETECTORS",
@@ -128,8 +129,8 @@ class BothViews(OutlierMixin, BaseEstimator):
     Rows of ``X`` are the flattened pixels (the first ``n_pixels`` columns, in [-1, 1]) followed by
     the raw features. The features are scaled to unit length, and each part is divided by the
     square root of its median nearest-neighbour squared distance on the training rows
-    (:func:`coreset_meg.anomaly._meg.view_spreads`), so the two weigh alike. ``score_samples`` is
-    the detector's on those vectors.
+    (:func:`coreset_meg.anomaly.preprocessing.view_spreads`), so the two weigh alike.
+    ``score_samples`` is the detector's on those vectors.
     """
 
     def __init__(self, detector=None, n_pixels: int | None = None):
@@ -165,8 +166,10 @@ class _JoinedViews(MEGDetector):
 
     split: int = 0
 
-    def _views(self) -> int | None:
-        return self.split
+    def _set_resolved(self, resolved: Resolved) -> None:
+        views = self.split  # the settings resolved as for the both view's rows
+        weight = resolve_gaussian_weight(self.gaussian_weight, resolved.view, views)
+        super()._set_resolved(replace(resolved, views=views, gaussian_weight=weight))
 
 
 def _outlier(cls, params, unit_length, dataset: str, seed: int, device: str, quick: bool):
@@ -210,7 +213,7 @@ def view_of(factory: Factory) -> str:
 def joined_views(pixels: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The rows a ``view="both"`` detector gets: the flattened pixels in [-1, 1] (integer images
     are read as 0..255, as the detector reads them), then the features."""
-    flat = _image_range(flatten(pixels), np.asarray(pixels).dtype, "symmetric")
+    flat = scale_images(flatten(pixels), np.asarray(pixels).dtype, "symmetric")
     return np.concatenate([flat, flatten(features)], axis=1)
 
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from coreset_meg.anomaly.builtin_features import DEFAULT_CACHE, dataset_features, dataset_images
 from coreset_meg.datasets import Split
 from coreset_meg.datasets.splits import published_pool
+from coreset_meg.features.builtin import DEFAULT_CACHE, dataset_features, dataset_images
 
 __all__ = ["DEFAULT_CACHE", "FeatureView", "dataset_features", "dataset_images"]
 
@@ -34,8 +34,8 @@ class FeatureView:
         """``(split of features, seconds spent embedding or reading the cache)``. Quick runs
         embed only the split's own images, without the cache."""
         if quick:
-            from coreset_meg.coreset.embeddings import compute_embeddings
-            from coreset_meg.coreset.features import make_embedder
+            from coreset_meg.features.embeddings import compute_embeddings
+            from coreset_meg.features.pretrained import make_embedder
 
             started, embedder = time.perf_counter(), make_embedder(self.features)
             X_train, X_test = (

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TREE = ROOT / "build" / "api-sources"
 NAMESPACE = "coreset_meg"
 #: The folders that install as ``coreset_meg.<folder>`` (as in ``pyproject.toml``).
-FOLDERS = ("anomaly", "common", "coreset", "datasets", "gan")
+FOLDERS = ("anomaly", "common", "coreset", "datasets", "features", "gan")
 
 
 @event_priority(100)  # before mkdocstrings reads its paths (hooks otherwise run after plugins)

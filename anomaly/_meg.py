@@ -889,8 +889,9 @@ def load_model(path, *, device="cpu", features_file=None, cache_dir=None) -> MEG
     Raises
     ------
     ModelFileError
-        When the folder or a file in it is missing, corrupt, or from another program, or
-        the model needs a TorchScript file that was not given.
+        When the folder or a file in it is missing, corrupt, or from another program, the
+        model needs a TorchScript file that was not given, or the package that ships its
+        feature extractor's weights is not installed.
     """
     state, weights = read_model(path)
     try:
@@ -899,6 +900,10 @@ def load_model(path, *, device="cpu", features_file=None, cache_dir=None) -> MEG
         )
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {first_line(err)}") from None
+    except ImportError as err:  # the features view's weights package is not installed
+        raise ModelFileError(
+            f"{path}: its feature extractor cannot be built: {first_line(err)}"
+        ) from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(
             f"{path} does not hold a consistent model: {first_line(err)}"

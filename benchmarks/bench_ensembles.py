@@ -38,8 +38,8 @@ from bench_views import knn
 
 from coreset_meg.anomaly import auroc
 from coreset_meg.anomaly.benchmarks.features import DEFAULT_CACHE
-from coreset_meg.coreset.embeddings import compute_embeddings, unit_length
-from coreset_meg.coreset.features import make_embedder
+from coreset_meg.features.embeddings import compute_embeddings, unit_length
+from coreset_meg.features.pretrained import make_embedder
 
 TREATMENTS = ("", "flip", "tta", "aug")
 

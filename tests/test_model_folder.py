@@ -445,6 +445,25 @@ def test_a_model_running_a_torchscript_file_needs_it_given(tmp_path, capsys):
     )
 
 
+def test_a_model_whose_feature_weights_are_missing_fails_in_one_line(tmp_path, monkeypatch):
+    import coreset_meg.features.pretrained as pretrained
+    from coreset_meg.anomaly import MEGDetector, load_model, save_model
+    from coreset_meg.anomaly.persistence import ModelFileError
+
+    code = _tiny_torchscript(tmp_path / "features.pt")
+    images = np.random.default_rng(0).uniform(-1, 1, size=(40, 3, 8, 8)).astype(np.float32)
+    det = MEGDetector(view="features", features=f"torchscript:{code}@8", random_state=0)
+    save_model(det.fit(images), tmp_path / "m")
+
+    def missing(*args, **kwargs):
+        raise pretrained.MissingWeightsError("the weights package is not installed")
+
+    monkeypatch.setattr(pretrained, "make_embedder", missing)
+    with pytest.raises(ModelFileError, match="feature extractor cannot be built") as err:
+        load_model(tmp_path / "m", features_file=code)
+    assert str(tmp_path / "m") in str(err.value) and "\n" not in str(err.value)
+
+
 def test_where_files_go_is_not_the_model_files_choice(model, csv, tmp_path, capsys):
     from coreset_meg.anomaly import load_model
 

@@ -462,14 +462,13 @@ class Scaler(TransformerMixin, BaseEstimator):
         """``X`` scaled; ValueError when a value overflows (far outside the training range)."""
         check_is_fitted(self)
         if self.unit_norm_:
-            X = unit_length(X)
-        if self.shift_ is not None:
-            with np.errstate(over="ignore"):
-                X = (X - self.shift_) / self.scale_
-            if not np.isfinite(X).all():
-                raise ValueError(
-                    "X has values that overflow after scaling (far outside the training range)"
-                )
+            X = np.asarray(X, dtype=np.float32)
+        shift, scale = (None, None) if self.shift_ is None else (self.shift_, self.scale_)
+        X = scale_rows(_tensor(X), self.unit_norm_, _tensor(shift), _tensor(scale)).numpy()
+        if self.shift_ is not None and not np.isfinite(X).all():
+            raise ValueError(
+                "X has values that overflow after scaling (far outside the training range)"
+            )
         return X
 
     def off_constant(self, X: np.ndarray) -> np.ndarray | None:
@@ -496,8 +495,29 @@ class _Flatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    """``a`` as a tensor sharing its memory where it can (a copy when read-only or strided)."""
+    return None if a is None else torch.from_numpy(np.require(a, requirements=("C", "W")))
+
+
 def _unit_length(x: torch.Tensor) -> torch.Tensor:
     return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def scale_rows(
+    x: torch.Tensor,
+    unit_norm: bool,
+    shift: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The fitted scaling of step 3, in torch: each row made unit length (``unit_norm``), then
+    ``(x - shift) / scale``. The one definition :class:`Scaler` (scoring) and
+    :class:`NetworkInput` (the export) both run."""
+    if unit_norm:
+        x = _unit_length(x)
+    if shift is not None:
+        x = (x - shift) / scale
+    return x
 
 
 class _BothViews(nn.Module):
@@ -535,8 +555,6 @@ class NetworkInput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.view is not None:
             x = self.view(x)  # (N, p)
-        if self.unit_norm:
-            x = _unit_length(x)
         if self.scaled:
-            x = (x - self.shift) / self.scale
-        return x
+            return scale_rows(x, self.unit_norm, self.shift, self.scale)
+        return scale_rows(x, self.unit_norm)

@@ -162,7 +162,29 @@ def load_image_folder(
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
     size = _normalise_size(image_size)
+    workers = available_cores() if workers is None else int(workers)
+    if workers < 1:
+        raise DataError(f"workers must be a positive integer, got {workers!r}")
+    class_names, per_class, nested = _list_classes(root)
+    files = [f for fs in per_class for f in fs]
+    y = np.repeat(np.arange(len(per_class), dtype=np.int64), [len(fs) for fs in per_class])
+    arrays = _decode_all(root, files, grayscale, size, workers, verbose)
+    X = _stack(root, files, arrays)
+    if nested:
+        logger.info(
+            "read %d images in %d classes (%s) from %s",
+            len(X), len(class_names), ", ".join(class_names), root,
+        )  # fmt: skip
+    else:
+        logger.info("read %d images from %s", len(X), root)
+    if return_paths:
+        return X, y, class_names, files
+    return X, y, class_names
 
+
+def _list_classes(root: Path) -> tuple[list[str], list[list[Path]], bool]:
+    """``(class_names, files per class, nested)`` of an image folder: one class per sub-folder
+    (``nested``), or the folder's loose images as one class named after it."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = _list_images(root)
     if class_dirs and loose:
@@ -170,25 +192,29 @@ def load_image_folder(
             f"image folder {root} holds both loose images ({loose[0].name}, ...) and class "
             f"folders ({class_dirs[0].name}, ...); use one layout"
         )
-    if class_dirs:
-        class_names = [d.name for d in class_dirs]
-        per_class = [_list_images(d) for d in class_dirs]
-        for d, files in zip(class_dirs, per_class, strict=True):
-            if not files:
-                raise DataError(f"class folder {d} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    else:
-        class_names = [root.name]
-        per_class = [loose]
-    files = [f for fs in per_class for f in fs]
-    if not files:
-        raise DataError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    y = np.repeat(np.arange(len(per_class), dtype=np.int64), [len(fs) for fs in per_class])
+    if not class_dirs:
+        if not loose:
+            raise DataError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        return [root.name], [loose], False
+    per_class = [_list_images(d) for d in class_dirs]
+    for d, files in zip(class_dirs, per_class, strict=True):
+        if not files:
+            raise DataError(f"class folder {d} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return [d.name for d in class_dirs], per_class, True
 
+
+def _decode_all(
+    root: Path,
+    files: list[Path],
+    grayscale: bool | None,
+    size: tuple[int, int] | None,
+    workers: int,
+    verbose: bool,
+) -> list[np.ndarray]:
+    """Every file decoded (``workers`` threads, in order); DataError naming the first file
+    whose size differs from the first file's."""
     arrays: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
-    workers = available_cores() if workers is None else int(workers)
-    if workers < 1:
-        raise DataError(f"workers must be a positive integer, got {workers!r}")
     pool = ThreadPoolExecutor(workers)
     with progress(len(files), f"Reading {root.name}", enabled=verbose) as bar, _closing(pool):
         decoded = pool.map(functools.partial(_read_one, grayscale=grayscale, size=size), files)
@@ -203,7 +229,12 @@ def load_image_folder(
                 )
             arrays.append(arr)
             bar.advance()
+    return arrays
 
+
+def _stack(root: Path, files: list[Path], arrays: list[np.ndarray]) -> np.ndarray:
+    """The decoded images as one (N, H, W, C) array; grey ones promoted to RGB (with a
+    warning) when some files are colour."""
     colour = [f for f, a in zip(files, arrays, strict=True) if a.ndim == 3]
     if colour and len(colour) < len(arrays):
         # Auto mode met grey and colour files: promote the grey ones to RGB, and say so (one
@@ -219,15 +250,4 @@ def load_image_folder(
         )
         arrays = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     X = np.stack(arrays)
-    if X.ndim == 3:
-        X = X[..., None]
-    if class_dirs:
-        logger.info(
-            "read %d images in %d classes (%s) from %s",
-            len(X), len(class_names), ", ".join(class_names), root,
-        )  # fmt: skip
-    else:
-        logger.info("read %d images from %s", len(X), root)
-    if return_paths:
-        return X, y, class_names, files
-    return X, y, class_names
+    return X[..., None] if X.ndim == 3 else X

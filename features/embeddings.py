@@ -443,16 +443,18 @@ def compute_embeddings(
     verbose : bool, default=True
         Show a progress bar (only on a terminal).
 
-    Under torchrun (:mod:`coreset_meg.common.distributed`) every rank calls it with the same ``X``:
-    the chunks are shared out among the ranks, every rank gets the whole array, and rank 0 alone
-    reads and writes the cache (so it need not be on storage the ranks share). The chunks and
-    their batches are those of a single process, so the cache file is the same.
-
     Returns
     -------
     numpy.ndarray of shape (n_samples, p), float32
         Read from the cache, a read-only memory map of the cache file (replace that file only
         by renaming onto it, as this module does, while such arrays are in use).
+
+    Notes
+    -----
+    Under torchrun (:mod:`coreset_meg.common.distributed`) every rank calls it with the same
+    ``X``: the chunks are shared out among the ranks, every rank gets the whole array, and rank 0
+    alone reads and writes the cache (so it need not be on storage the ranks share). The chunks
+    and their batches are those of a single process, so the cache file is the same.
 
     Examples
     --------

@@ -103,7 +103,7 @@ def _embed_module(detector):
     if detector.view_ not in ("features", "both"):
         return None, None
     from coreset_meg.features.embeddings import PixelEmbedder
-    from coreset_meg.features.pretrained import FeatureEmbedder, make_embedder
+    from coreset_meg.features.pretrained import make_embedder
 
     name = str(detector.features)
     if name.startswith("torchscript:") or Path(name).is_file():
@@ -112,7 +112,7 @@ def _embed_module(detector):
             "only the built-in and torchvision extractors can be exported"
         )
     embedder = make_embedder(name, device="cpu")
-    if not isinstance(embedder, PixelEmbedder | FeatureEmbedder):
+    if not (isinstance(embedder, PixelEmbedder) or callable(getattr(embedder, "module", None))):
         raise ExportError(f"cannot export a detector with the feature extractor {name!r}")
     return detector.feature_transformer_.module(embedder), embedder
 

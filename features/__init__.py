@@ -4,6 +4,8 @@
   TorchScript embedders, :func:`prepare_images` and the cache (:func:`compute_embeddings`);
 - :mod:`~coreset_meg.features.pretrained`: EfficientNet-Lite, the FID Inception, torchvision
   models, and :func:`make_embedder`, which names them;
+- :mod:`~coreset_meg.features.combined`: an image with its mirror image, and several
+  extractors side by side (``"mirror:NAME"``, ``"A+B"``);
 - :mod:`~coreset_meg.features.backends`: PyTorch or ONNX Runtime;
 - :mod:`~coreset_meg.features.builtin`: every image of MNIST, Fashion-MNIST and CIFAR-10 embedded
   once (the friendly sets and the benchmarks read them).
@@ -12,6 +14,7 @@ The core-set sampler (:mod:`coreset_meg.coreset`) and the detector
 (:mod:`coreset_meg.anomaly`) use them; nothing here imports either.
 """
 
+from coreset_meg.features.combined import JoinedFeatures, MirrorMean
 from coreset_meg.features.embeddings import (
     Embedder,
     PixelEmbedder,
@@ -37,6 +40,8 @@ __all__ = [
     "Embedder",
     "FIDInceptionFeatures",
     "FeatureEmbedder",
+    "JoinedFeatures",
+    "MirrorMean",
     "MissingWeightsError",
     "PixelEmbedder",
     "TorchScriptEmbedder",

@@ -60,6 +60,7 @@ from coreset_meg.features.backends import (
     Runner,
     make_runner,
 )
+from coreset_meg.features.combined import JoinedFeatures, MirrorMean
 from coreset_meg.features.embeddings import (
     Embedder,
     PixelEmbedder,
@@ -846,10 +847,29 @@ EMBEDDER_NAMES: dict[str, Callable[..., Embedder]] = {
     "efficientnet-lite2": _lite2,
     "inception": _inception,
 }
+
+
+def _built_in(embedding: str, combination: str, device, **options) -> Embedder:
+    """The embedder of a member of a combined name; a TorchScript file is refused (a model
+    that runs one must name it alone, so that loading it asks for the file)."""
+    if not embedding or torchscript_file(embedding) is not None:
+        raise ValueError(
+            f"a {combination} extractor's parts must be built-in networks, got {embedding!r}"
+        )
+    return make_embedder(embedding, device=device, **options)
+
+
+def _mirror(rest: str, image_size: int | None, device, **options) -> Embedder:
+    """``"mirror:NAME[@SIZE]"``: :class:`~coreset_meg.features.combined.MirrorMean`."""
+    name = rest if image_size is None else f"{rest}@{image_size}"
+    return MirrorMean(_built_in(name, "mirror", device, **options))
+
+
 # Prefixed ones: "prefix:REST" -> factory(REST, image_size or None, device, **options).
 _PREFIXES: dict[str, Callable[..., Embedder]] = {
     "torchscript": _torchscript,
     "torchvision": _torchvision,
+    "mirror": _mirror,
 }
 _SIZE_SUFFIX = re.compile(r"^(?P<base>.+)@(?P<size>\d+)$")
 
@@ -913,6 +933,11 @@ def make_embedder(
         - ``"torchscript:PATH"`` or ``"torchscript:PATH@SIZE"`` (299 px by default), or a plain
           path to an existing TorchScript file;
         - ``"torchvision:ARCH:WEIGHTS"`` or ``"torchvision:ARCH:WEIGHTS@SIZE"`` (224 px);
+        - ``"mirror:NAME"``: the mean of the unit-length features of each image and its mirror
+          image (:class:`~coreset_meg.features.combined.MirrorMean`), NAME a built-in network;
+        - ``"A+B"``: the unit-length features of A and B side by side
+          (:class:`~coreset_meg.features.combined.JoinedFeatures`), e.g.
+          ``"mirror:efficientnet-lite0+mirror:efficientnet-lite1@240"``;
         - an object with ``identity`` and ``__call__``
           (:class:`~coreset_meg.features.embeddings.Embedder`).
     device : str or torch.device, default="cpu"
@@ -941,6 +966,9 @@ def make_embedder(
         raise TypeError(f"embedding must be a name, a path or an Embedder, got {embedding!r}")
     if isinstance(embedding, os.PathLike):
         return _torchscript(str(embedding), None, device, **options)
+    if "+" in embedding and not Path(embedding.strip()).is_file():
+        names = [name.strip() for name in embedding.split("+")]
+        return JoinedFeatures([_built_in(name, "joined", device, **options) for name in names])
     text, size = _split_size(embedding)
     if text in EMBEDDER_NAMES:
         return EMBEDDER_NAMES[text](size, device, **options)

@@ -105,7 +105,7 @@ def _embed_module(detector):
     from coreset_meg.features.embeddings import PixelEmbedder
     from coreset_meg.features.pretrained import make_embedder
 
-    name = str(detector.features)
+    name = str(detector.features_)
     if name.startswith("torchscript:") or Path(name).is_file():
         raise ExportError(
             f"cannot export a detector whose features come from a TorchScript file ({name}): "
@@ -167,7 +167,7 @@ def export_metadata(detector, fmt: str) -> dict:
         },
         "offset": float(detector.offset_),
         "view": detector.view_,
-        "features": detector.features if detector.view_ in ("features", "both") else None,
+        "features": detector.features_ if detector.view_ in ("features", "both") else None,
         "score_type": detector.score_type,
         "versions": versions(),
     }
@@ -365,7 +365,7 @@ def _reference_scores(detector, embedder, X: np.ndarray) -> np.ndarray:
     reference = copy.copy(detector)
     reference.cache_dir, reference.verbose = None, False
     reference.feature_transformer_ = FeatureTransformer(
-        view=detector.view_, features=detector.features
+        view=detector.view_, features=detector.features_
     ).set_up(embedder)
     return reference.score_samples(X)
 

@@ -60,6 +60,13 @@ IMAGE_RANGES = ("auto", "symmetric", "unit")
 VIEWS = ("pixels", "features", "both")
 #: Scalings (after "auto" is resolved); "views": the both view's parts to one scale.
 SCALINGS = ("none", "minmax", "standard", "l2", "views")
+#: The feature extractor of colour images ("auto" resolved): EfficientNet-Lite0 at 128 px on each
+#: image and its mirror image, beside EfficientNet-Lite1 at 240 px; on CIFAR-10 one-class
+#: validation it gained about 0.02 AUROC over Lite0 alone (docs/results/gan-ablation.md).
+COLOUR_FEATURES = "mirror:efficientnet-lite0+efficientnet-lite1@240"
+#: The feature extractor of grey images ("auto" resolved): digits are not mirror-symmetric, and
+#: the both view's MNIST figures were measured with it.
+GREY_FEATURES = "efficientnet-lite0"
 # The Gaussian term of the core-set energy on image features (None resolved): 0.3 was the best
 # mean over the CIFAR-10 and MNIST validation splits (docs/results/how-defaults-were-chosen.md).
 _FEATURES_GAUSSIAN = 0.3
@@ -74,6 +81,7 @@ class Resolved:
     scaling: str  #: one of :data:`SCALINGS`
     views: int | None  #: the both view's pixel columns for ViewsEnergy (None: one view)
     gaussian_weight: float  #: the core-set energy's Gaussian term
+    features: str  #: the feature extractor (:func:`coreset_meg.features.make_embedder`'s name)
 
 
 def resolve_settings(
@@ -83,6 +91,7 @@ def resolve_settings(
     scaling: str = "auto",
     network: str = "coreset",
     gaussian_weight: float | None = None,
+    features: str = "auto",
 ) -> Resolved:
     """What the "auto" (and None) settings mean for samples of shape ``input_shape``.
 
@@ -92,11 +101,14 @@ def resolve_settings(
       both, min-max for vectors, none for pixels.
     - ``gaussian_weight``: 0.3 where the energy reads unit-length image features (the features
       view, or the features' block of the both view's ViewsEnergy), else 0.
+    - ``features``: :data:`COLOUR_FEATURES` for colour images, :data:`GREY_FEATURES` for grey
+      ones and vectors (unused by the pixel view).
 
-    >>> resolve_settings((1, 28, 28))
-    Resolved(view='both', scaling='views', views=784, gaussian_weight=0.3)
-    >>> resolve_settings((5,))
-    Resolved(view='pixels', scaling='minmax', views=None, gaussian_weight=0.0)
+    >>> resolve_settings((1, 28, 28))  # doctest: +NORMALIZE_WHITESPACE
+    Resolved(view='both', scaling='views', views=784, gaussian_weight=0.3,
+             features='efficientnet-lite0')
+    >>> resolve_settings((5,)).view
+    'pixels'
     """
     image = len(input_shape) == 3
     if view in ("features", "both") and not image:
@@ -115,7 +127,10 @@ def resolve_settings(
         scaling = {"features": "l2", "both": "views"}.get(view)
         scaling = scaling or ("minmax" if len(input_shape) == 1 else "none")
     views = int(np.prod(input_shape)) if view == "both" and network == "coreset" else None
-    return Resolved(view, scaling, views, resolve_gaussian_weight(gaussian_weight, view, views))
+    if features == "auto":
+        features = COLOUR_FEATURES if image and input_shape[0] == 3 else GREY_FEATURES
+    weight = resolve_gaussian_weight(gaussian_weight, view, views)
+    return Resolved(view, scaling, views, weight, features)
 
 
 def resolve_gaussian_weight(gaussian_weight: float | None, view: str, views: int | None) -> float:

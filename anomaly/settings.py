@@ -98,9 +98,12 @@ class Inputs(SettingsGroup):
         choices=("auto", "symmetric", "unit"),
     )
     features: str = setting(
-        "efficientnet-lite0",
+        "auto",
         "image feature extractor of the features view: 'efficientnet-lite0[@SIZE]' (128 px), "
-        "'inception[@SIZE]', 'torchscript:PATH[@SIZE]' or 'torchvision:ARCH:WEIGHTS[@SIZE]'",
+        "'efficientnet-lite1[@SIZE]', 'inception[@SIZE]', 'torchscript:PATH[@SIZE]', "
+        "'torchvision:ARCH:WEIGHTS[@SIZE]', 'mirror:NAME' (an image and its mirror image) or "
+        "'A+B' (side by side); auto: 'mirror:efficientnet-lite0+efficientnet-lite1@240' for "
+        "colour images, 'efficientnet-lite0' for grey ones",
     )
 
 

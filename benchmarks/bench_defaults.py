@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", required=True)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--features", default="efficientnet-lite0", help="the features view's extractor"
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     report = BENCHMARKS[args.protocol](
@@ -63,6 +66,7 @@ def main() -> None:
         out_dir=f"{args.out}/{args.protocol}-{args.dataset}",
         jobs=args.jobs,
         resume=args.resume,
+        features=args.features,
         methods=(
             COLOUR
             if args.dataset == "cifar10"

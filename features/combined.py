@@ -52,8 +52,8 @@ class MirrorMean:
     --------
     >>> from coreset_meg.features.embeddings import PixelEmbedder
     >>> images = np.array([[[[0.0, 3.0], [4.0, 0.0]]]])  # one 2x2 grey image
-    >>> MirrorMean(PixelEmbedder())(images).round(2).tolist()
-    [[0.3, 0.3, 0.4, 0.4]]
+    >>> print(MirrorMean(PixelEmbedder())(images).round(2))
+    [[0.3 0.3 0.4 0.4]]
     """
 
     def __init__(self, inner: Embedder):

@@ -122,16 +122,18 @@ class CoresetEnergy(nn.Module):
         mean: torch.Tensor | None = None,
         precision: torch.Tensor | None = None,
         gaussian_weight: float = 0.0,
+        covariance: torch.Tensor | None = None,
     ) -> None:
         """Use ``centres`` (k, d) with equal weights and temperature ``temperature`` (> 0), and
         the Gaussian term ``gaussian_weight * (x - mean)^T precision (x - mean)`` (none when
-        ``precision`` is None or the weight is 0)."""
+        ``precision`` is None or the weight is 0). ``covariance`` instead of ``precision``: its
+        pseudo-inverse is the precision (one eigendecomposition fewer)."""
         centres = centres.detach().flatten(1).to(self.centres)
         self.centres = centres.clone()
         self.centre_sq = (centres * centres).sum(1)
         self.log_weight.data = torch.zeros(len(centres), device=centres.device)  # same Parameter
         self.log_temperature.copy_(torch.tensor(float(temperature)).log())
-        _set_gaussian(self, centres, mean, precision, gaussian_weight)
+        _set_gaussian(self, centres, mean, precision, gaussian_weight, covariance)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A fresh module has one placeholder centre: take the shapes of the saved core-set.
@@ -166,18 +168,26 @@ def _set_gaussian(
     mean: torch.Tensor | None,
     precision: torch.Tensor | None,
     gaussian_weight: float,
+    covariance: torch.Tensor | None = None,
 ) -> None:
     """Set ``net.mean`` and ``net.precision_factor`` for the Gaussian term
     ``gaussian_weight * (x - mean)^T precision (x - mean)`` on the inputs that ``centres``
-    (k, d) lie in (none when ``precision`` is None or the weight is 0)."""
+    (k, d) lie in (none when ``precision`` and ``covariance`` are None or the weight is 0).
+    With ``covariance``, the precision is its pseudo-inverse (as ``scipy.linalg.pinvh`` takes
+    it: eigenvalues below ``d * eps`` of the largest count as zero)."""
     d = centres.shape[1]
-    if precision is None or gaussian_weight == 0:
+    if (precision is None and covariance is None) or gaussian_weight == 0:
         net.mean.zero_()
         net.precision_factor = torch.zeros(d, 0, device=centres.device)
         return
     net.mean.copy_(mean.reshape(d))
     # P = V diag(w) V^T = F F^T with F = V diag(sqrt(w)): (x P x) = ||x F||^2.
-    values, vectors = torch.linalg.eigh(precision.to(torch.float64))
+    if covariance is not None:  # P = V diag(1 / c) V^T from C = V diag(c) V^T
+        values, vectors = torch.linalg.eigh(covariance.to(torch.float64))
+        cutoff = values.abs().max() * d * torch.finfo(torch.float64).eps
+        values = torch.where(values > cutoff, 1.0 / values, torch.zeros_like(values))
+    else:
+        values, vectors = torch.linalg.eigh(precision.to(torch.float64))
     factor = vectors * (gaussian_weight * values.clamp_min(0.0)).sqrt()
     net.precision_factor = factor.to(centres)
 
@@ -248,17 +258,19 @@ class ViewsEnergy(nn.Module):
         mean: torch.Tensor | None = None,
         precision: torch.Tensor | None = None,
         gaussian_weight: float = 0.0,
+        covariance: torch.Tensor | None = None,
     ) -> None:
         """Use ``centres`` (k, d) with equal weights, the temperatures of the first block, the
         second and the whole row, and the Gaussian term of the second block (``mean`` and
-        ``precision`` of that block; none when the weight is 0). Calibrate afterwards."""
+        ``precision``, or ``covariance``, of that block; none when the weight is 0). Calibrate
+        afterwards."""
         centres = centres.detach().flatten(1).to(self.centres)
         s = self.split
         self.centres = centres.clone()
         self.centre_sq = torch.stack([(c * c).sum(1) for c in (centres[:, :s], centres[:, s:])])
         self.log_weight.data = torch.zeros(len(centres), device=centres.device)
         self.log_temperature.copy_(torch.tensor([float(t) for t in temperatures]).log())
-        _set_gaussian(self, centres[:, s:], mean, precision, gaussian_weight)
+        _set_gaussian(self, centres[:, s:], mean, precision, gaussian_weight, covariance)
 
     @torch.no_grad()
     def calibrate(self, rows: torch.Tensor, chunk: int = 1024) -> None:

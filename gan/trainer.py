@@ -865,10 +865,10 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
     parts = {"centres": centres, "temperature": cfg.temperature * scale}
     weight = cfg.gaussian_weight or 0.0  # None (the detector's "auto" left unresolved): none
     if weight > 0:
-        gaussian = LedoitWolf().fit(flat.cpu().numpy())
+        gaussian = LedoitWolf(store_precision=False).fit(flat.cpu().numpy())
         parts.update(
             mean=torch.as_tensor(gaussian.location_, dtype=torch.float32),
-            precision=torch.as_tensor(gaussian.precision_),
+            covariance=torch.as_tensor(gaussian.covariance_),
             gaussian_weight=weight * scale / d,
         )
     return parts
@@ -902,10 +902,10 @@ def place_views(net: ViewsEnergy, data: torch.Tensor, config: MEGConfig, seed: i
     weight = config.networks.gaussian_weight or 0.0
     if weight > 0:
         block = flat[:, s:]
-        fitted = LedoitWolf().fit(block.cpu().numpy())
+        fitted = LedoitWolf(store_precision=False).fit(block.cpu().numpy())
         gaussian = dict(
             mean=torch.as_tensor(fitted.location_, dtype=torch.float32),
-            precision=torch.as_tensor(fitted.precision_),
+            covariance=torch.as_tensor(fitted.covariance_),
             gaussian_weight=weight * temperatures[1] / t / (d - s),
         )
     net.set_parts(parts["centres"], temperatures, **gaussian)

@@ -105,3 +105,32 @@ def test_a_detector_on_joined_mirror_features_saves_loads_and_exports(tmp_path, 
     with torch.no_grad():
         exported = torch.jit.load(str(path))(as_float).numpy()
     np.testing.assert_allclose(exported, scores, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_features_are_the_accurate_ones_for_colour_and_lite0_for_grey(tmp_path):
+    import json
+
+    from coreset_meg.anomaly import MEGDetector, load_model, save_model
+    from coreset_meg.anomaly.preprocessing import COLOUR_FEATURES, GREY_FEATURES
+
+    rng = np.random.default_rng(2)
+    colour = rng.integers(0, 256, size=(12, 3, 8, 8), dtype=np.uint8)
+    det = MEGDetector(random_state=0).fit(colour)
+    assert det.features == "auto" and det.features_ == COLOUR_FEATURES
+    assert isinstance(det.embedder_, JoinedFeatures)
+    assert isinstance(det.embedder_.members[0], MirrorMean)
+    assert det.network_shape_ == (1280 + 1280,)
+    grey = MEGDetector(random_state=0).fit(colour[:, 0])
+    assert grey.features_ == GREY_FEATURES and grey.view_ == "both"
+
+    save_model(det, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert config["features"] == COLOUR_FEATURES
+    np.testing.assert_allclose(
+        load_model(tmp_path / "m").score_samples(colour), det.score_samples(colour), rtol=1e-6
+    )
+    # a file from before "auto" holds its extractor in its settings only
+    del config["features"]
+    config["settings"]["inputs"]["features"] = GREY_FEATURES
+    (tmp_path / "m" / "model.json").write_text(json.dumps(config))
+    assert load_model(tmp_path / "m").features_ == GREY_FEATURES

@@ -244,7 +244,7 @@ def generator_prior(detector, *, root=None):
         return _cascade(friendly.path, type(detector))
     if detector.view_ == "features":
         samples = friendly_embeddings(
-            friendly, detector.features, root=root, cache_dir=detector.cache_dir
+            friendly, detector.features_, root=root, cache_dir=detector.cache_dir
         )
         if detector.unit_norm_:
             samples = unit_length(samples)

@@ -192,11 +192,7 @@ def test_help_and_dry_run_with_cli_runner():
     # features); options override them.
     result = runner.invoke(app, ["fit", "--dry-run", "--json", "--dataset", "mnist"])
     params = _flat(json.loads(result.output))
-    assert (params["network"], params["view"], params["features"]) == (
-        "coreset",
-        "auto",
-        "efficientnet-lite0",
-    )
+    assert (params["network"], params["view"], params["features"]) == ("coreset", "auto", "auto")
     result = runner.invoke(
         app,
         ["fit", "--dry-run", "--json", "--dataset", "mnist", "--data-factor", "1"]

@@ -1,0 +1,73 @@
+"""Summarise the longer runs of issue 31 (budget/<tag>.jsonl, written by
+benchmarks/bench_mode_budget.py): per mixture and setting, the measurements at one step
+(modes recovered per seed, high-quality share, reverse KL, at 4 std and at 3 std), and the
+must-meet target of every core-set setting against random 64 at that step.
+
+    python docs/results/modes/summarise_budget.py TAG STEP [--generator live|ema]
+"""
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["random 64", "core-set 64", "core-set 64 data only", "core-set 64 stratified",
+         "core-set 64 latents only", "random 512"]  # fmt: skip
+
+
+def table(r: pd.DataFrame) -> list[str]:
+    lines = [
+        "| mixture | setting | seeds | modes (per seed) | mean | high quality % | reverse KL | "
+        "modes, 3 std | high quality %, 3 std | ms/step |",
+        "|:---|:---|:---|:---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (mix, setting), g in r.groupby(["mixture", "setting"], observed=True, sort=False):
+        g = g.sort_values("seed")
+        lines.append(
+            f"| {mix} | {setting} | {','.join(map(str, g['seed']))} | "
+            f"{' / '.join(map(str, g['modes']))} | {g['modes'].mean():.1f} | "
+            f"{100 * g['hq'].mean():.1f} | {g['kl_weights'].mean():.3f} | "
+            f"{g['modes_3std'].mean():.1f} | {100 * g['hq_3std'].mean():.1f} | "
+            f"{1000 * g['seconds_per_step'].mean():.0f} |"
+        )
+    return lines
+
+
+def targets(r: pd.DataFrame) -> list[str]:
+    lines = []
+    for mix, g in r.groupby("mixture", sort=False):
+        a = g[g["setting"] == "random 64"].set_index("seed")
+        for setting in [s for s in ORDER[1:-1] if s in set(g["setting"])]:
+            b = g[g["setting"] == setting].set_index("seed")
+            seeds = sorted(set(a.index) & set(b.index))
+            if not seeds:
+                continue
+            ma, mb = a.loc[seeds, "modes"].mean(), b.loc[seeds, "modes"].mean()
+            ha, hb = a.loc[seeds, "hq"].mean(), b.loc[seeds, "hq"].mean()
+            met = "MET" if mb >= ma and hb >= ha else "NOT MET"
+            lines.append(
+                f"- {mix}, {setting} vs random 64 (seeds {','.join(map(str, seeds))}): {met} "
+                f"(modes {mb:.1f} vs {ma:.1f}, high quality {100 * hb:.1f}% vs {100 * ha:.1f}%)"
+            )
+    return lines
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("tag")
+    ap.add_argument("step", type=int)
+    ap.add_argument("--generator", default="live")
+    a = ap.parse_args(argv)
+    r = pd.read_json(HERE / "budget" / f"{a.tag}.jsonl", lines=True)
+    r = r[(r["step"] == a.step) & (r["generator"] == a.generator)]
+    r = r.drop_duplicates(["mixture", "setting", "seed"], keep="last")
+    r["setting"] = pd.Categorical(r["setting"], [s for s in ORDER if s in set(r["setting"])])
+    r = r.sort_values(["mixture", "setting", "seed"])
+    text = "\n".join(table(r) + [""] + targets(r)) + "\n"
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

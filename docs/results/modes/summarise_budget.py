@@ -3,7 +3,10 @@ benchmarks/bench_mode_budget.py): per mixture and setting, the measurements at o
 (modes recovered per seed, high-quality share, reverse KL, at 4 std and at 3 std), and the
 must-meet target of every core-set setting against random 64 at that step.
 
-    python docs/results/modes/summarise_budget.py TAG STEP [--generator live|ema]
+    python docs/results/modes/summarise_budget.py TAG STEP [--generator live|ema] [--plot]
+
+``--plot`` also draws budget/<tag>.png: modes recovered and high-quality share against the step,
+one line per setting and seed, a column per mixture.
 """
 
 import argparse
@@ -53,13 +56,40 @@ def targets(r: pd.DataFrame) -> list[str]:
     return lines
 
 
+def plot(r: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mixtures = list(dict.fromkeys(r["mixture"]))
+    fig, axes = plt.subplots(2, len(mixtures), figsize=(4.5 * len(mixtures), 6.5), squeeze=False)
+    for j, mix in enumerate(mixtures):
+        for k, setting in enumerate(s for s in ORDER if s in set(r["setting"])):
+            for seed, g in r[(r["mixture"] == mix) & (r["setting"] == setting)].groupby("seed"):
+                g = g.sort_values("step")
+                style = dict(color=f"C{k}", alpha=0.8, lw=1, ls=["-", "--", ":"][seed % 3])
+                label = f"{setting}, seed {seed}"
+                axes[0, j].plot(g["step"], g["modes"], label=label, **style)
+                axes[1, j].plot(g["step"], 100 * g["hq"], label=label, **style)
+        axes[0, j].set(title=mix, ylabel="modes recovered")
+        axes[1, j].set(xlabel="generator steps", ylabel="high-quality samples %", ylim=(0, 100))
+        axes[1, j].axhline(80, color="grey", lw=0.5)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser()
     ap.add_argument("tag")
     ap.add_argument("step", type=int)
     ap.add_argument("--generator", default="live")
+    ap.add_argument("--plot", action="store_true")
     a = ap.parse_args(argv)
     r = pd.read_json(HERE / "budget" / f"{a.tag}.jsonl", lines=True)
+    if a.plot:
+        plot(r[r["generator"] == a.generator], HERE / "budget" / f"{a.tag}.png")
     r = r[(r["step"] == a.step) & (r["generator"] == a.generator)]
     r = r.drop_duplicates(["mixture", "setting", "seed"], keep="last")
     r["setting"] = pd.Categorical(r["setting"], [s for s in ORDER if s in set(r["setting"])])

@@ -5,8 +5,10 @@ must-meet target of every core-set setting against random 64 at that step.
 
     python docs/results/modes/summarise_budget.py TAG STEP [--generator live|ema] [--plot]
 
-``--plot`` also draws budget/<tag>.png: modes recovered and high-quality share against the step,
-one line per setting and seed, a column per mixture.
+``--trajectory`` prints instead, per mixture and setting, the modes recovered at every measured
+step up to STEP (seeds separated by /) and the modes missed, summed over the seeds and the steps
+of the first two thirds; ``--plot`` also draws budget/<tag>.png: modes recovered and
+high-quality share against the step, one line per setting and seed, a column per mixture.
 """
 
 import argparse
@@ -56,6 +58,27 @@ def targets(r: pd.DataFrame) -> list[str]:
     return lines
 
 
+def trajectory(r: pd.DataFrame, last: int) -> list[str]:
+    r = r[r["step"] <= last]
+    steps = sorted(r["step"].unique())
+    early = [s for s in steps if s <= 2 * last // 3]
+    lines = [
+        "| mixture | setting | " + " | ".join(f"{s:,}" for s in steps)
+        + f" | modes missed, steps {early[0]:,}-{early[-1]:,} |",
+        "|:---|:---|" + "---|" * len(steps) + "---:|",
+    ]  # fmt: skip
+    for (mix, setting), g in r.groupby(["mixture", "setting"], observed=True, sort=False):
+        table = g.pivot_table(index="seed", columns="step", values="modes").reindex(columns=steps)
+        n_modes = MIXTURE_MODES.get(mix, table.max().max())
+        cells = ["/".join("–" if pd.isna(v) else str(int(v)) for v in table[s]) for s in steps]
+        missed = int((n_modes - table[early]).sum().sum())
+        lines.append(f"| {mix} | {setting} | " + " | ".join(cells) + f" | {missed} |")
+    return lines
+
+
+MIXTURE_MODES = {"grid5": 25, "grid7": 49, "grid10": 100, "ring8": 8, "grid5-unequal": 25}
+
+
 def plot(r: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -86,10 +109,17 @@ def main(argv=None) -> str:
     ap.add_argument("step", type=int)
     ap.add_argument("--generator", default="live")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--trajectory", action="store_true")
     a = ap.parse_args(argv)
     r = pd.read_json(HERE / "budget" / f"{a.tag}.jsonl", lines=True)
     if a.plot:
         plot(r[r["generator"] == a.generator], HERE / "budget" / f"{a.tag}.png")
+    if a.trajectory:
+        rows = r[r["generator"] == a.generator].copy()
+        rows["setting"] = pd.Categorical(rows["setting"], ORDER)
+        text = "\n".join(trajectory(rows.sort_values(["mixture", "setting", "seed"]), a.step))
+        print(text)
+        return text
     r = r[(r["step"] == a.step) & (r["generator"] == a.generator)]
     r = r.drop_duplicates(["mixture", "setting", "seed"], keep="last")
     r["setting"] = pd.Categorical(r["setting"], [s for s in ORDER if s in set(r["setting"])])

@@ -6,9 +6,10 @@ must-meet target of every core-set setting against random 64 at that step.
     python docs/results/modes/summarise_budget.py TAG STEP [--generator live|ema] [--plot]
 
 ``--trajectory`` prints instead, per mixture and setting, the modes recovered at every measured
-step up to STEP (seeds separated by /) and the modes missed, summed over the seeds and the steps
-of the first two thirds; ``--plot`` also draws budget/<tag>.png: modes recovered and
-high-quality share against the step, one line per setting and seed, a column per mixture.
+step up to STEP (seeds separated by /, those that reached STEP) and the modes missed, summed
+over the seeds and the steps of the first two thirds; ``--plot`` also draws budget/<tag>.png:
+modes recovered and high-quality share against the step, one line per setting and seed, a
+column per mixture.
 """
 
 import argparse
@@ -60,6 +61,8 @@ def targets(r: pd.DataFrame) -> list[str]:
 
 def trajectory(r: pd.DataFrame, last: int) -> list[str]:
     r = r[r["step"] <= last]
+    done = r[r["step"] == last][["mixture", "setting", "seed"]].drop_duplicates()
+    r = r.merge(done, on=["mixture", "setting", "seed"])  # the series that reached STEP
     steps = sorted(r["step"].unique())
     early = [s for s in steps if s <= 2 * last // 3]
     lines = [

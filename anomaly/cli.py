@@ -81,8 +81,8 @@ _SETTING_PANELS = {"networks": "Model", "inputs": "Model", "scoring": "Model",
                    "schedule": "Training", "run": "Training"}  # fmt: skip
 _ADVANCED = {"coreset_fraction", "gaussian_weight", "max_centres", "temperature", "bounded_output",
              "spectral_norm", "prior_factor", "data_factor", "projection_dim", "prior", "friendly",
-             "truncation", "ema_decay", "generator_ema", "n_snapshots", "image_shape",
-             "checkpoint_path"}  # fmt: skip
+             "truncation", "ema_decay", "generator_ema", "lr_decay_start", "n_snapshots",
+             "image_shape", "checkpoint_path"}  # fmt: skip
 
 _FIT_EXAMPLES = """Examples:
 

@@ -8,7 +8,13 @@ from .cifar import CIFAR10_CLASSES, load_cifar10, read_cifar_batch
 from .digits import load_digits_data
 from .errors import DataError
 from .images import load_image_folder
-from .mixtures import GaussianMixture, grid_mixture, mode_coverage, ring_mixture
+from .mixtures import (
+    GaussianMixture,
+    grid_mixture,
+    mode_coverage,
+    ring_mixture,
+    unequal_weights,
+)
 from .mnist import FASHION_MNIST_CLASSES, load_mnist, read_idx
 from .names import dataset_key
 from .splits import (
@@ -62,4 +68,5 @@ __all__ = [
     "read_idx",
     "ring_mixture",
     "to_model_input",
+    "unequal_weights",
 ]

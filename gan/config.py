@@ -294,6 +294,16 @@ class Schedule(SettingsGroup):
         high=1,
         open_high=True,
     )
+    lr_decay_start: float | None = setting(
+        None,
+        "share of n_iter after which every learning rate decays linearly towards 0 at n_iter "
+        "(None: constant)",
+        kind=float,
+        low=0,
+        high=1,
+        open_high=True,
+        none=True,
+    )
     generator_ema: float = setting(
         0.0,
         "decay of a weight average of G used to draw generated samples, not negatives "

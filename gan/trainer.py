@@ -488,6 +488,7 @@ class MEGTrainer:
         with progress(cfg.schedule.n_iter - self.step, "Training MEG", self.verbose) as self.bar:
             while self.step < cfg.schedule.n_iter:
                 t0 = time.perf_counter()
+                self._schedule_learning_rate()
                 for _ in range(cfg.objective.n_energy_steps):
                     loss_e, e_real, e_fake, gp = self.energy_step(data)
                 loss_g, mi = self.generator_step()
@@ -567,6 +568,25 @@ class MEGTrainer:
         """The states of :meth:`_stream_owners`' streams that have drawn (for checkpoints)."""
         states = {name: o.rng_state() for name, o in self._stream_owners().items()}
         return {name: state for name, state in states.items() if state is not None}
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of every network for the iteration after ``step`` ones: the
+        configured one, decaying linearly after ``lr_decay_start * n_iter`` towards 0 at
+        ``n_iter``."""
+        lr, start = self.config.objective.learning_rate, self.config.schedule.lr_decay_start
+        total = self.config.schedule.n_iter
+        first = int(start * total) if start is not None else total
+        if step < first:
+            return lr
+        return lr * max(0.0, (total - step) / (total - first))
+
+    def _schedule_learning_rate(self) -> None:
+        if self.config.schedule.lr_decay_start is None:  # constant: the optimisers' own
+            return
+        lr = self.learning_rate(self.step)
+        for opt in (self.opt_e, self.opt_g):
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _permutation(self, n: int) -> torch.Tensor:
         """A random permutation of ``n`` (the mutual-information estimate's shuffled pairs)."""

@@ -35,6 +35,7 @@ from coreset_meg.datasets import (
     read_idx,
     ring_mixture,
     to_model_input,
+    unequal_weights,
 )
 from coreset_meg.datasets import cifar as cifar_module
 from coreset_meg.datasets import mnist as mnist_module
@@ -667,6 +668,38 @@ def test_mode_coverage_known_samples() -> None:
     none = mode_coverage(np.array([[1.0, 1.0]]), grid)
     assert none["modes_recovered"] == 0 and none["high_quality_fraction"] == 0.0
     assert math.isnan(none["kl_uniform"])
+
+
+def test_unequal_weights_are_drawn_and_measured_against() -> None:
+    w = unequal_weights(25, ratio=10.0)
+    assert w.sum() == pytest.approx(1.0) and w.max() / w.min() == pytest.approx(10.0)
+    grid = grid_mixture(5, weights=w)
+    border = np.abs(grid.centers).max(axis=1) == 4
+    light = np.argsort(w)[:8]  # the eight lightest modes lie inside the grid and on its border
+    assert border[light].any() and (~border[light]).any()
+    X, modes = grid.sample(20_000, random_state=0)
+    share = np.bincount(modes, minlength=25) / len(modes)
+    np.testing.assert_allclose(share, w, atol=0.005)
+    stats = mode_coverage(X, grid)
+    assert stats["modes_recovered"] == 25
+    assert stats["kl_weights"] < 0.01 < 0.1 < stats["kl_uniform"]  # right against its weights
+    equal = grid_mixture(5)
+    Xe, _ = equal.sample(5000, random_state=0)
+    same = mode_coverage(Xe, equal)
+    assert same["kl_weights"] == pytest.approx(same["kl_uniform"])
+    with pytest.raises(DataError, match="weights"):
+        grid_mixture(3, weights=np.ones(4))
+    with pytest.raises(DataError, match="weights"):
+        grid_mixture(2, weights=[1.0, -1.0, 1.0, 1.0])
+
+
+def test_mode_coverage_min_count() -> None:
+    grid = grid_mixture(side=5, spacing=2.0, std=0.05)
+    c = grid.centers
+    samples = np.stack([c[0], c[0], c[0], c[7], c[7], c[24]])
+    assert mode_coverage(samples, grid)["modes_recovered"] == 3
+    assert mode_coverage(samples, grid, min_count=2)["modes_recovered"] == 2
+    assert mode_coverage(samples, grid, min_count=3)["modes_recovered"] == 1
 
 
 def test_csv_rows_longer_than_the_header_are_refused_not_indexed(tmp_path):

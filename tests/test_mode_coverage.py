@@ -200,3 +200,31 @@ def test_mixture_runs_the_coverage_settings(tmp_path):
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results["setting"]) == names
     assert results["prior_factor"].tolist() == [4, 1, 4]
+
+
+# Item 3 of the issue (enough training): one learning-rate schedule for every batch setting.
+
+
+def test_learning_rate_decays_linearly_after_its_start():
+    cfg = MEGConfig.from_params(
+        n_iter=10, network="mlp", width=8, learning_rate=1e-3, lr_decay_start=0.5
+    )
+    t = MEGTrainer(cfg, (2,), device="cpu", random_state=0)
+    lrs = [t.learning_rate(step) for step in range(10)]
+    assert lrs[:6] == [1e-3] * 6  # constant for the first half
+    np.testing.assert_allclose(lrs[6:], [8e-4, 6e-4, 4e-4, 2e-4])  # then linearly towards 0
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        MEGConfig.from_params(n_iter=10, network="mlp", lr_decay_start=1.0)
+
+
+def test_training_sets_the_scheduled_rate_and_none_leaves_it():
+    X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    kw = dict(n_iter=4, n_energy_steps=1, batch_size=8, latent_dim=2, width=8, network="mlp")
+    decayed = MEGTrainer(MEGConfig.from_params(**kw, lr_decay_start=0.5), (2,), device="cpu",
+                         random_state=0).fit(X)  # fmt: skip
+    last = decayed.learning_rate(3)  # the rate of the last iteration
+    assert last == pytest.approx(2e-4 / 2)
+    for opt in (decayed.opt_e, decayed.opt_g):
+        assert [g["lr"] for g in opt.param_groups] == [last] * len(opt.param_groups)
+    plain = MEGTrainer(MEGConfig.from_params(**kw), (2,), device="cpu", random_state=0).fit(X)
+    assert all(g["lr"] == 2e-4 for g in plain.opt_g.param_groups)

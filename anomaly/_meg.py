@@ -76,8 +76,8 @@ class MEGDetector(OutlierMixin, BaseEstimator):
         (128 px), ``"efficientnet-lite1[@SIZE]"``, ``"inception[@SIZE]"``,
         ``"torchscript:PATH[@SIZE]"``, ``"torchvision:ARCH:WEIGHTS[@SIZE]"``, ``"mirror:NAME"``
         (each image and its mirror image) or ``"A+B"`` (side by side). "auto": for colour
-        images ``"mirror:efficientnet-lite0+efficientnet-lite1@240"`` (the accurate one; about
-        14 times the time of ``"efficientnet-lite0"``, the fast one), for grey images
+        images ``"mirror:efficientnet-lite0+efficientnet-lite1@240"`` (the accurate one; 5 to 14
+        times the embedding time of ``"efficientnet-lite0"``, the fast one), for grey images
         ``"efficientnet-lite0"``.
     image_range : {"auto", "symmetric", "unit"}, default="auto"
         Range of float images: symmetric ([-1, 1]) or unit ([0, 1], torchvision's

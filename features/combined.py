@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coreset_meg.features.embeddings import Embedder, unit_length
+from coreset_meg.features.embeddings import Embedder, unit_length, unit_rows
 
 __all__ = ["JoinedFeatures", "MirrorMean"]
 
@@ -34,10 +34,6 @@ def _mirrored(batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch.flip(-1)
     return np.ascontiguousarray(np.asarray(batch)[..., ::-1])
-
-
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
 
 
 class MirrorMean:
@@ -112,7 +108,7 @@ class _MirrorModule(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (_unit_rows(self.inner(x)) + _unit_rows(self.inner(x.flip(-1)))) / 2
+        return (unit_rows(self.inner(x)) + unit_rows(self.inner(x.flip(-1)))) / 2
 
 
 class _JoinedModule(nn.Module):
@@ -121,5 +117,5 @@ class _JoinedModule(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [_unit_rows(m(x)) for m in self.members]
+        parts = [unit_rows(m(x)) for m in self.members]
         return torch.cat(parts, dim=1) / math.sqrt(len(parts))

@@ -62,6 +62,12 @@ def unit_length(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """:func:`unit_length` in torch (for modules that are traced or exported): each row of
+    ``x`` divided by its Euclidean length; a row of zeros stays zero."""
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """What :func:`compute_embeddings` needs from an embedder."""

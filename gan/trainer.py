@@ -885,13 +885,18 @@ def coreset_energy_parts(data: torch.Tensor, config: MEGConfig, seed: int = 0) -
     parts = {"centres": centres, "temperature": cfg.temperature * scale}
     weight = cfg.gaussian_weight or 0.0  # None (the detector's "auto" left unresolved): none
     if weight > 0:
-        gaussian = LedoitWolf(store_precision=False).fit(flat.cpu().numpy())
-        parts.update(
-            mean=torch.as_tensor(gaussian.location_, dtype=torch.float32),
-            covariance=torch.as_tensor(gaussian.covariance_),
-            gaussian_weight=weight * scale / d,
-        )
+        parts.update(**_shrunk_gaussian(flat), gaussian_weight=weight * scale / d)
     return parts
+
+
+def _shrunk_gaussian(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``mean`` and ``covariance`` (Ledoit-Wolf shrunk) of the rows of ``flat``: the Gaussian
+    term's parts (its precision is taken from the covariance when the energy is set)."""
+    fitted = LedoitWolf(store_precision=False).fit(flat.cpu().numpy())
+    return {
+        "mean": torch.as_tensor(fitted.location_, dtype=torch.float32),
+        "covariance": torch.as_tensor(fitted.covariance_),
+    }
 
 
 #: Training samples that calibrate a :class:`~coreset_meg.gan.networks.ViewsEnergy` (a seeded
@@ -921,11 +926,8 @@ def place_views(net: ViewsEnergy, data: torch.Tensor, config: MEGConfig, seed: i
     gaussian = {}
     weight = config.networks.gaussian_weight or 0.0
     if weight > 0:
-        block = flat[:, s:]
-        fitted = LedoitWolf(store_precision=False).fit(block.cpu().numpy())
         gaussian = dict(
-            mean=torch.as_tensor(fitted.location_, dtype=torch.float32),
-            covariance=torch.as_tensor(fitted.covariance_),
+            **_shrunk_gaussian(flat[:, s:]),
             gaussian_weight=weight * temperatures[1] / t / (d - s),
         )
     net.set_parts(parts["centres"], temperatures, **gaussian)
